@@ -1,0 +1,160 @@
+"""Domain types: frozen dataclasses that check their own invariants.
+
+A lot travels photos -> embeddings -> reference distributions -> scoring -> verdict;
+these are the nouns every step shares. They do no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any
+
+from grainproof.errors import ClaimError
+
+#: Fraud kinds written by the simulator and used by `grainproof evaluate`; "genuine" is a true claim.
+FRAUD_KINDS: tuple[str, ...] = (
+    "genuine",
+    "neighbour_origin",
+    "far_origin",
+    "missing_origin",
+    "wrong_season",
+    "admixture",
+)
+
+
+def season_of(harvest_date: date) -> int:
+    """The season (harvest year) a harvest date belongs to; northern-hemisphere cereals: the calendar year."""
+    return harvest_date.year
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """Where a lot is declared to have grown: a point, a field polygon (GeoJSON) and/or a region code."""
+
+    lon: float | None = None
+    lat: float | None = None
+    region: str | None = None
+    geometry_geojson: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.lon is None) != (self.lat is None):
+            raise ClaimError("Give both longitude and latitude, or neither.")
+        if self.lon is not None and self.lat is not None:
+            if not (math.isfinite(self.lon) and math.isfinite(self.lat)):
+                raise ClaimError("Longitude and latitude must be finite numbers.")
+            if not -180.0 <= self.lon <= 180.0:
+                raise ClaimError(f"Longitude {self.lon} is outside [-180, 180].")
+            if not -90.0 <= self.lat <= 90.0:
+                raise ClaimError(f"Latitude {self.lat} is outside [-90, 90].")
+        if self.region is not None and not self.region.strip():
+            raise ClaimError("Region code is empty.")
+        if self.lon is None and self.region is None and not self.geometry_geojson:
+            raise ClaimError("An origin needs a point (lon, lat), a field polygon or a region code.")
+
+    @property
+    def has_point(self) -> bool:
+        return self.lon is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """A declaration to verify: species, variety, origin and (optionally) harvest date of one lot."""
+
+    lot_id: str
+    species: str
+    variety: str
+    origin: Origin
+    harvest_date: date | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("lot_id", "species", "variety"):
+            if not getattr(self, name).strip():
+                raise ClaimError(f"The claim's {name} is empty.")
+
+    @property
+    def season(self) -> int | None:
+        return season_of(self.harvest_date) if self.harvest_date else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LotRecord:
+    """One row of a lot manifest: a claim plus the photos or precomputed feature vector behind it."""
+
+    claim: Claim
+    device: str | None = None
+    photos: tuple[str, ...] = ()
+    features: tuple[float, ...] | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.features is not None and not all(math.isfinite(v) for v in self.features):
+            raise ClaimError(f"Lot {self.claim.lot_id}: feature vector has NaN or infinite values.")
+
+    @property
+    def lot_id(self) -> str:
+        return self.claim.lot_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alternative:
+    """Another origin unit and season that could explain a lot, with its posterior probability."""
+
+    origin_unit: str
+    season: int | None
+    probability: float
+    p_value: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0 or not 0.0 <= self.p_value <= 1.0:
+            raise ValueError("probability and p_value must lie in [0, 1]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NearestReference:
+    """A reference lot close to the verified lot in embedding space, shown to auditors as evidence."""
+
+    lot_id: str
+    origin_unit: str
+    season: int | None
+    distance: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verdict:
+    """What grainproof says about a claim: calibrated p-values, the flag, and the evidence behind it."""
+
+    lot_id: str
+    plausibility: float
+    origin_plausibility: float
+    season_plausibility: float | None
+    flagged: bool
+    alpha: float
+    reasons: tuple[str, ...]
+    alternatives: tuple[Alternative, ...]
+    outside_reference_probability: float
+    admixture: float | None
+    nearest_reference_lots: tuple[NearestReference, ...]
+    declared_origin_unit: str
+    low_confidence: bool
+    model_version: str
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("plausibility", "origin_plausibility", "outside_reference_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value} is outside [0, 1]")
+        if self.season_plausibility is not None and not 0.0 <= self.season_plausibility <= 1.0:
+            raise ValueError("season_plausibility is outside [0, 1]")
+        if self.admixture is not None and not 0.0 <= self.admixture <= 1.0:
+            raise ValueError("admixture is outside [0, 1]")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The verdict as JSON-ready plain data (the shape of `verify` output and the API response)."""
+        data = asdict(self)
+        data["reasons"] = list(self.reasons)
+        data["warnings"] = list(self.warnings)
+        return data

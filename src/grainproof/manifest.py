@@ -1,0 +1,272 @@
+"""The lot manifest: the one CSV format every command reads and writes (see docs/manifest.md).
+
+One row per lot: lot_id, species, variety, lon, lat, region, origin_geojson, harvest_date,
+device, and either `photos` (paths relative to the CSV, `;`-separated) or feature columns
+f_0 ... f_{d-1}. The reader checks every row and reports all bad rows by line number at once,
+so a user fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from grainproof.domain import Claim, LotRecord, Origin
+from grainproof.errors import ClaimError, GrainproofError, ManifestError
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("lot_id", "species", "variety")
+STANDARD_COLUMNS: tuple[str, ...] = (
+    "lot_id",
+    "species",
+    "variety",
+    "lon",
+    "lat",
+    "region",
+    "origin_geojson",
+    "harvest_date",
+    "device",
+    "photos",
+)
+_FEATURE_RE = re.compile(r"^f_(\d+)$")
+_ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def feature_columns(dim: int) -> list[str]:
+    """Column names f_0 ... f_{dim-1}."""
+    return [f"f_{i}" for i in range(dim)]
+
+
+def _feature_dim(header: Sequence[str], path: str) -> int:
+    indices = sorted(int(m.group(1)) for c in header if (m := _FEATURE_RE.match(c)))
+    if indices and indices != list(range(len(indices))):
+        raise ManifestError(path, [f"header: feature columns must be f_0 ... f_{len(indices) - 1} without gaps"])
+    return len(indices)
+
+
+def parse_harvest_date(text: str, *, today: date | None = None) -> date:
+    """An ISO date (YYYY-MM-DD) that is not in the future; ClaimError otherwise."""
+    if not _ISO_DATE_RE.match(text):
+        raise ClaimError(f"harvest_date {text!r} is not an ISO date (YYYY-MM-DD)")
+    try:
+        parsed = date.fromisoformat(text)
+    except ValueError as exc:
+        raise ClaimError(f"harvest_date {text!r} is not a valid date ({exc})") from None
+    if parsed > (today or date.today()):
+        raise ClaimError(f"harvest_date {text} is in the future")
+    return parsed
+
+
+def _parse_coordinate(text: str, name: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ClaimError(f"{name} {text!r} is not a number") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ClaimError(f"{name} {text} is outside [{low:g}, {high:g}]")
+    return value
+
+
+def parse_row(
+    row: dict[str, str],
+    *,
+    base_dir: Path,
+    dim: int,
+    check_photos: bool = True,
+    today: date | None = None,
+) -> LotRecord:
+    """One manifest row as a LotRecord; raises ClaimError naming the first problem."""
+    values = {k: (v or "").strip() for k, v in row.items() if k is not None}
+    for name in REQUIRED_COLUMNS:
+        if not values.get(name):
+            raise ClaimError(f"{name} is empty")
+    lon_text, lat_text = values.get("lon", ""), values.get("lat", "")
+    lon = _parse_coordinate(lon_text, "lon", -180.0, 180.0) if lon_text else None
+    lat = _parse_coordinate(lat_text, "lat", -90.0, 90.0) if lat_text else None
+    if (lon is None) != (lat is None):
+        raise ClaimError("give both lon and lat, or neither")
+    region = values.get("region") or None
+    geojson = values.get("origin_geojson") or None
+    if lon is None and region is None and geojson is None:
+        raise ClaimError("no origin: give lon/lat, region or origin_geojson")
+    harvest_text = values.get("harvest_date", "")
+    harvest = parse_harvest_date(harvest_text, today=today) if harvest_text else None
+    photos: tuple[str, ...] = tuple(p.strip() for p in values.get("photos", "").split(";") if p.strip())
+    if check_photos:
+        for photo in photos:
+            if not (base_dir / photo).is_file():
+                raise ClaimError(f"photo {photo!r} does not exist (paths are relative to the CSV)")
+    features: tuple[float, ...] | None = None
+    if dim:
+        texts = [values.get(f"f_{i}", "") for i in range(dim)]
+        if any(texts):
+            try:
+                parsed = tuple(float(t) for t in texts)
+            except ValueError:
+                bad = next(f"f_{i}={t!r}" for i, t in enumerate(texts) if not _is_float(t))
+                raise ClaimError(f"feature {bad} is not a number") from None
+            if not all(math.isfinite(v) for v in parsed):
+                raise ClaimError("feature vector has NaN or infinite values")
+            features = parsed
+    if not photos and features is None:
+        raise ClaimError("no photos and no feature values: give one or the other")
+    extra = {k: v for k, v in values.items() if k not in STANDARD_COLUMNS and not _FEATURE_RE.match(k)}
+    claim = Claim(
+        lot_id=values["lot_id"],
+        species=values["species"],
+        variety=values["variety"],
+        origin=Origin(lon=lon, lat=lat, region=region, geometry_geojson=geojson),
+        harvest_date=harvest,
+    )
+    return LotRecord(claim=claim, device=values.get("device") or None, photos=photos, features=features, extra=extra)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_manifest(
+    path: str | os.PathLike[str],
+    *,
+    check_photos: bool = True,
+    today: date | None = None,
+) -> list[LotRecord]:
+    """Every lot in a manifest CSV; ManifestError listing each bad row by line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(str(path), ["file does not exist"])
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ManifestError(str(path), ["file is not UTF-8 text; save the CSV as UTF-8"]) from None
+    return parse_manifest_text(text, name=str(path), base_dir=path.parent, check_photos=check_photos, today=today)
+
+
+def parse_manifest_text(
+    text: str,
+    *,
+    name: str = "<manifest>",
+    base_dir: Path | None = None,
+    check_photos: bool = True,
+    today: date | None = None,
+) -> list[LotRecord]:
+    """Parse manifest CSV text (for uploads); same checks as read_manifest."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    if not header:
+        raise ManifestError(name, ["file is empty: expected a header line"])
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise ManifestError(name, [f"header: missing required column(s) {', '.join(missing)}"])
+    has_origin = any(c in header for c in ("lon", "region", "origin_geojson"))
+    if not has_origin:
+        raise ManifestError(name, ["header: needs lon/lat, region or origin_geojson columns for the origin"])
+    if ("lon" in header) != ("lat" in header):
+        raise ManifestError(name, ["header: lon and lat columns go together"])
+    dim = _feature_dim(header, name)
+    if "photos" not in header and dim == 0:
+        raise ManifestError(name, ["header: needs a photos column or feature columns f_0 ... f_{d-1}"])
+    lots: list[LotRecord] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    base = base_dir or Path.cwd()
+    try:
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                problems.append(f"line {line}: more values than header columns")
+                continue
+            if any(v is None for v in row.values()):
+                problems.append(f"line {line}: fewer values than header columns")
+                continue
+            try:
+                lot = parse_row(row, base_dir=base, dim=dim, check_photos=check_photos, today=today)
+            except GrainproofError as exc:
+                problems.append(f"line {line}: {exc}")
+                continue
+            if lot.lot_id in seen:
+                problems.append(f"line {line}: lot_id {lot.lot_id!r} already used on line {seen[lot.lot_id]}")
+                continue
+            seen[lot.lot_id] = line
+            lots.append(lot)
+    except csv.Error as exc:
+        problems.append(f"line {reader.line_num}: malformed CSV ({exc})")
+    if problems:
+        raise ManifestError(name, problems)
+    if not lots:
+        raise ManifestError(name, ["no lots: the file has a header but no rows"])
+    return lots
+
+
+def feature_matrix(lots: Sequence[LotRecord]) -> np.ndarray:
+    """The lots' feature vectors stacked as a float64 array (n, d); ManifestError if any is missing."""
+    missing = [lot.lot_id for lot in lots if lot.features is None]
+    if missing:
+        raise ManifestError("<manifest>", [f"lot {m}: no feature values" for m in missing])
+    dims = {len(lot.features or ()) for lot in lots}
+    if len(dims) != 1:
+        raise ManifestError("<manifest>", [f"feature vectors have different lengths {sorted(dims)}"])
+    return np.asarray([lot.features for lot in lots], dtype=np.float64)
+
+
+def _format_float(value: float) -> str:
+    return repr(float(value))
+
+
+def lot_to_row(lot: LotRecord) -> dict[str, str]:
+    """A LotRecord as manifest CSV cells (coordinates keep full precision)."""
+    claim = lot.claim
+    row = {
+        "lot_id": claim.lot_id,
+        "species": claim.species,
+        "variety": claim.variety,
+        "lon": "" if claim.origin.lon is None else _format_float(claim.origin.lon),
+        "lat": "" if claim.origin.lat is None else _format_float(claim.origin.lat),
+        "region": claim.origin.region or "",
+        "origin_geojson": claim.origin.geometry_geojson or "",
+        "harvest_date": claim.harvest_date.isoformat() if claim.harvest_date else "",
+        "device": lot.device or "",
+        "photos": ";".join(lot.photos),
+    }
+    if lot.features is not None:
+        row.update({f"f_{i}": _format_float(v) for i, v in enumerate(lot.features)})
+    row.update(lot.extra)
+    return row
+
+
+def write_manifest(path: str | os.PathLike[str], lots: Iterable[LotRecord]) -> Path:
+    """Write lots as a manifest CSV atomically (a crash never leaves half a file); returns the path."""
+    path = Path(path)
+    rows = [lot_to_row(lot) for lot in lots]
+    dims = max((sum(1 for k in r if _FEATURE_RE.match(k)) for r in rows), default=0)
+    extra_cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in STANDARD_COLUMNS and not _FEATURE_RE.match(k) and k not in extra_cols:
+                extra_cols.append(k)
+    columns = [*STANDARD_COLUMNS, *extra_cols, *feature_columns(dims)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({c: r.get(c, "") for c in columns})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

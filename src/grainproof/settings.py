@@ -1,0 +1,76 @@
+"""One Settings object, read once from GRAINPROOF_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+
+def _default_data_dir() -> Path:
+    """Per-user data directory, following the XDG convention on Linux."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "grainproof"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"GRAINPROOF_{name}", default)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything configurable, in one place; build with `Settings.from_env()` or `get_settings()`."""
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    cache_dir: Path | None = None
+    database_url: str | None = None
+    backbone: str = "efficientnet_lite0"
+    alpha: float = 0.01
+    seed: int = 0
+    max_upload_bytes: int = 25 * 1024 * 1024
+    max_photo_pixels: int = 50_000_000
+    min_photo_side: int = 64
+    torch_threads: int = 0  # 0: use every core
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(_env("DATA_DIR", str(_default_data_dir()))).expanduser()
+        cache = os.environ.get("GRAINPROOF_CACHE_DIR")
+        return cls(
+            data_dir=data_dir,
+            cache_dir=Path(cache).expanduser() if cache else None,
+            database_url=os.environ.get("GRAINPROOF_DATABASE_URL") or None,
+            backbone=_env("BACKBONE", "efficientnet_lite0"),
+            alpha=float(_env("ALPHA", "0.01")),
+            seed=int(_env("SEED", "0")),
+            max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(25 * 1024 * 1024))),
+            max_photo_pixels=int(_env("MAX_PHOTO_PIXELS", "50000000")),
+            min_photo_side=int(_env("MIN_PHOTO_SIDE", "64")),
+            torch_threads=int(_env("TORCH_THREADS", "0")),
+        )
+
+    @property
+    def embedding_cache_dir(self) -> Path:
+        """Where photo embeddings are cached (GRAINPROOF_CACHE_DIR, else inside the data dir)."""
+        return self.cache_dir or self.data_dir / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def photos_dir(self) -> Path:
+        return self.data_dir / "photos"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """GRAINPROOF_DATABASE_URL, else a SQLite file in the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'grainproof.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_env()
