@@ -15,6 +15,11 @@ def _default_data_dir() -> Path:
     return base / "grainproof"
 
 
+def _default_geo_dir() -> Path:
+    """The repository's top-level geo/ (built-in region sets), next to src/."""
+    return Path(__file__).resolve().parents[2] / "geo"
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"GRAINPROOF_{name}", default)
 
@@ -33,6 +38,14 @@ class Settings:
     max_photo_pixels: int = 50_000_000
     min_photo_side: int = 64
     torch_threads: int = 0  # 0: use every core
+    embed_runtime: str = "onnxruntime"  # or "torch"; both give the same vectors (cosine >= 0.999, bench embed)
+    # The service (grainproof serve): origin checks, upload limits, EPCIS identifiers.
+    region_set: str | None = "fr-departements"
+    max_photos_per_lot: int = 20
+    gs1_gtin: str = "09506000134352"  # GS1's documentation example GTIN: set GRAINPROOF_GS1_GTIN to yours
+    geo_dir: Path = field(default_factory=_default_geo_dir)
+    # The auditor's desk: signs browser session cookies; set it when several service processes share users.
+    session_secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,6 +62,12 @@ class Settings:
             max_photo_pixels=int(_env("MAX_PHOTO_PIXELS", "50000000")),
             min_photo_side=int(_env("MIN_PHOTO_SIDE", "64")),
             torch_threads=int(_env("TORCH_THREADS", "0")),
+            embed_runtime=_env("EMBED_RUNTIME", "onnxruntime"),
+            region_set=_env("REGION_SET", "fr-departements") or None,
+            max_photos_per_lot=int(_env("MAX_PHOTOS_PER_LOT", "20")),
+            gs1_gtin=_env("GS1_GTIN", "09506000134352"),
+            geo_dir=Path(_env("GEO_DIR", str(_default_geo_dir()))).expanduser(),
+            session_secret=os.environ.get("GRAINPROOF_SESSION_SECRET") or None,
         )
 
     @property
@@ -59,6 +78,11 @@ class Settings:
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def region_sets_dir(self) -> Path:
+        """Where user-registered region sets (`grainproof regions import`) are kept."""
+        return self.data_dir / "regions"
 
     @property
     def photos_dir(self) -> Path:
