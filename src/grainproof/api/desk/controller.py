@@ -1,0 +1,308 @@
+"""The auditor's desk: server-rendered pages over the same services as the API.
+
+A browser cannot send an API key header, so the desk has its own login: the auditor pastes an
+auditor or admin key once and gets a signed HttpOnly session cookie (see `session.py`). The API's
+key middleware skips these routes (`exclude_from_auth`); every handler checks the session itself,
+and every form carries a CSRF token tied to it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import anyio
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from litestar import Controller, MediaType, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
+
+from grainproof.api.desk.pages import DECISION_LABELS, QueueQuery, lot_map, lot_page, queue_page
+from grainproof.api.desk.session import (
+    COOKIE_NAME,
+    SESSION_SECONDS,
+    csrf_ok,
+    csrf_token,
+    decode_session,
+    encode_session,
+    new_session,
+    peek_key_id,
+    session_secret,
+)
+from grainproof.api.runtime import Runtime
+from grainproof.api.services.verifications import record_review
+from grainproof.errors import GrainproofError
+from grainproof.store.database import session_scope
+from grainproof.store.keys import find_key
+from grainproof.store.tables import ApiKey
+
+DESK_ROLES = ("auditor", "admin")
+_HERE = Path(__file__).parent
+#: Pages load nothing from elsewhere: no CDN, no inline script.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _p_value(value: float | None) -> str:
+    """p-values as people read them: three significant digits, tiny ones as '< 0.001'."""
+    if value is None:
+        return "—"
+    if value < 0.001:
+        return "< 0.001"
+    return f"{value:.3g}"
+
+
+def _when(text: str | None) -> str:
+    if not text:
+        return "—"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
+_templates = Environment(
+    loader=FileSystemLoader(_HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_templates.filters.update(p=_p_value, when=_when, share=_share)
+
+
+class LoginRequiredError(Exception):
+    """No valid desk session: the browser is sent to the login page (and comes back after)."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__("login required")
+        self.next_path = next_path
+
+
+def _render(template: str, *, status_code: int = 200, **context: Any) -> Response[str]:
+    html = _templates.get_template(template).render(**context)
+    return Response(html, media_type=MediaType.HTML, status_code=status_code, headers=_SECURITY_HEADERS)
+
+
+def _safe_next(path: str | None) -> str:
+    """Only ever redirect back into the desk (never to another site after login)."""
+    if path and path.startswith("/desk") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/desk/"
+
+
+def _to_login(request: Request[Any, Any, Any], exc: LoginRequiredError) -> Response[Any]:
+    response: Response[Any] = Redirect(f"/desk/login?{urlencode({'next': exc.next_path})}")
+    response.delete_cookie(COOKIE_NAME, path="/desk")
+    return response
+
+
+def _error_page(request: Request[Any, Any, Any], exc: GrainproofError) -> Response[str]:
+    return _render("error.html", status_code=exc.status_code, message=str(exc), user=None, csrf="")
+
+
+def _current_user(request: Request[Any, Any, Any], runtime: Runtime) -> tuple[ApiKey, str]:
+    """The logged-in key and its session cookie; LoginRequiredError when there is no valid session."""
+    next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    cookie = request.cookies.get(COOKIE_NAME)
+    key_id = peek_key_id(cookie) if cookie else None
+    if cookie is None or key_id is None:
+        raise LoginRequiredError(next_path)
+    with session_scope(runtime.engine) as session:
+        key = session.get(ApiKey, key_id)
+    if key is None or key.revoked_at is not None or key.role not in DESK_ROLES:
+        raise LoginRequiredError(next_path)
+    if decode_session(cookie, secret=session_secret(runtime.settings), key_hash=key.key_hash) is None:
+        raise LoginRequiredError(next_path)
+    return key, cookie
+
+
+def _csrf(runtime: Runtime, cookie: str) -> str:
+    return csrf_token(cookie, secret=session_secret(runtime.settings))
+
+
+def _check_csrf(runtime: Runtime, cookie: str, token: Any) -> None:
+    if not csrf_ok(token if isinstance(token, str) else None, cookie, secret=session_secret(runtime.settings)):
+        raise GrainproofError("This form has expired or did not come from the desk; reload the page and try again.")
+
+
+class DeskController(Controller):
+    """Pages for auditors: log in, the queue of flagged lots, one lot's evidence and the decision form."""
+
+    path = "/desk"
+    include_in_schema = False
+    opt = {"exclude_from_auth": True}  # noqa: RUF012 - litestar reads this class attribute
+    exception_handlers = {LoginRequiredError: _to_login, GrainproofError: _error_page}  # noqa: RUF012
+
+    @get("/login", sync_to_thread=False)
+    def login_form(self, next: FromQuery[str | None] = None) -> Response[str]:
+        return _render("login.html", next=_safe_next(next), error=None, user=None, csrf="")
+
+    @post("/login", status_code=303)
+    async def login(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Any]:
+        form = await request.form()
+        secret = str(form.get("api_key") or "").strip()
+        target = _safe_next(str(form.get("next") or ""))
+
+        def lookup() -> ApiKey | None:
+            with session_scope(runtime.engine) as session:
+                return find_key(session, secret) if secret else None
+
+        key = await anyio.to_thread.run_sync(lookup)
+        error = None
+        if not secret:
+            error = "Paste your API key to log in."
+        elif key is None:
+            error = "This API key is unknown or revoked; ask an admin for an auditor key."
+        elif key.role not in DESK_ROLES:
+            error = (
+                f"An {key.role} key cannot open the auditor's desk; log in with an auditor or admin key "
+                "(`grainproof keys create --role auditor`)."
+            )
+        if error is not None or key is None or key.id is None:
+            return _render("login.html", status_code=401, next=target, error=error, user=None, csrf="")
+        cookie = encode_session(new_session(key.id), secret=session_secret(runtime.settings), key_hash=key.key_hash)
+        response: Response[Any] = Redirect(target, status_code=303)
+        response.set_cookie(
+            COOKIE_NAME,
+            cookie,
+            max_age=SESSION_SECONDS,
+            path="/desk",
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @post("/logout", status_code=303)
+    async def logout(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Any]:
+        form = await request.form()
+        cookie = request.cookies.get(COOKIE_NAME)
+        if cookie:
+            _check_csrf(runtime, cookie, form.get("csrf_token"))
+        response: Response[Any] = Redirect("/desk/login", status_code=303)
+        response.delete_cookie(COOKIE_NAME, path="/desk")
+        return response
+
+    @get("/", sync_to_thread=True)
+    def queue(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        status: FromQuery[str] = "open",
+        flagged: FromQuery[str] = "flagged",
+        site: FromQuery[str] = "",
+        variety: FromQuery[str] = "",
+        date_from: FromQuery[str] = "",
+        date_to: FromQuery[str] = "",
+        page: FromQuery[int] = 1,
+    ) -> Response[str]:
+        user, cookie = _current_user(request, runtime)
+        query = QueueQuery(
+            status=status,
+            flagged=flagged,
+            site=site,
+            variety=variety,
+            date_from=date_from,
+            date_to=date_to,
+            page=page,
+        )
+        with session_scope(runtime.engine) as session:
+            context = queue_page(runtime, session, query, caller=user)
+        return _render("queue.html", user=user, csrf=_csrf(runtime, cookie), urlencode=urlencode, **context)
+
+    @get("/lots/{verification_id:str}", sync_to_thread=True)
+    def lot(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        verification_id: FromPath[str],
+        recorded: FromQuery[str | None] = None,
+    ) -> Response[str]:
+        user, cookie = _current_user(request, runtime)
+        with session_scope(runtime.engine) as session:
+            context = lot_page(runtime, session, verification_id, caller=user)
+        return _render(
+            "lot.html",
+            user=user,
+            csrf=_csrf(runtime, cookie),
+            recorded=DECISION_LABELS.get(recorded or ""),
+            quote=quote,
+            **context,
+        )
+
+    @post("/lots/{verification_id:str}/reviews", status_code=303)
+    async def review(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], verification_id: FromPath[str]
+    ) -> Response[Any]:
+        user, cookie = await anyio.to_thread.run_sync(lambda: _current_user(request, runtime))
+        form = await request.form()
+        _check_csrf(runtime, cookie, form.get("csrf_token"))
+        decision = str(form.get("decision") or "")
+        if not decision:
+            raise GrainproofError("Choose a decision (confirmed fraud, false alarm, inconclusive) before recording.")
+        note = str(form.get("note") or "").strip()
+        promote = str(form.get("promote_to_reference") or "") == "yes"
+        # The same service as POST /v1/verifications/{id}/reviews: same checks, same audit entry.
+        await anyio.to_thread.run_sync(
+            lambda: record_review(
+                runtime, verification_id, decision=decision, note=note, promote_to_reference=promote, caller=user
+            )
+        )
+        return Redirect(f"/desk/lots/{quote(verification_id)}?{urlencode({'recorded': decision})}", status_code=303)
+
+    @get("/lots/{verification_id:str}/map.png", sync_to_thread=True)
+    def lot_map_image(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], verification_id: FromPath[str]
+    ) -> Response[bytes]:
+        user, _ = _current_user(request, runtime)
+        with session_scope(runtime.engine) as session:
+            path = lot_map(runtime, session, verification_id, caller=user)
+        return Response(path.read_bytes(), media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
+    @get("/photos/{digest:str}", sync_to_thread=True)
+    def photo(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], digest: FromPath[str]
+    ) -> Response[bytes]:
+        _current_user(request, runtime)
+        try:
+            data = runtime.photos.get(digest)
+        except ValueError:
+            data = None
+        if data is None:
+            from grainproof.errors import NotFoundError
+
+            raise NotFoundError(f"No photo with sha256 {digest!r} is stored.")
+        kind = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+        return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+
+@get("/", include_in_schema=False, exclude_from_auth=True, sync_to_thread=False)
+def home() -> Redirect:
+    """People who open the service's address land on the desk (API clients use /v1 and /schema)."""
+    return Redirect("/desk/")
+
+
+#: Everything the desk adds to the app: its pages, its static files and the redirect from "/".
+DESK_ROUTES: list[Any] = [
+    DeskController,
+    home,
+    create_static_files_router(
+        path="/desk/static",
+        directories=[_HERE / "static"],
+        opt={"exclude_from_auth": True},
+        include_in_schema=False,
+        name="desk-static",
+    ),
+]

@@ -1,0 +1,472 @@
+"""Verifying a claim at the intake, reading verifications back, and recording auditors' reviews.
+
+Everything a verification writes (the row, its audit entry, its idempotency record) goes in
+one transaction; photos are written to content-hash paths first, which is harmless if the
+transaction then fails (an unreferenced file, never a row pointing at a missing file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import exists, func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from grainproof.api.runtime import Runtime
+from grainproof.api.schemas import MAX_OFFSET, ParsedClaim, VectorError, claim_from_payload
+from grainproof.errors import ClaimError, GrainproofError, ModelError, NotFoundError, PhotoError, UnknownVarietyError
+from grainproof.store.arrays import decode_array, encode_array
+from grainproof.store.audit import append_entry, canonical_json, review_payload, verification_payload
+from grainproof.store.database import session_scope
+from grainproof.store.photos import content_hash
+from grainproof.store.tables import (
+    REVIEW_DECISIONS,
+    ApiKey,
+    IdempotencyRecord,
+    ReferenceLot,
+    Review,
+    Verification,
+    utc_now,
+)
+
+#: Decisions that say the declaration was true, so the lot may join the reference.
+GENUINE_DECISIONS: frozenset[str] = frozenset({"false_alarm", "confirmed_genuine"})
+MAX_NOTE_CHARS = 5000
+
+
+class PhotoTooLargeError(PhotoError):
+    """A photo is over the configured upload limit."""
+
+    status_code = 413
+
+
+class IdempotencyConflictError(GrainproofError):
+    """An Idempotency-Key was reused for a different request."""
+
+    status_code = 409
+
+
+class ForbiddenError(GrainproofError):
+    """The API key's role does not allow this action."""
+
+    status_code = 403
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadedPhoto:
+    """One photo as received: the client's file name and the bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationRequest:
+    """A claim plus either photos or a precomputed lot vector (not both)."""
+
+    claim: ParsedClaim
+    photos: tuple[UploadedPhoto, ...] = ()
+    lot_vector: np.ndarray | None = None
+    unit_vectors: np.ndarray | None = None
+    backbone_id: str | None = None
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.photos) == (self.lot_vector is not None):
+            raise ClaimError("Send either photos or a precomputed lot vector with the claim, not both or neither.")
+        if self.alpha is not None and not 0.0 < self.alpha < 1.0:
+            raise ClaimError(f"alpha {self.alpha} must lie strictly between 0 and 1.")
+
+    def fingerprint(self) -> str:
+        """What makes two requests "the same" for Idempotency-Key: content, not multipart framing."""
+        content = {
+            "claim": self.claim.payload,
+            "photos": [content_hash(p.data) for p in self.photos],
+            "lot_vector": _array_digest(self.lot_vector),
+            "unit_vectors": _array_digest(self.unit_vectors),
+            "backbone_id": self.backbone_id,
+            "alpha": self.alpha,
+        }
+        return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
+
+
+def _array_digest(array: np.ndarray | None) -> str | None:
+    return None if array is None else hashlib.sha256(encode_array(array)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitResult:
+    """The stored verification as returned to the client, and whether it replays an earlier request."""
+
+    body: dict[str, Any]
+    replayed: bool
+
+
+def submit_verification(
+    runtime: Runtime, request: VerificationRequest, *, caller: ApiKey, idempotency_key: str | None = None
+) -> SubmitResult:
+    """Score a claim on the active reference model, store the verdict and its audit entry, return it."""
+    fingerprint = request.fingerprint()
+    if idempotency_key is not None:
+        with session_scope(runtime.engine) as session:
+            earlier = _replay(session, caller, idempotency_key, fingerprint)
+            if earlier is not None:
+                return SubmitResult(body=earlier, replayed=True)
+    with session_scope(runtime.engine) as session:
+        model_row, model = runtime.active_model(session)
+    _check_variety(model, request.claim)
+    lot_vector, unit_vectors, backbone_id, warnings = _vectors(runtime, request)
+    if lot_vector.shape[0] != model.dim:
+        raise VectorError(
+            f"The lot vector has {lot_vector.shape[0]} values but the active reference model "
+            f"({model.version}) expects {model.dim}; embed with the model's backbone ({model.backbone_id})."
+        )
+    if unit_vectors is not None and unit_vectors.shape[1] != model.dim:
+        raise VectorError(f"unit_vectors have {unit_vectors.shape[1]} values each; the model expects {model.dim}.")
+    from grainproof.services.verification import verify_vectors
+
+    verdict = verify_vectors(
+        model,
+        request.claim.claim,
+        lot_vector,
+        unit_vectors,
+        alpha=request.alpha,
+        backbone_id=backbone_id,
+        warnings=warnings,
+    )
+    photo_hashes = [runtime.photos.put(photo.data) for photo in request.photos]
+    row = Verification(
+        id=str(uuid.uuid4()),
+        lot_id=request.claim.claim.lot_id,
+        species=request.claim.claim.species,
+        variety=request.claim.claim.variety,
+        site=request.claim.site or caller.site,
+        claim_json=canonical_json(request.claim.payload),
+        photo_hashes_json=canonical_json(photo_hashes),
+        verdict_json=canonical_json(verdict.as_dict()),
+        plausibility=float(verdict.plausibility),
+        flagged=bool(verdict.flagged),
+        model_version=verdict.model_version,
+        reference_model_id=model_row.id,
+        backbone_id=backbone_id,
+        vector=encode_array(lot_vector),
+        unit_vectors=encode_array(unit_vectors) if unit_vectors is not None else None,
+        requested_by=caller.id,
+    )
+    try:
+        with session_scope(runtime.engine) as session:
+            session.add(row)
+            session.flush()
+            append_entry(session, kind="verification", record_id=row.id, payload=verification_payload(row))
+            if idempotency_key is not None:
+                assert caller.id is not None
+                session.add(
+                    IdempotencyRecord(
+                        api_key_id=caller.id, key=idempotency_key, request_hash=fingerprint, verification_id=row.id
+                    )
+                )
+                session.flush()
+    except IntegrityError:
+        # Two retries raced past the first check: the one that committed first wins, this one replays it.
+        if idempotency_key is None:
+            raise
+        with session_scope(runtime.engine) as session:
+            earlier = _replay(session, caller, idempotency_key, fingerprint)
+        if earlier is None:
+            raise
+        return SubmitResult(body=earlier, replayed=True)
+    runtime.metrics.observe_verification(flagged=row.flagged)
+    with session_scope(runtime.engine) as session:
+        return SubmitResult(body=verification_view(session, row), replayed=False)
+
+
+def _replay(session: Session, caller: ApiKey, key: str, fingerprint: str) -> dict[str, Any] | None:
+    record = session.exec(
+        select(IdempotencyRecord).where(IdempotencyRecord.api_key_id == caller.id, IdempotencyRecord.key == key)
+    ).first()
+    if record is None:
+        return None
+    if record.request_hash != fingerprint:
+        raise IdempotencyConflictError(
+            f"Idempotency-Key {key!r} was already used for a different request; "
+            "use a new key for a new lot, or resend exactly the same request to get its result."
+        )
+    row = session.get(Verification, record.verification_id)
+    assert row is not None
+    return verification_view(session, row)
+
+
+def _check_variety(model: Any, claim: ParsedClaim) -> None:
+    wanted = (claim.claim.species, claim.claim.variety)
+    known = [tuple(v) for v in model.varieties]
+    if wanted in known:
+        return
+    same_species = sorted(v for s, v in known if s == wanted[0])
+    if same_species:
+        hint = f"known {wanted[0]} varieties: {', '.join(same_species)}"
+    else:
+        hint = f"known species: {', '.join(sorted({s for s, _ in known})) or 'none'}"
+    raise UnknownVarietyError(
+        f"Variety {wanted[1]!r} of species {wanted[0]!r} has no reference distribution in model "
+        f"{model.version} ({hint}); add reference lots of it and rebuild the model."
+    )
+
+
+def _vectors(
+    runtime: Runtime, request: VerificationRequest
+) -> tuple[np.ndarray, np.ndarray | None, str | None, tuple[str, ...]]:
+    if request.lot_vector is not None:
+        return request.lot_vector, request.unit_vectors, request.backbone_id, ()
+    limit = runtime.settings.max_upload_bytes
+    for photo in request.photos:
+        if len(photo.data) > limit:
+            raise PhotoTooLargeError(
+                f"Photo {photo.name!r} is {len(photo.data):,} bytes, over the {limit:,}-byte limit; "
+                "send a smaller JPEG (the phone's normal quality is fine)."
+            )
+        if not photo.data:
+            raise PhotoError(f"Photo {photo.name!r} is empty.")
+    from grainproof.embed import lot_embedding
+
+    embedder = runtime.embedder()
+    embedded = [embedder.embed_bytes(photo.data, photo.name) for photo in request.photos]
+    lot = lot_embedding(embedded)
+    units = np.asarray(lot.unit_vectors, dtype=np.float64) if lot.unit_vectors is not None else None
+    return np.asarray(lot.vector, dtype=np.float64), units, embedder.backbone_id, tuple(lot.warnings)
+
+
+def verification_status(reviews: Sequence[Review]) -> str:
+    """`open` until an auditor records a decision, then `reviewed`."""
+    return "reviewed" if reviews else "open"
+
+
+def verification_view(session: Session, row: Verification) -> dict[str, Any]:
+    """A verification with its claim, photos, verdict and reviews, as the API returns it."""
+    reviews = list(
+        session.exec(
+            select(Review).where(Review.verification_id == row.id).order_by(col(Review.created_at), col(Review.id))
+        )
+    )
+    verdict = json.loads(row.verdict_json)
+    return {
+        "id": row.id,
+        "lot_id": row.lot_id,
+        "species": row.species,
+        "variety": row.variety,
+        "site": row.site,
+        "created_at": row.created_at.isoformat(),
+        "status": verification_status(reviews),
+        "flagged": row.flagged,
+        "plausibility": row.plausibility,
+        "model_version": row.model_version,
+        "reference_model_id": row.reference_model_id,
+        "backbone_id": row.backbone_id,
+        "claim": json.loads(row.claim_json),
+        "photos": json.loads(row.photo_hashes_json),
+        "verdict": verdict,
+        "reviews": [review_view(r) for r in reviews],
+        "decision": reviews[-1].decision if reviews else None,
+        "requested_by": row.requested_by,
+    }
+
+
+def review_view(row: Review) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "verification_id": row.verification_id,
+        "decision": row.decision,
+        "note": row.note,
+        "promoted_reference_lot": row.promoted_reference_lot,
+        "reviewer": row.reviewer,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+def _summary(row: Verification, decision: str | None) -> dict[str, Any]:
+    verdict = json.loads(row.verdict_json)
+    return {
+        "id": row.id,
+        "lot_id": row.lot_id,
+        "species": row.species,
+        "variety": row.variety,
+        "site": row.site,
+        "created_at": row.created_at.isoformat(),
+        "flagged": row.flagged,
+        "plausibility": row.plausibility,
+        "declared_origin_unit": verdict.get("declared_origin_unit"),
+        "reasons": verdict.get("reasons", []),
+        "model_version": row.model_version,
+        "status": "reviewed" if decision else "open",
+        "decision": decision,
+    }
+
+
+def can_read_all(caller: ApiKey) -> bool:
+    return caller.role in ("auditor", "admin")
+
+
+def get_verification(session: Session, verification_id: str, *, caller: ApiKey) -> dict[str, Any]:
+    """One verification; intake keys see only the ones they submitted."""
+    row = session.get(Verification, verification_id)
+    if row is None or (not can_read_all(caller) and row.requested_by != caller.id):
+        raise NotFoundError(f"No verification with id {verification_id!r}.")
+    return verification_view(session, row)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationFilter:
+    """The queue's filters; None means "any"."""
+
+    flagged: bool | None = None
+    status: str | None = None
+    site: str | None = None
+    species: str | None = None
+    variety: str | None = None
+    lot_id: str | None = None
+    limit: int = 50
+    offset: int = 0
+    #: Received at or after / at or before these moments (UTC); the auditor's desk filters by date.
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in (None, "open", "reviewed"):
+            raise ClaimError(f"status {self.status!r} is not one of open, reviewed.")
+        if not 1 <= self.limit <= 500:
+            raise ClaimError(f"limit {self.limit} must lie between 1 and 500.")
+        if not 0 <= self.offset <= MAX_OFFSET:
+            raise ClaimError(f"offset {self.offset} must lie between 0 and {MAX_OFFSET}.")
+
+
+def list_verifications(session: Session, query: VerificationFilter, *, caller: ApiKey) -> dict[str, Any]:
+    """A page of verifications, newest first, with the total matching count."""
+    reviewed = exists().where(col(Review.verification_id) == col(Verification.id))
+    conditions: list[Any] = []
+    if not can_read_all(caller):
+        conditions.append(col(Verification.requested_by) == caller.id)
+    if query.flagged is not None:
+        conditions.append(col(Verification.flagged) == query.flagged)
+    if query.status == "open":
+        conditions.append(~reviewed)
+    elif query.status == "reviewed":
+        conditions.append(reviewed)
+    for name in ("site", "species", "variety", "lot_id"):
+        value = getattr(query, name)
+        if value is not None:
+            conditions.append(getattr(Verification, name) == value)
+    if query.created_from is not None:
+        conditions.append(col(Verification.created_at) >= query.created_from)
+    if query.created_to is not None:
+        conditions.append(col(Verification.created_at) <= query.created_to)
+    total = session.exec(select(func.count()).select_from(Verification).where(*conditions)).one()
+    rows = list(
+        session.exec(
+            select(Verification)
+            .where(*conditions)
+            .order_by(col(Verification.created_at).desc(), col(Verification.id).desc())
+            .offset(query.offset)
+            .limit(query.limit)
+        )
+    )
+    latest: dict[str, str] = {}
+    if rows:
+        for review in session.exec(
+            select(Review)
+            .where(col(Review.verification_id).in_([r.id for r in rows]))
+            .order_by(col(Review.created_at), col(Review.id))
+        ):
+            latest[review.verification_id] = review.decision
+    return {
+        "items": [_summary(r, latest.get(r.id)) for r in rows],
+        "total": int(total),
+        "limit": query.limit,
+        "offset": query.offset,
+    }
+
+
+def record_review(
+    runtime: Runtime,
+    verification_id: str,
+    *,
+    decision: str,
+    note: str = "",
+    promote_to_reference: bool = False,
+    caller: ApiKey,
+) -> dict[str, Any]:
+    """Append an auditor's decision (and, for a genuine lot, add it to the reference lots) in one transaction."""
+    if caller.role not in ("auditor", "admin"):
+        raise ForbiddenError("Only auditor and admin keys can record reviews.")
+    if decision not in REVIEW_DECISIONS:
+        raise ClaimError(f"decision {decision!r} is not one of {', '.join(REVIEW_DECISIONS)}.")
+    if len(note) > MAX_NOTE_CHARS:
+        raise ClaimError(f"The note has {len(note)} characters; keep it under {MAX_NOTE_CHARS}.")
+    if promote_to_reference and decision not in GENUINE_DECISIONS:
+        raise ClaimError(
+            f"Only a lot confirmed genuine (decision {' or '.join(sorted(GENUINE_DECISIONS))}) "
+            "can be promoted into the reference."
+        )
+    with session_scope(runtime.engine) as session:
+        verification = session.get(Verification, verification_id)
+        if verification is None:
+            raise NotFoundError(f"No verification with id {verification_id!r}.")
+        promoted: str | None = None
+        if promote_to_reference:
+            promoted = _promote(session, verification)
+        review = Review(
+            id=str(uuid.uuid4()),
+            verification_id=verification.id,
+            decision=decision,
+            note=note,
+            promoted_reference_lot=promoted,
+            reviewer=caller.id,
+        )
+        session.add(review)
+        session.flush()
+        append_entry(session, kind="review", record_id=review.id, payload=review_payload(review))
+        return review_view(review)
+
+
+def _promote(session: Session, verification: Verification) -> str:
+    claim_data = json.loads(verification.claim_json)
+    claim = claim_from_payload(claim_data)
+    if session.exec(select(ReferenceLot).where(ReferenceLot.lot_id == claim.lot_id)).first() is not None:
+        raise IdempotencyConflictError(f"Lot {claim.lot_id!r} is already a reference lot; it cannot be promoted twice.")
+    vector = decode_array(verification.vector)
+    existing_dim = session.exec(select(ReferenceLot.dim).limit(1)).first()
+    if existing_dim is not None and existing_dim != vector.shape[0]:
+        raise ModelError(
+            f"This lot's vector has {vector.shape[0]} values but the reference lots have {existing_dim}; "
+            "it was embedded with another backbone and cannot join this reference."
+        )
+    origin = claim.origin
+    session.add(
+        ReferenceLot(
+            lot_id=claim.lot_id,
+            species=claim.species,
+            variety=claim.variety,
+            lon=origin.lon,
+            lat=origin.lat,
+            region=origin.region,
+            origin_geojson=origin.geometry_geojson,
+            harvest_date=claim.harvest_date.isoformat() if claim.harvest_date else None,
+            device=claim_data.get("device"),
+            dim=int(vector.shape[0]),
+            vector=verification.vector,
+            unit_vectors=verification.unit_vectors,
+            extra_json=canonical_json({"backbone": verification.backbone_id} if verification.backbone_id else {}),
+            photo_hashes_json=verification.photo_hashes_json,
+            source="review",
+            verification_id=verification.id,
+            created_at=utc_now(),
+        )
+    )
+    session.flush()
+    return claim.lot_id

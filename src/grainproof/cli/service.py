@@ -1,0 +1,247 @@
+"""Service commands: serve, db, keys, audit, export (thin shells over grainproof.store and the API services)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from grainproof.cli import app
+from grainproof.errors import GrainproofError
+from grainproof.progress import console, err_console
+
+db_app = typer.Typer(help="Database schema: migrate up or down, show the current migration.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create (the key is printed once), list, revoke.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log of verifications and reviews.", no_args_is_help=True)
+export_app = typer.Typer(help="Export verifications to traceability formats.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(export_app, name="export")
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    from grainproof.settings import get_settings
+    from grainproof.store.database import create_db_engine
+
+    return create_db_engine(get_settings())
+
+
+def _migrated_engine(*, create: bool = False):  # type: ignore[no-untyped-def]
+    """The engine, checked to be at the newest migration; `create` first migrates a database never migrated."""
+    from grainproof.store.database import current_revision, require_current_schema, upgrade
+
+    engine = _engine()
+    if create and current_revision(engine) is None:
+        upgrade(engine)  # a fresh install: the first admin key or reference import sets the database up
+    require_current_schema(engine)
+    return engine
+
+
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    migrate: bool = typer.Option(True, help="Upgrade the database schema at start-up."),
+    warm: bool = typer.Option(True, help="Load the photo embedder at start-up (in the background)."),
+) -> None:
+    """Start the verification service (data in GRAINPROOF_DATA_DIR, or GRAINPROOF_DATABASE_URL)."""
+    import uvicorn
+
+    from grainproof.api import create_app
+    from grainproof.settings import get_settings
+
+    settings = get_settings()
+    err_console.print(f"grainproof: data in {settings.data_dir}, API description at http://{host}:{port}/schema")
+    app_instance = create_app(settings, migrate=migrate, warm_embedder=warm)
+    uvicorn.run(app_instance, host=host, port=port, log_level="info")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target migration (default: the newest).")) -> None:
+    """Migrate the database up (creates it when absent)."""
+    from grainproof.store.database import current_revision, upgrade
+
+    engine = _engine()
+    upgrade(engine, revision)
+    console.print(f"database at migration {current_revision(engine)} ({engine.url.render_as_string()})")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: str = typer.Argument(..., help="Target migration; `base` removes every table."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm: downgrading drops tables and their data."),
+) -> None:
+    """Migrate the database down (destroys the data of the tables it drops)."""
+    from grainproof.store.database import current_revision, downgrade
+
+    if not yes:
+        raise GrainproofError("Downgrading drops tables and their data; add --yes to confirm.")
+    engine = _engine()
+    downgrade(engine, revision)
+    console.print(f"database at migration {current_revision(engine) or 'none'}")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the database URL and its migration against the newest one."""
+    from grainproof.store.database import current_revision, head_revision
+
+    engine = _engine()
+    current = current_revision(engine)
+    console.print(f"{engine.url.render_as_string()}: at {current or 'none'}, newest {head_revision()}")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: str = typer.Option(..., help="intake (verify, read own), auditor (read all, review) or admin."),
+    name: str = typer.Option("", help="A label: who or what uses the key."),
+    site: str = typer.Option(None, help="The intake site the key belongs to (filters the queue)."),
+) -> None:
+    """Create an API key and print it once (only its sha256 is stored)."""
+    from grainproof.store.database import session_scope
+    from grainproof.store.keys import create_key
+
+    with session_scope(_migrated_engine(create=True)) as session:
+        key, secret = create_key(session, role=role, name=name, site=site)
+    err_console.print(f"created {role} key #{key.id}; store it now, it is not shown again:")
+    console.print(secret, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    from grainproof.store.database import session_scope
+    from grainproof.store.keys import list_keys
+
+    table = Table("id", "prefix", "role", "name", "site", "created", "revoked")
+    with session_scope(_migrated_engine()) as session:
+        for key in list_keys(session):
+            table.add_row(
+                str(key.id),
+                key.prefix + "…",
+                key.role,
+                key.name,
+                key.site or "",
+                key.created_at.isoformat(timespec="seconds"),
+                key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+            )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: int = typer.Argument(..., help="The key's id (see `grainproof keys list`).")) -> None:
+    """Revoke an API key; requests with it get 401 from now on."""
+    from grainproof.store.database import session_scope
+    from grainproof.store.keys import revoke_key
+
+    with session_scope(_migrated_engine()) as session:
+        revoke_key(session, key_id)
+    console.print(f"key #{key_id} revoked")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the audit chain; exits 1 naming the first entry altered or removed."""
+    from grainproof.store.audit import verify_chain
+    from grainproof.store.database import session_scope
+
+    with session_scope(_migrated_engine()) as session:
+        report = verify_chain(session)
+    if report.ok:
+        console.print(f"audit log intact: {report.entries} entries, every link and record matches")
+        return
+    err_console.print(f"[bold red]audit log check failed:[/] {report.problem}", highlight=False)
+    raise typer.Exit(1)
+
+
+@export_app.command("epcis")
+def export_epcis(
+    out: Path = typer.Option(None, "--out", "-o", help="Write the EPCIS document here (default: stdout)."),
+    verification_id: list[str] = typer.Option(None, "--id", help="Export these verifications (repeatable)."),
+    flagged: bool = typer.Option(None, "--flagged/--not-flagged", help="Only flagged (or unflagged) lots."),
+    site: str = typer.Option(None, help="Only this intake site."),
+    limit: int = typer.Option(500, help="At most this many verifications, newest first."),
+) -> None:
+    """Export verifications as an EPCIS 2.0 JSON-LD document of ObjectEvents (bizStep inspecting)."""
+    from grainproof.api.epcis import epcis_document
+    from grainproof.api.services.verifications import VerificationFilter, verification_view
+    from grainproof.settings import get_settings
+    from grainproof.store.database import session_scope
+    from grainproof.store.tables import ApiKey, Verification, utc_now
+
+    auditor = ApiKey(key_hash="", prefix="cli", role="auditor")  # the CLI reads the database directly
+    with session_scope(_migrated_engine()) as session:
+        if verification_id:
+            from grainproof.api.services.verifications import get_verification
+
+            views = [get_verification(session, vid, caller=auditor) for vid in verification_id]
+        else:
+            from grainproof.api.services.verifications import list_verifications
+
+            page = list_verifications(
+                session, VerificationFilter(flagged=flagged, site=site, limit=limit), caller=auditor
+            )
+            views = [verification_view(session, session.get(Verification, item["id"])) for item in page["items"]]  # type: ignore[arg-type]
+    document = epcis_document(views, default_gtin=get_settings().gs1_gtin, created=utc_now())
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    if out is None:
+        console.print_json(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        err_console.print(f"{len(views)} event(s) written to {out}")
+
+
+@db_app.command("import-reference")
+def db_import_reference(
+    manifest: Path = typer.Argument(..., help="A lot manifest with f_* columns (from `grainproof embed`)."),
+    units: Path = typer.Option(None, help="The units sidecar .npz (default: <manifest stem>.units.npz if present)."),
+) -> None:
+    """Add a manifest's lots to the service's reference lots (all or nothing)."""
+    import numpy as np
+
+    from grainproof.api.runtime import Runtime
+    from grainproof.api.services.references import import_reference_manifest
+    from grainproof.settings import get_settings
+
+    if not manifest.is_file():
+        raise GrainproofError(f"{manifest} does not exist.")
+    sidecar = units or manifest.with_name(f"{manifest.stem}.units.npz")
+    unit_arrays = None
+    if sidecar.is_file():
+        with np.load(sidecar, allow_pickle=False) as archive:
+            unit_arrays = {key: np.asarray(archive[key]) for key in archive.files}
+    runtime = Runtime.open(get_settings(), engine=_migrated_engine(create=True))
+    try:
+        result = import_reference_manifest(
+            runtime, manifest.read_text(encoding="utf-8-sig"), name=str(manifest), units=unit_arrays
+        )
+    finally:
+        runtime.close()
+    console.print(f"imported {result['imported']} reference lots ({result['dim']} features each)")
+
+
+@db_app.command("build-model")
+def db_build_model(
+    seed: int = typer.Option(None, help="Seed of the build (default: GRAINPROOF_SEED)."),
+    region_set: str = typer.Option(None, help="Region set of the origin units (default: GRAINPROOF_REGION_SET)."),
+    activate: bool = typer.Option(False, "--activate", help="Make the new version the active one when ready."),
+) -> None:
+    """Build a reference model version from the service's reference lots (in the foreground)."""
+    from grainproof.api.runtime import Runtime
+    from grainproof.api.services.references import activate_model, request_model_build
+    from grainproof.settings import get_settings
+
+    runtime = Runtime.open(get_settings(), engine=_migrated_engine())
+    try:
+        view = request_model_build(runtime, caller=None, seed=seed, region_set=region_set, background=False)
+        if view["status"] != "ready":
+            raise GrainproofError(f"The model build failed: {view['error']}")
+        if activate:
+            view = activate_model(runtime, view["id"])
+    finally:
+        runtime.close()
+    state = "active" if view["is_active"] else "ready (activate with the API or --activate)"
+    console.print(f"model {view['id']} version {view['version']}: {view['lot_count']} lots, {state}")
