@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Run the main job end to end on the embedded default (SQLite in the data dir).
+## Run the main job end to end on the embedded default (SQLite in .data/demo), print the verdicts and stop.
+## `make demo DEMO_ARGS=` keeps the service and the auditor's desk running until Ctrl-C.
+DEMO_ARGS ?= --no-serve
 demo: $(STAMP)
-	$(BIN)/grainproof demo
+	$(BIN)/grainproof demo $(DEMO_ARGS)
 
 ## Lint, type-check and run every test.
 test: $(STAMP) browser lint typecheck pytest

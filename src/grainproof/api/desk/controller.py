@@ -112,9 +112,15 @@ def _error_page(request: Request[Any, Any, Any], exc: GrainproofError) -> Respon
     return _render("error.html", status_code=exc.status_code, message=str(exc), user=None, csrf="")
 
 
-def _current_user(request: Request[Any, Any, Any], runtime: Runtime) -> tuple[ApiKey, str]:
-    """The logged-in key and its session cookie; LoginRequiredError when there is no valid session."""
-    next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+def _current_user(
+    request: Request[Any, Any, Any], runtime: Runtime, *, return_to: str | None = None
+) -> tuple[ApiKey, str]:
+    """The logged-in key and its session cookie; LoginRequiredError when there is no valid session.
+
+    After logging in the browser comes back to `return_to` (default: this page); a form post
+    passes the page the form was on, since the login redirect can only repeat a GET.
+    """
+    next_path = return_to or request.url.path + (f"?{request.url.query}" if request.url.query else "")
     cookie = request.cookies.get(COOKIE_NAME)
     key_id = peek_key_id(cookie) if cookie else None
     if cookie is None or key_id is None:
@@ -246,7 +252,8 @@ class DeskController(Controller):
     async def review(
         self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], verification_id: FromPath[str]
     ) -> Response[Any]:
-        user, cookie = await anyio.to_thread.run_sync(lambda: _current_user(request, runtime))
+        lot_page_path = f"/desk/lots/{quote(verification_id)}"
+        user, cookie = await anyio.to_thread.run_sync(lambda: _current_user(request, runtime, return_to=lot_page_path))
         form = await request.form()
         _check_csrf(runtime, cookie, form.get("csrf_token"))
         decision = str(form.get("decision") or "")
@@ -260,7 +267,7 @@ class DeskController(Controller):
                 runtime, verification_id, decision=decision, note=note, promote_to_reference=promote, caller=user
             )
         )
-        return Redirect(f"/desk/lots/{quote(verification_id)}?{urlencode({'recorded': decision})}", status_code=303)
+        return Redirect(f"{lot_page_path}?{urlencode({'recorded': decision})}", status_code=303)
 
     @get("/lots/{verification_id:str}/map.png", sync_to_thread=True)
     def lot_map_image(

@@ -170,8 +170,14 @@ def lot_page(runtime: Runtime, session: Session, verification_id: str, *, caller
                 "in_store": row is not None,
             }
         )
+    reviewer_ids = [r["reviewer"] for r in view["reviews"] if r["reviewer"] is not None]
+    reviewers = {
+        key.id: key.name or f"key {key.prefix}…"
+        for key in session.exec(select(ApiKey).where(col(ApiKey.id).in_(reviewer_ids)))
+    }
     return {
         "v": view,
+        "reviewers": reviewers,
         "verdict": view["verdict"],
         "claim": view["claim"],
         "references": references,

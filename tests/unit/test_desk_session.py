@@ -1,0 +1,90 @@
+"""Desk session cookies: only the service can mint them, they expire, and they die with their key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grainproof.api.desk.session import (
+    DeskSession,
+    csrf_ok,
+    csrf_token,
+    decode_session,
+    encode_session,
+    new_session,
+    peek_key_id,
+    session_secret,
+)
+from grainproof.settings import Settings
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+KEY_HASH = "a" * 64
+NOW = 1_800_000_000.0
+
+
+def test_cookie_round_trips_to_the_same_session() -> None:
+    session = new_session(7, now=NOW)
+    cookie = encode_session(session, secret=SECRET, key_hash=KEY_HASH)
+    assert peek_key_id(cookie) == 7
+    assert decode_session(cookie, secret=SECRET, key_hash=KEY_HASH, now=NOW + 60) == session
+
+
+def test_cookie_expires() -> None:
+    cookie = encode_session(DeskSession(key_id=7, expires_at=int(NOW) + 10), secret=SECRET, key_hash=KEY_HASH)
+    assert decode_session(cookie, secret=SECRET, key_hash=KEY_HASH, now=NOW + 11) is None
+
+
+def test_cookie_signed_with_another_secret_is_rejected() -> None:
+    cookie = encode_session(new_session(7, now=NOW), secret=b"another secret", key_hash=KEY_HASH)
+    assert decode_session(cookie, secret=SECRET, key_hash=KEY_HASH, now=NOW) is None
+
+
+def test_cookie_of_one_key_does_not_open_a_session_for_another() -> None:
+    cookie = encode_session(new_session(7, now=NOW), secret=SECRET, key_hash=KEY_HASH)
+    assert decode_session(cookie, secret=SECRET, key_hash="b" * 64, now=NOW) is None
+
+
+@given(st.integers(min_value=1, max_value=10**9), st.integers(min_value=0, max_value=200), st.characters())
+def test_any_edit_of_a_cookie_is_rejected(key_id: int, position: int, replacement: str) -> None:
+    cookie = encode_session(new_session(key_id, now=NOW), secret=SECRET, key_hash=KEY_HASH)
+    index = position % len(cookie)
+    tampered = cookie[:index] + replacement + cookie[index + 1 :]
+    if tampered == cookie:
+        return
+    assert decode_session(tampered, secret=SECRET, key_hash=KEY_HASH, now=NOW) is None
+
+
+@given(st.text(max_size=300))
+def test_garbage_cookies_never_raise(cookie: str) -> None:
+    assert decode_session(cookie, secret=SECRET, key_hash=KEY_HASH, now=NOW) is None
+    peek_key_id(cookie)
+
+
+def test_csrf_token_belongs_to_its_session() -> None:
+    first = encode_session(new_session(1, now=NOW), secret=SECRET, key_hash=KEY_HASH)
+    second = encode_session(new_session(2, now=NOW), secret=SECRET, key_hash=KEY_HASH)
+    token = csrf_token(first, secret=SECRET)
+    assert csrf_ok(token, first, secret=SECRET)
+    assert not csrf_ok(token, second, secret=SECRET)
+    assert not csrf_ok(None, first, secret=SECRET)
+    assert not csrf_ok("", first, secret=SECRET)
+
+
+def test_session_secret_is_created_once_and_kept_private(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    secret = session_secret(settings)
+    assert len(secret) >= 32 and session_secret(settings) == secret
+    assert (tmp_path / "desk-session-secret").stat().st_mode & 0o077 == 0
+
+
+def test_configured_session_secret_wins_over_the_file(tmp_path: Path) -> None:
+    assert session_secret(Settings(data_dir=tmp_path, session_secret="shared")) == b"shared"
+    assert not (tmp_path / "desk-session-secret").exists()
+
+
+def test_session_needs_a_real_key_id() -> None:
+    with pytest.raises(ValueError):
+        DeskSession(key_id=0, expires_at=1)
