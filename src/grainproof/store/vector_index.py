@@ -175,14 +175,16 @@ class PgVectorIndex:
         point = _vector_literal(query_point(self.model, species, z))
         with self.engine.begin() as connection:
             connection.execute(text(f"SET LOCAL hnsw.ef_search = {max(int(self.ef_search), n)}"))
+            # ORDER BY the distance alone, with LIMIT: the only form pgvector answers from the HNSW index.
             found = connection.execute(
                 text(
                     f"SELECT lot_id, embedding <-> CAST(:q AS vector) AS distance FROM {table} "
-                    "ORDER BY embedding <-> CAST(:q AS vector), lot_id LIMIT :n"
+                    "ORDER BY embedding <-> CAST(:q AS vector) LIMIT :n"
                 ),
                 {"q": point, "n": int(n)},
             ).all()
-        return [Neighbour(lot_id=str(lot_id), distance=float(distance)) for lot_id, distance in found]
+        ordered = sorted((float(distance), str(lot_id)) for lot_id, distance in found)
+        return [Neighbour(lot_id=lot_id, distance=distance) for distance, lot_id in ordered]
 
     def drop(self, versions: Sequence[str] | None = None) -> None:
         """Remove the vector tables of the given model versions (default: this model's)."""

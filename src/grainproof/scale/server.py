@@ -1,0 +1,118 @@
+"""Serving the API with several worker processes: each binds its own SO_REUSEPORT socket and runs uvicorn.
+
+Why not `uvicorn --workers`: under it every response waits about 40 ms for the client's delayed ACK
+(`grainproof bench verify --server uvicorn`: /health p50 44 ms, against 0.9 ms here). asyncio sets
+TCP_NODELAY on accepted connections only when the listening socket says IPPROTO_TCP, which uvicorn's
+workers evidently do not get (docs/operations.md has the measurements). Here each worker creates its own
+TCP socket (IPPROTO_TCP, SO_REUSEPORT: the kernel spreads connections over the workers), and the parent
+restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import time
+from types import FrameType
+
+from grainproof.errors import GrainproofError
+
+logger = logging.getLogger("grainproof.serve")
+
+APP = "grainproof.api:create_app"
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP listening socket that several processes can bind together (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if not hasattr(socket, "SO_REUSEPORT"):
+        sock.close()
+        raise GrainproofError("This system has no SO_REUSEPORT; run with --workers 1 behind a process manager.")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise GrainproofError(f"Cannot listen on {host}:{port} ({exc.strerror}); choose another --port.") from None
+    sock.listen(2048)
+    return sock
+
+
+def _run_worker(app: str, factory: bool, host: str, port: int, log_level: str, access_log: bool) -> None:
+    import uvicorn
+
+    sock = listening_socket(host, port)
+    config = uvicorn.Config(app, factory=factory, log_level=log_level, access_log=access_log, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def serve_workers(
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    app: str = APP,
+    factory: bool = True,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Run `workers` uvicorn processes of the app (factory, by import path) on host:port until SIGINT/SIGTERM."""
+    if workers < 1:
+        raise GrainproofError(f"--workers must be at least 1 (got {workers}).")
+    listening_socket(host, port).close()  # fail here, with a sentence, if the port is taken
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        process = context.Process(
+            target=_run_worker, args=(app, factory, host, port, log_level, access_log), daemon=False
+        )
+        process.start()
+        return process
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    processes = [start() for _ in range(workers)]
+    try:
+        while not stopping:
+            for i, process in enumerate(processes):
+                if not process.is_alive() and not stopping:
+                    logger.warning("worker %s exited with %s; starting a new one", process.pid, process.exitcode)
+                    processes[i] = start()
+            time.sleep(0.5)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # uvicorn shuts down gracefully on SIGTERM
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str]) -> None:
+    """`python -m grainproof.scale.server --host H --port P --workers N` (what `grainproof serve --workers` runs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m grainproof.scale.server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    serve_workers(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])
