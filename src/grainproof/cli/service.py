@@ -46,6 +46,7 @@ def serve(
     port: int = typer.Option(8000, help="TCP port."),
     migrate: bool = typer.Option(True, help="Upgrade the database schema at start-up."),
     warm: bool = typer.Option(True, help="Load the photo embedder at start-up (in the background)."),
+    workers: int = typer.Option(1, help="Worker processes (production: 2 or more; each loads the model once)."),
 ) -> None:
     """Start the verification service (data in GRAINPROOF_DATA_DIR, or GRAINPROOF_DATABASE_URL)."""
     import uvicorn
@@ -55,6 +56,20 @@ def serve(
 
     settings = get_settings()
     err_console.print(f"grainproof: data in {settings.data_dir}, API description at http://{host}:{port}/schema")
+    if workers < 1:
+        raise GrainproofError(f"--workers must be at least 1 (got {workers}).")
+    if workers > 1:
+        # Workers each build the app from the environment (the app factory); migrate once here first.
+        from grainproof.scale.server import serve_workers
+
+        if migrate:
+            from grainproof.store.database import create_db_engine, upgrade
+
+            engine = create_db_engine(settings)
+            upgrade(engine)
+            engine.dispose()
+        serve_workers(host=host, port=port, workers=workers)
+        return
     app_instance = create_app(settings, migrate=migrate, warm_embedder=warm)
     uvicorn.run(app_instance, host=host, port=port, log_level="info")
 

@@ -1,0 +1,139 @@
+"""`grainproof embed` (photos of a manifest to f_* columns) and the `bench embed` / `bench invariance` benchmarks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from grainproof.cli import app, bench_app
+from grainproof.errors import GrainproofError
+from grainproof.progress import console, progress_bar
+
+
+def _settings(backbone: str | None, runtime: str | None, threads: int | None) -> Any:
+    from dataclasses import replace
+
+    from grainproof.settings import get_settings
+
+    settings = get_settings()
+    changes: dict[str, Any] = {}
+    if backbone:
+        changes["backbone"] = backbone
+    if runtime:
+        if runtime not in ("onnxruntime", "torch"):
+            raise GrainproofError(f"--runtime must be 'onnxruntime' or 'torch', not {runtime!r}.")
+        changes["embed_runtime"] = runtime
+    if threads is not None:
+        changes["torch_threads"] = threads
+    return replace(settings, **changes) if changes else settings
+
+
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        console.print(f"wrote {path}")
+
+
+@app.command("embed")
+def embed(
+    manifest: Path = typer.Argument(..., help="Lot manifest CSV whose `photos` column lists each lot's photos."),
+    out: Path = typer.Option(..., "--out", help="Where to write the manifest with f_* columns added."),
+    backbone: str | None = typer.Option(None, help="Backbone name (default: GRAINPROOF_BACKBONE)."),
+    checkpoint: Path | None = typer.Option(None, help="Local weights file for a timm backbone."),
+    runtime: str | None = typer.Option(None, help="onnxruntime (default, faster) or torch."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local Ray)."),
+) -> None:
+    """Embed every lot's photos (cached by photo content) and write the manifest with lot vectors."""
+    from grainproof.embed import embed_manifest, get_embedder
+    from grainproof.embed.batch import units_path
+    from grainproof.scale.engines import photo_embedder
+
+    settings = _settings(backbone, runtime, None)
+    embedder = photo_embedder(
+        engine, ray_address, name=settings.backbone, checkpoint_path=checkpoint, settings=settings
+    )
+    if embedder is None:
+        embedder = get_embedder(settings.backbone, checkpoint_path=checkpoint, settings=settings)
+    with progress_bar("embedding photos") as progress:
+        written = embed_manifest(manifest, out, embedder=embedder, progress=progress)
+    console.print(f"wrote {written} ({embedder.dim} features, backbone {embedder.backbone_id})")
+    console.print(f"wrote {units_path(written)} (per-kernel unit vectors)")
+
+
+@bench_app.command("embed")
+def bench_embed_command(
+    images: int = typer.Option(16, help="Canvases per round (448x576, the working size of a tray photo)."),
+    rounds: int = typer.Option(3, help="Timed rounds; each runs the naive path then ours; medians are reported."),
+    threads: int | None = typer.Option(None, help="CPU threads for our path (default: GRAINPROOF_TORCH_THREADS)."),
+    runtime: str | None = typer.Option(None, help="Our runtime: onnxruntime (default) or torch."),
+    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
+) -> None:
+    """Images per second: naive timm path (one image at a time) vs ours, their ratio, and share of matmul peak."""
+    from grainproof.embed.bench import bench_embed
+
+    settings = _settings(None, runtime, threads)
+    with progress_bar("benchmark rounds", rounds) as progress:
+        result = bench_embed(settings=settings, images=images, rounds=rounds, progress=progress)
+    table = Table(title=f"bench embed: {result.backbone_id}, canvas {result.canvas[0]}x{result.canvas[1]}")
+    table.add_column("path")
+    table.add_column("images/s", justify="right")
+    table.add_row("naive (timm, eval+no_grad, one image at a time)", f"{result.naive_images_per_s:.2f}")
+    table.add_row(f"ours ({result.runtime}, {result.threads} threads, batched)", f"{result.ours_images_per_s:.2f}")
+    console.print(table)
+    console.print(f"speed-up: {result.speedup:.2f}x   min cosine to naive vectors: {result.min_cosine_to_naive:.6f}")
+    console.print(
+        f"backbone: {result.gflops_per_image:.2f} GFLOP/image; fp32 matmul peak measured now: "
+        f"{result.matmul_gflops_per_s:.1f} GFLOP/s; ours reaches {100 * result.fraction_of_matmul_peak:.1f}% of it"
+    )
+    _write_json(json_out, result.as_dict())
+
+
+@bench_app.command("invariance")
+def bench_invariance_command(
+    world: Path | None = typer.Argument(None, help="A world from `grainproof simulate` (default: simulate one)."),
+    held_out: int = typer.Option(4, help="Phone profiles kept out of training; the test lots use only these."),
+    lots: int = typer.Option(240, help="Lots to simulate when no WORLD is given."),
+    seed: int = typer.Option(0, help="Seed for the held-out phones (and the simulated world)."),
+    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
+) -> None:
+    """Between-region / within-region-across-phones distance ratio on unseen phones, without and with our handling."""
+    import tempfile
+
+    from grainproof.embed.bench import bench_invariance, simulate_bench_world
+
+    with tempfile.TemporaryDirectory(prefix="grainproof-bench-world-") as scratch:
+        label = str(world) if world is not None else f"simulated ({lots} lots, seed {seed})"
+        if world is None:
+            with progress_bar("simulating a world") as simulate_progress:
+                world = simulate_bench_world(Path(scratch), lots=lots, seed=seed, progress=simulate_progress)
+        with progress_bar("embedding photos") as progress:
+            result = bench_invariance(world, held_out=held_out, seed=seed, progress=progress, label=label)
+    table = Table(title=f"bench invariance: {result.world}")
+    table.add_column("lots from unseen phones")
+    table.add_column("between regions", justify="right")
+    table.add_column("within region, across phones", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("region accuracy (1-NN)", justify="right")
+    for label, figures in (
+        ("without device handling", result.without),
+        (f"with device handling ({result.removed_directions} directions)", result.with_device_handling),
+    ):
+        table.add_row(
+            label,
+            f"{figures.between_region:.3f}",
+            f"{figures.within_region_across_phones:.3f}",
+            f"{figures.ratio:.3f}",
+            f"{figures.region_accuracy:.3f}",
+        )
+    console.print(table)
+    console.print(
+        f"trained on {result.train_lots} lots from {', '.join(result.train_devices)}; "
+        f"tested on {result.test_lots} lots from unseen {', '.join(result.held_out_devices)}"
+    )
+    _write_json(json_out, result.as_dict())

@@ -1,0 +1,359 @@
+"""Benchmarks of the embedding engine: speed against the naive path, and invariance to unseen phones.
+
+Each benchmark measures its baseline in the same run as ours and reports the ratio (the CLI prints them and
+writes JSON with --json-out).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grainproof.embed.invariance import DeviceNuisanceRemover
+from grainproof.errors import GrainproofError
+from grainproof.progress import ProgressCallback
+from grainproof.settings import Settings, get_settings
+
+# ---------------------------------------------------------------------------------------------------- speed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmbedSpeed:
+    """Images per second for the naive path and ours on the same canvases, and how close their vectors are."""
+
+    backbone_id: str
+    runtime: str
+    canvas: tuple[int, int]
+    images: int
+    rounds: int
+    threads: int
+    naive_images_per_s: float
+    ours_images_per_s: float
+    speedup: float
+    min_cosine_to_naive: float
+    gflops_per_image: float
+    matmul_gflops_per_s: float
+    fraction_of_matmul_peak: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _synthetic_canvases(n: int, height: int, width: int, seed: int) -> np.ndarray:
+    """Normalised network inputs (n, 3, h, w): smooth random images, deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(-1.0, 1.0, size=(n, 3, height // 16, width // 16)).astype(np.float32)
+    return np.ascontiguousarray(coarse.repeat(16, axis=2).repeat(16, axis=3))
+
+
+def matmul_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """This machine's fp32 matmul throughput (GFLOP/s) with torch, best of a few runs."""
+    import torch
+
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator)
+    b = torch.randn(size, size, generator=generator)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / best / 1e9
+
+
+def backbone_gflops(model: Any, height: int, width: int) -> float:
+    """FLOPs (GFLOP, multiply and add counted apart) of one forward pass of the feature extractor."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model.forward_features(torch.zeros(1, 3, height, width))
+    return float(counter.get_total_flops()) / 1e9
+
+
+def bench_embed(
+    *,
+    settings: Settings | None = None,
+    images: int = 16,
+    rounds: int = 3,
+    canvas: tuple[int, int] = (448, 576),
+    seed: int = 0,
+    matmul_size: int = 2048,
+    progress: ProgressCallback | None = None,
+) -> EmbedSpeed:
+    """Naive path (timm model, eval + no_grad, one image at a time) against our runner, interleaved per round."""
+    import timm
+    import torch
+
+    from grainproof.embed.embedder import get_embedder
+    from grainproof.embed.runtime import cpu_threads
+
+    settings = settings or get_settings()
+    if images < 1 or rounds < 1:
+        raise GrainproofError("--images and --rounds must be at least 1.")
+    embedder = get_embedder(settings=settings)
+    threads = cpu_threads(settings.torch_threads)
+    height, width = canvas
+    batch = _synthetic_canvases(images, height, width, seed)
+    # The naive path: the same weights in a freshly created timm model, used the way its README shows.
+    naive = timm.create_model(embedder.backbone.timm_name, pretrained=False, num_classes=0)
+    naive.load_state_dict(embedder.backbone.model.state_dict())
+    naive.eval()
+
+    def run_naive() -> np.ndarray:
+        with torch.no_grad():
+            return np.stack([naive(torch.from_numpy(batch[i : i + 1]))[0].numpy() for i in range(images)])
+
+    def run_ours() -> np.ndarray:
+        from grainproof.embed.embedder import BATCH_SIZE
+
+        maps = [embedder.runner(batch[i : i + BATCH_SIZE]) for i in range(0, images, BATCH_SIZE)]
+        return np.concatenate(maps).mean(axis=(2, 3))
+
+    naive_vectors, ours_vectors = run_naive(), run_ours()  # warm-up, and the vectors to compare
+    naive_times: list[float] = []
+    ours_times: list[float] = []
+    for round_index in range(rounds):
+        for runner, times in ((run_naive, naive_times), (run_ours, ours_times)):
+            start = time.perf_counter()
+            runner()
+            times.append(time.perf_counter() - start)
+        if progress is not None:
+            progress(round_index + 1, rounds)
+    cosine = np.sum(naive_vectors * ours_vectors, axis=1) / (
+        np.linalg.norm(naive_vectors, axis=1) * np.linalg.norm(ours_vectors, axis=1)
+    )
+    naive_rate = images / statistics.median(naive_times)
+    ours_rate = images / statistics.median(ours_times)
+    gflops = backbone_gflops(naive, height, width)
+    peak = matmul_gflops(threads, size=matmul_size)
+    return EmbedSpeed(
+        backbone_id=embedder.backbone_id,
+        runtime=embedder.runner.name,
+        canvas=canvas,
+        images=images,
+        rounds=rounds,
+        threads=threads,
+        naive_images_per_s=naive_rate,
+        ours_images_per_s=ours_rate,
+        speedup=ours_rate / naive_rate,
+        min_cosine_to_naive=float(cosine.min()),
+        gflops_per_image=gflops,
+        matmul_gflops_per_s=peak,
+        fraction_of_matmul_peak=ours_rate * gflops / peak,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- invariance
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeparationFigures:
+    """Distances among held-out-phone lots: between regions vs within a region across phones, and their ratio."""
+
+    between_region: float
+    within_region_across_phones: float
+    ratio: float
+    region_accuracy: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvarianceResult:
+    """The invariance benchmark: the same held-out lots without and with the device handling."""
+
+    world: str
+    train_devices: tuple[str, ...]
+    held_out_devices: tuple[str, ...]
+    train_lots: int
+    test_lots: int
+    removed_directions: int
+    without: SeparationFigures
+    with_device_handling: SeparationFigures
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def separation(
+    X: np.ndarray,
+    regions: Sequence[str],
+    devices: Sequence[str],
+    groups: Sequence[Hashable],
+) -> tuple[float, float]:
+    """Mean distance between lots of different regions, and between lots of one region, over pairs of lots
+    taken with different phones.
+
+    Pairs are only formed inside a group (species, variety, season), so neither figure mixes varieties.
+    """
+    between: list[float] = []
+    within: list[float] = []
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    for indices in members.values():
+        idx = np.asarray(indices)
+        if len(idx) < 2:
+            continue
+        diff = X[idx][:, None, :] - X[idx][None, :, :]
+        dist = np.sqrt((diff**2).sum(axis=-1))
+        region = np.asarray([regions[i] for i in idx], dtype=object)
+        device = np.asarray([devices[i] for i in idx], dtype=object)
+        upper = np.triu(np.ones((len(idx), len(idx)), dtype=bool), k=1)
+        same_region = region[:, None] == region[None, :]
+        other_phone = device[:, None] != device[None, :]
+        # Both sets are pairs taken with different phones, so the only thing that differs between them is the region.
+        between.extend(dist[upper & ~same_region & other_phone])
+        within.extend(dist[upper & same_region & other_phone])
+    if not between or not within:
+        raise GrainproofError(
+            "The held-out lots have no pairs to compare (need 2+ regions and 2+ held-out phones per variety and "
+            "season); simulate more lots or hold out more phones."
+        )
+    return float(np.mean(between)), float(np.mean(within))
+
+
+def region_accuracy(
+    train: np.ndarray,
+    train_regions: Sequence[str],
+    train_groups: Sequence[Hashable],
+    test: np.ndarray,
+    test_regions: Sequence[str],
+    test_groups: Sequence[Hashable],
+) -> float:
+    """Share of held-out lots whose nearest training lot (same species, variety, season) has their region."""
+    hits = 0
+    counted = 0
+    for i, group in enumerate(test_groups):
+        candidates = [j for j, g in enumerate(train_groups) if g == group]
+        if not candidates:
+            continue
+        distances = np.linalg.norm(train[candidates] - test[i], axis=1)
+        hits += train_regions[candidates[int(np.argmin(distances))]] == test_regions[i]
+        counted += 1
+    return hits / counted if counted else float("nan")
+
+
+def _figures(
+    train: np.ndarray,
+    test: np.ndarray,
+    train_meta: list[dict[str, str]],
+    test_meta: list[dict[str, str]],
+) -> SeparationFigures:
+    def group(m: dict[str, str]) -> tuple[str, ...]:
+        return (m["species"], m["variety"], m["season"])
+
+    between, within = separation(
+        test, [m["region"] for m in test_meta], [m["device"] for m in test_meta], [group(m) for m in test_meta]
+    )
+    accuracy = region_accuracy(
+        train,
+        [m["region"] for m in train_meta],
+        [group(m) for m in train_meta],
+        test,
+        [m["region"] for m in test_meta],
+        [group(m) for m in test_meta],
+    )
+    return SeparationFigures(
+        between_region=between, within_region_across_phones=within, ratio=between / within, region_accuracy=accuracy
+    )
+
+
+#: The benchmark's own world: one species and season, five départements far apart, so that every
+#: (variety, region) cell holds lots from many phones (the demo world spreads lots over far more cells).
+BENCH_REGIONS: tuple[str, ...] = ("02", "17", "31", "51", "89")
+
+
+def simulate_bench_world(out_dir: Path, *, lots: int, seed: int, progress: ProgressCallback | None = None) -> Path:
+    """A small world for the benchmark, made with grainproof.simulate (no fraud: truth = declarations)."""
+    from grainproof.simulate import WorldConfig, simulate_world
+
+    config = WorldConfig(
+        lots=lots,
+        photos_per_lot=2,
+        seed=seed,
+        fraud_rate=0.0,
+        species=("soft_wheat",),
+        seasons=(2024,),
+        regions=BENCH_REGIONS,
+        unreferenced_regions=(),
+    )
+    simulate_world(config, out_dir, progress=progress)
+    return out_dir
+
+
+def bench_invariance(
+    world_dir: Path | None = None,
+    *,
+    held_out: int = 4,
+    seed: int = 0,
+    lots: int = 240,
+    settings: Settings | None = None,
+    simulate_progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None = None,
+    label: str | None = None,
+) -> InvarianceResult:
+    """Train the device handling on some phones' lots, measure on lots taken with `held_out` unseen phones."""
+    from grainproof.embed.batch import embed_lots
+    from grainproof.embed.embedder import get_embedder
+    from grainproof.manifest import read_manifest
+
+    settings = settings or get_settings()
+    label = label or (str(world_dir) if world_dir else f"simulated ({lots} lots, seed {seed})")
+    with tempfile.TemporaryDirectory(prefix="grainproof-bench-world-") as scratch:
+        if world_dir is None:
+            world_dir = simulate_bench_world(Path(scratch), lots=lots, seed=seed, progress=simulate_progress)
+        truth = world_dir / "lots.csv"
+        if not truth.is_file():
+            raise GrainproofError(f"{world_dir} has no lots.csv; give a directory written by `grainproof simulate`.")
+        records = read_manifest(truth)
+        usable = [r for r in records if r.photos and r.device and r.claim.origin.region and r.claim.harvest_date]
+        embedder = get_embedder(settings=settings)
+        embeddings = embed_lots(usable, truth.parent, embedder=embedder, progress=progress)
+    meta = [
+        {
+            "species": r.claim.species,
+            "variety": r.claim.variety,
+            "region": r.claim.origin.region or "",
+            "season": str(r.claim.season),
+            "device": r.device or "",
+        }
+        for r in usable
+    ]
+    X = np.stack([embeddings[r.lot_id].vector.astype(np.float64) for r in usable])
+    phones = sorted({m["device"] for m in meta})
+    if len(phones) < held_out + 2:
+        raise GrainproofError(
+            f"The world has {len(phones)} phone profiles; holding out {held_out} needs at least {held_out + 2}."
+        )
+    rng = np.random.default_rng(seed)
+    unseen = sorted(str(p) for p in rng.choice(phones, size=held_out, replace=False))
+    is_test = np.asarray([m["device"] in unseen for m in meta])
+    train, test = X[~is_test], X[is_test]
+    train_meta = [m for m, t in zip(meta, is_test, strict=True) if not t]
+    test_meta = [m for m, t in zip(meta, is_test, strict=True) if t]
+    remover = DeviceNuisanceRemover().fit(
+        train,
+        [m["device"] for m in train_meta],
+        [(m["species"], m["variety"], m["region"], m["season"]) for m in train_meta],
+    )
+    return InvarianceResult(
+        world=label,
+        train_devices=tuple(p for p in phones if p not in unseen),
+        held_out_devices=tuple(unseen),
+        train_lots=len(train),
+        test_lots=len(test),
+        removed_directions=int(remover.n_components_),
+        without=_figures(train, test, train_meta, test_meta),
+        with_device_handling=_figures(remover.transform(train), remover.transform(test), train_meta, test_meta),
+    )

@@ -1,0 +1,187 @@
+"""The Embedder: photo files or bytes in, PhotoEmbeddings out, through the cache and a fast runtime."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from grainproof.embed.backbones import LoadedBackbone, load_backbone
+from grainproof.embed.cache import EmbeddingCache
+from grainproof.embed.photos import PREPROCESS_VERSION, PreparedPhoto, content_hash, prepare_photo
+from grainproof.embed.runtime import FeatureMapRunner, cpu_threads, make_runner
+from grainproof.embed.vectors import PhotoEmbedding
+from grainproof.errors import PhotoError
+from grainproof.progress import ProgressCallback
+from grainproof.settings import Settings, get_settings
+
+#: Unit vectors kept per photo (each a 2x2-cell patch, about one kernel at the working scale).
+UNITS_PER_PHOTO = 32
+#: A patch counts as a unit when at least this share of it is kernel, not tray.
+MIN_UNIT_KERNEL_SHARE = 0.25
+#: Canvases of one shape run together in batches of this size.
+BATCH_SIZE = 8
+
+
+def pool_feature_map(features: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(photo vector, unit vectors) from one feature map (c, h, w) and its cells' kernel shares (h, w)."""
+    channels, height, width = features.shape
+    cells = features.reshape(channels, height * width).T.astype(np.float64)
+    flat = weights.reshape(-1).astype(np.float64)
+    vector = (flat @ cells) / flat.sum()
+    if height >= 2 and width >= 2:
+        h2, w2 = height // 2, width // 2
+        blocks = features[:, : 2 * h2, : 2 * w2].reshape(channels, h2, 2, w2, 2)
+        block_w = weights[: 2 * h2, : 2 * w2].reshape(h2, 2, w2, 2).astype(np.float64)
+        numer = np.einsum("chawb,hawb->hwc", blocks.astype(np.float64), block_w)
+        share = block_w.sum(axis=(1, 3))
+        units = (numer / np.maximum(share, 1e-12)[..., None]).reshape(h2 * w2, channels)
+        share = share.reshape(-1) / 4.0
+    else:
+        units, share = cells, flat
+    order = np.argsort(-share, kind="stable")
+    keep = [i for i in order[:UNITS_PER_PHOTO] if share[i] >= MIN_UNIT_KERNEL_SHARE] or [int(order[0])]
+    # Round units through half precision, as the cache stores them: a cached and a fresh result are identical.
+    unit_vectors = units[np.sort(keep)].astype(np.float16).astype(np.float32)
+    return vector.astype(np.float32), unit_vectors
+
+
+class Embedder:
+    """Turns photos into PhotoEmbeddings with one backbone; cache-aware; build with `get_embedder`."""
+
+    def __init__(self, backbone: LoadedBackbone, runner: FeatureMapRunner, *, settings: Settings) -> None:
+        self.backbone = backbone
+        self.runner = runner
+        self.settings = settings
+        self.cache = EmbeddingCache(
+            settings.embedding_cache_dir / "embeddings",
+            backbone_id=backbone.backbone_id,
+            preprocess_version=PREPROCESS_VERSION,
+        )
+        self._mean = np.asarray(backbone.mean, dtype=np.float32)
+        self._std = np.asarray(backbone.std, dtype=np.float32)
+        self._lock = threading.Lock()  # ONNX sessions are thread-safe, torch thread settings are not
+
+    @property
+    def backbone_id(self) -> str:
+        return self.backbone.backbone_id
+
+    @property
+    def dim(self) -> int:
+        return self.backbone.dim
+
+    def prepare(self, data: bytes, name: str) -> PreparedPhoto:
+        return prepare_photo(
+            data, name, min_side=self.settings.min_photo_side, max_pixels=self.settings.max_photo_pixels
+        )
+
+    def _network_input(self, prepared: PreparedPhoto) -> np.ndarray:
+        return np.ascontiguousarray(((prepared.pixels - self._mean) / self._std).transpose(2, 0, 1))
+
+    def embed_prepared(self, photos: Sequence[PreparedPhoto]) -> list[PhotoEmbedding]:
+        """Embed prepared photos, batching those of one canvas shape; no cache involved."""
+        results: list[PhotoEmbedding | None] = [None] * len(photos)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, photo in enumerate(photos):
+            by_shape.setdefault(photo.pixels.shape, []).append(index)
+        for indices in by_shape.values():
+            for start in range(0, len(indices), BATCH_SIZE):
+                chunk = indices[start : start + BATCH_SIZE]
+                batch = np.stack([self._network_input(photos[i]) for i in chunk])
+                with self._lock:
+                    features = self.runner(batch)
+                for i, feature_map in zip(chunk, features, strict=True):
+                    vector, units = pool_feature_map(feature_map, photos[i].cell_weights)
+                    results[i] = PhotoEmbedding(
+                        vector=vector,
+                        unit_vectors=units,
+                        content_hash=photos[i].content_hash,
+                        warnings=photos[i].warnings,
+                        backbone_id=self.backbone_id,
+                    )
+        return [r for r in results if r is not None]
+
+    def embed_bytes(self, data: bytes, name: str) -> PhotoEmbedding:
+        """One uploaded photo's embedding (cached); PhotoError naming `name` if the photo is unusable."""
+        cached = self.cache.get(content_hash(data))
+        if cached is not None:
+            return cached
+        embedding = self.embed_prepared([self.prepare(data, name)])[0]
+        self.cache.put(embedding)
+        return embedding
+
+    def embed_files(
+        self, paths: Sequence[Path], progress: ProgressCallback | None = None, *, use_cache: bool = True
+    ) -> list[PhotoEmbedding]:
+        """Embeddings of photo files, in order; each distinct photo content is embedded at most once."""
+        total = len(paths)
+        results: dict[str, PhotoEmbedding] = {}
+        hashes: list[str] = []
+        pending: dict[str, Path] = {}  # content hash -> one file with that content, still to embed
+        for path in paths:
+            digest = content_hash(_read(path))
+            hashes.append(digest)
+            if digest in results or digest in pending:
+                continue
+            cached = self.cache.get(digest) if use_cache else None
+            if cached is not None:
+                results[digest] = cached
+            else:
+                pending[digest] = Path(path)
+        done = total - len(pending)
+        if progress is not None:
+            progress(done, total)
+        # Files are read again chunk by chunk so memory stays flat on big manifests, and the bar moves.
+        to_embed = list(pending.items())
+        for start in range(0, len(to_embed), BATCH_SIZE * 4):
+            chunk = to_embed[start : start + BATCH_SIZE * 4]
+            embeddings = self.embed_prepared([self.prepare(_read(path), str(path)) for _, path in chunk])
+            for (digest, _), embedding in zip(chunk, embeddings, strict=True):
+                # Keyed by the first read: a file rewritten meanwhile still gets an answer (for its new content).
+                results[digest] = embedding
+                if use_cache:
+                    self.cache.put(embedding)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+        return [results[h] for h in hashes]
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise PhotoError(f"Photo {path} cannot be read ({exc.strerror}); check the path.") from None
+
+
+_EMBEDDERS: dict[tuple[object, ...], Embedder] = {}
+_EMBEDDERS_LOCK = threading.Lock()
+
+
+def get_embedder(
+    name: str | None = None,
+    *,
+    checkpoint_path: Path | None = None,
+    settings: Settings | None = None,
+    runtime: str | None = None,
+) -> Embedder:
+    """The embedder for a backbone name (default: settings.backbone), loaded once per process and reused."""
+    settings = settings or get_settings()
+    name = name or settings.backbone
+    runtime = runtime or settings.embed_runtime
+    threads = cpu_threads(settings.torch_threads)
+    key = (name, checkpoint_path, settings.embedding_cache_dir, runtime, threads)
+    with _EMBEDDERS_LOCK:
+        embedder = _EMBEDDERS.get(key)
+        if embedder is None:
+            import torch
+
+            torch.set_num_threads(threads)
+            backbone = load_backbone(name, checkpoint_path=checkpoint_path)
+            onnx_path = settings.embedding_cache_dir / "onnx" / f"{backbone.backbone_id}.onnx"
+            runner = make_runner(backbone.model, kind=runtime, onnx_path=onnx_path, threads=threads)
+            embedder = Embedder(backbone, runner, settings=settings)
+            _EMBEDDERS[key] = embedder
+        return embedder

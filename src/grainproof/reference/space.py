@@ -1,0 +1,162 @@
+"""The reduced space a species is scored in: nuisance removal, standardisation and PCA as one affine map.
+
+Everything before the cell densities is linear, so it is folded into one matrix and one offset,
+`z = x @ weights + offset`: scoring a lot is a single matrix product, and the artefact stays plain
+numpy (no pickled estimators).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from grainproof.errors import ModelError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReducedSpace:
+    """Affine map from a raw embedding (d,) to the reduced space (k,) of one species."""
+
+    weights: np.ndarray  # (d, k)
+    offset: np.ndarray  # (k,)
+    explained_variance_ratio: np.ndarray  # (k,)
+
+    def __post_init__(self) -> None:
+        if self.weights.ndim != 2 or self.offset.shape != (self.weights.shape[1],):
+            raise ModelError("Reduced space arrays have inconsistent shapes; rebuild the reference model.")
+
+    @property
+    def input_dim(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[1])
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Reduced coordinates (n, k) of raw vectors (n, d), in float64."""
+        return np.asarray(vectors, dtype=np.float64) @ self.weights + self.offset
+
+
+def affine_map_of(
+    transform: Callable[[np.ndarray], np.ndarray], dim: int, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(A, b) with transform(X) == X @ A + b, found by probing; ModelError if the transform is not affine.
+
+    The nuisance remover is linear (it projects out directions), so probing it with the identity
+    recovers it exactly; the check on random points guards against a remover that is not.
+    """
+    offset = np.asarray(transform(np.zeros((1, dim))), dtype=np.float64)[0]
+    matrix = np.asarray(transform(np.eye(dim)), dtype=np.float64) - offset
+    probe = np.random.default_rng(seed).normal(size=(8, dim))
+    expected = np.asarray(transform(probe), dtype=np.float64)
+    if not np.allclose(probe @ matrix + offset, expected, rtol=1e-6, atol=1e-6 * (1.0 + np.abs(expected).max())):
+        raise ModelError("The device nuisance remover is not an affine map, so it cannot be folded into the model.")
+    return matrix, offset
+
+
+def choose_dimension(
+    explained_ratio: np.ndarray, *, variance_kept: float, max_components: int, max_by_lots: int
+) -> int:
+    """Smallest number of components keeping `variance_kept` of the variance, within the caps.
+
+    The cap by lots keeps the pooled covariance well estimated (several lots per dimension).
+    """
+    cumulative = np.cumsum(explained_ratio)
+    by_variance = int(np.searchsorted(cumulative, variance_kept - 1e-12) + 1)
+    rank = int(np.sum(explained_ratio > 1e-10))
+    return max(1, min(by_variance, max_components, max_by_lots, rank))
+
+
+def fit_reduced_space(
+    vectors: np.ndarray,
+    *,
+    nuisance: tuple[np.ndarray, np.ndarray] | None = None,
+    variance_kept: float = 0.95,
+    max_components: int = 64,
+    max_by_lots: int | None = None,
+) -> ReducedSpace:
+    """Fit standardisation + PCA on (a sample of) a species' reference vectors, after the nuisance map."""
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ModelError("A species needs at least two reference lots to fit its reduced space.")
+    dim = x.shape[1]
+    if nuisance is not None:
+        a_matrix, b_offset = nuisance
+        x = x @ a_matrix + b_offset
+    else:
+        a_matrix, b_offset = np.eye(dim), np.zeros(dim)
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    # Constant features carry nothing; give them unit scale so they vanish in PCA instead of dividing by 0.
+    scale = np.where(scale > 1e-12 * max(float(scale.max()), 1e-300), scale, 1.0)
+    standard = (x - mean) / scale
+    n = standard.shape[0]
+    if n <= dim:
+        _, singular, components_t = np.linalg.svd(standard, full_matrices=False)
+        variances = singular**2 / max(n - 1, 1)
+        components = components_t.T
+    else:
+        variances, components = np.linalg.eigh(standard.T @ standard / (n - 1))
+        order = np.argsort(variances)[::-1]
+        variances, components = np.clip(variances[order], 0.0, None), components[:, order]
+    ratio = variances / max(float(variances.sum()), 1e-300)
+    k = choose_dimension(
+        ratio, variance_kept=variance_kept, max_components=max_components, max_by_lots=max_by_lots or max_components
+    )
+    basis = components[:, :k]
+    # Fix each component's sign so the same data always gives the same coordinates.
+    signs = np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(k)])
+    basis = basis * np.where(signs == 0, 1.0, signs)
+    weights = (a_matrix / scale) @ basis
+    offset = ((b_offset - mean) / scale) @ basis
+    return ReducedSpace(weights=weights, offset=offset, explained_variance_ratio=ratio[:k].copy())
+
+
+def significant_nuisance_directions(
+    vectors: np.ndarray, devices: Sequence[str], strata: Sequence[str], directions: np.ndarray
+) -> int:
+    """How many leading nuisance directions carry more between-phone spread than noise alone would.
+
+    Under no phone effect, each (stratum, phone) mean's offset from its stratum, scaled by sqrt(lots),
+    varies along a direction like one lot does (the within-group variance); the leading directions of
+    m such offsets in d dimensions are still inflated by up to (1 + sqrt(d/m))^2 (Marchenko-Pastur edge).
+    A direction is kept only above that, so a world without phone effects loses no signal.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    keys = [f"{s}\x00{d}" for s, d in zip(strata, devices, strict=True)]
+    _, group = np.unique(np.asarray(keys), return_inverse=True)
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    counts = np.bincount(group, minlength=n_groups).astype(float)
+    sums = np.zeros((n_groups, x.shape[1]))
+    np.add.at(sums, group, x)
+    means = sums / np.maximum(counts, 1.0)[:, None]
+    dof = len(x) - n_groups
+    if dof < 2 or not len(directions):
+        return 0
+    residual = x - means[group]
+    _, stratum_of = np.unique(np.asarray(list(strata)), return_inverse=True)
+    group_stratum = np.zeros(n_groups, dtype=int)
+    group_stratum[group] = stratum_of
+    offsets = []
+    for s in np.unique(group_stratum):
+        members = np.flatnonzero(group_stratum == s)
+        if len(members) < 2:
+            continue
+        centre = means[members].mean(axis=0)
+        offsets.append((means[members] - centre) * np.sqrt(counts[members])[:, None])
+    if not offsets:
+        return 0
+    rows = np.vstack(offsets)
+    edge = (1.0 + np.sqrt(min(x.shape[1], len(x)) / len(rows))) ** 2
+    kept = 0
+    for direction in np.atleast_2d(directions):
+        unit = direction / max(float(np.linalg.norm(direction)), 1e-300)
+        noise = float(np.sum((residual @ unit) ** 2)) / dof
+        spread = float(np.mean((rows @ unit) ** 2))
+        if spread <= noise * edge:
+            break
+        kept += 1
+    return kept

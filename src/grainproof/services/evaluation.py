@@ -1,0 +1,293 @@
+"""`grainproof evaluate`: cross-validated check of the scoring on a user's own labelled lots, beside peers.
+
+Lots are split into folds grouped by phone (default: held-out phones are really unseen), field or
+lot. For each fold a reference is built on the others; the held-out lots are scored as genuine
+claims and as every kind of false claim derived from the truth (see grainproof.scoring.evaluation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from grainproof.domain import LotRecord
+from grainproof.errors import ClaimError
+from grainproof.progress import ProgressCallback
+from grainproof.reference import ModelOptions, ReferenceModel, fit_reference_model
+from grainproof.scoring.conformal import conformal_p_value
+from grainproof.scoring.evaluation import EvalClaim, MethodResult, far_from, neighbour_of, origin_distances, summarise
+from grainproof.scoring.peers import PeerScorer, default_peers
+from grainproof.scoring.plausibility import score_claim
+from grainproof.services.references import device_nuisance_factory
+
+OURS = "grainproof"
+ORACLE = "oracle_latent"
+GROUP_BY = ("device", "field", "none")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluationReport:
+    """Per method (ours, peers, oracle): realised false-alarm rate and per-kind AUROC and detection at alpha."""
+
+    alpha: float
+    folds: int
+    group_by: str
+    n_lots: int
+    held_out_origins: tuple[str, ...]
+    methods: tuple[MethodResult, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "alpha": self.alpha,
+            "folds": self.folds,
+            "group_by": self.group_by,
+            "n_lots": self.n_lots,
+            "held_out_origins": list(self.held_out_origins),
+            "methods": {m.method: m.as_dict() for m in self.methods},
+        }
+
+
+def _role(lot: LotRecord) -> str:
+    if lot.extra.get("referenced", "").strip().lower() == "false":
+        return "missing"
+    try:
+        share = float(lot.extra.get("admixture_share") or 0.0)
+    except ValueError:
+        share = 0.0
+    return "admixture" if share > 0 else "genuine"
+
+
+def _group(lot: LotRecord, group_by: str) -> str:
+    if group_by == "device":
+        return lot.device or "unknown-device"
+    if group_by == "field":
+        return lot.extra.get("field_id") or lot.lot_id
+    return lot.lot_id
+
+
+def _stable_fraction(key: str, seed: int) -> float:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
+
+
+def evaluate_lots(
+    lots: Sequence[LotRecord],
+    *,
+    folds: int = 5,
+    alpha: float = 0.05,
+    group_by: str = "device",
+    seed: int = 0,
+    origin_adjacency: Mapping[str, Sequence[str]] | None = None,
+    latent: Mapping[str, np.ndarray] | None = None,
+    with_peers: bool = True,
+    options: ModelOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> EvaluationReport:
+    """Cross-validated AUROC, detection at alpha and false-alarm rate, for ours and each peer, by fraud kind."""
+    if group_by not in GROUP_BY:
+        raise ClaimError(f"--group-by {group_by!r} is not one of {', '.join(GROUP_BY)}.")
+    if not 0.0 < alpha < 1.0:
+        raise ClaimError(f"alpha={alpha} must lie strictly between 0 and 1.")
+    if any(lot.features is None for lot in lots):
+        raise ClaimError("evaluate works on feature vectors: embed the manifest first (`grainproof embed`).")
+    no_region = [lot.lot_id for lot in lots if not lot.claim.origin.region]
+    if no_region:
+        raise ClaimError(
+            f"Lot(s) {', '.join(no_region[:5])} have no region: evaluate needs the true region of each lot."
+        )
+    roles = [_role(lot) for lot in lots]
+    held_out: set[str] = set()
+    if "missing" not in roles:
+        # No lots marked referenced=false: keep about a tenth of the origins out of every reference instead.
+        regions = sorted({lot.claim.origin.region or "" for lot in lots})
+        ranked = sorted(regions, key=lambda r: _stable_fraction(r, seed))
+        held_out = set(ranked[: max(1, len(regions) // 10)]) if len(regions) >= 5 else set()
+        roles = [
+            "missing" if lot.claim.origin.region in held_out and r == "genuine" else r
+            for lot, r in zip(lots, roles, strict=True)
+        ]
+    else:
+        held_out = {lot.claim.origin.region or "" for lot, r in zip(lots, roles, strict=True) if r == "missing"}
+    groups = sorted({_group(lot, group_by) for lot in lots})
+    n_folds = min(folds, len(groups))
+    if n_folds < 2:
+        raise ClaimError(f"Cross-validation needs at least two {group_by} groups; the lots have {len(groups)}.")
+    rng = np.random.default_rng(seed)
+    shuffled = [groups[i] for i in rng.permutation(len(groups))]
+    fold_of_group = {g: i % n_folds for i, g in enumerate(shuffled)}
+    fold = np.array([fold_of_group[_group(lot, group_by)] for lot in lots])
+    centres = _origin_centres(lots)
+    codes, distances = origin_distances(centres)
+    peers_p: dict[str, list[float]] = defaultdict(list)
+    ours_p: list[float] = []
+    oracle_p: list[float] = []
+    kinds: list[str] = []
+    options = options or ModelOptions()
+    for f in range(n_folds):
+        train = [lot for lot, r, k in zip(lots, roles, fold, strict=True) if r == "genuine" and k != f]
+        test_rows = [i for i in range(len(lots)) if fold[i] == f]
+        model = fit_reference_model(
+            train,
+            origin_adjacency=origin_adjacency,
+            nuisance_factory=device_nuisance_factory(),
+            options=options,
+            seed=seed,
+        )
+        claims = _claims_for(lots, roles, test_rows, model, codes, distances, origin_adjacency, rng)
+        ours_p.extend(_score_ours(model, lots, claims))
+        if latent is not None:
+            oracle_model = fit_reference_model(
+                _with_latent(train, latent), origin_adjacency=origin_adjacency, options=options, seed=seed
+            )
+            oracle_p.extend(_score_ours(oracle_model, _with_latent_all(lots, latent, {c.row for c in claims}), claims))
+        if with_peers:
+            for name, p in _score_peers(model, train, lots, claims, seed).items():
+                peers_p[name].extend(p)
+        kinds.extend(c.kind for c in claims)
+        if progress is not None:
+            progress(f + 1, n_folds)
+    methods = [summarise(OURS, kinds, np.asarray(ours_p), alpha)]
+    methods += [summarise(name, kinds, np.asarray(p), alpha) for name, p in peers_p.items()]
+    if latent is not None:
+        methods.append(summarise(ORACLE, kinds, np.asarray(oracle_p), alpha))
+    return EvaluationReport(
+        alpha=alpha,
+        folds=n_folds,
+        group_by=group_by,
+        n_lots=len(lots),
+        held_out_origins=tuple(sorted(held_out)),
+        methods=tuple(methods),
+    )
+
+
+def _origin_centres(lots: Sequence[LotRecord]) -> dict[str, tuple[float, float]]:
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for lot in lots:
+        origin = lot.claim.origin
+        if origin.lon is not None and origin.lat is not None and origin.region:
+            points[origin.region].append((origin.lon, origin.lat))
+    return {r: (float(np.mean([p[0] for p in pts])), float(np.mean([p[1] for p in pts]))) for r, pts in points.items()}
+
+
+def _claims_for(
+    lots: Sequence[LotRecord],
+    roles: Sequence[str],
+    rows: Sequence[int],
+    model: ReferenceModel,
+    codes: Sequence[str],
+    distances: np.ndarray,
+    adjacency: Mapping[str, Sequence[str]] | None,
+    rng: np.random.Generator,
+) -> list[EvalClaim]:
+    out: list[EvalClaim] = []
+    for i in rows:
+        claim = lots[i].claim
+        ref = model.species.get(claim.species)
+        if ref is None or claim.variety not in ref.varieties:
+            continue
+        origin, season = claim.origin.region or "", claim.season
+        base = {"row": i, "species": claim.species, "variety": claim.variety}
+        if roles[i] == "admixture":
+            out.append(EvalClaim(kind="admixture", origin=origin, season=season, **base))  # type: ignore[arg-type]
+            continue
+        if roles[i] == "missing":
+            declared = neighbour_of(origin, ref.origins, codes, distances, adjacency, rng)
+            if declared is not None:
+                out.append(EvalClaim(kind="missing_origin", origin=declared, season=season, **base))  # type: ignore[arg-type]
+            continue
+        out.append(EvalClaim(kind="genuine", origin=origin, season=season, **base))  # type: ignore[arg-type]
+        neighbour = neighbour_of(origin, ref.origins, codes, distances, adjacency, rng)
+        if neighbour is not None:
+            out.append(EvalClaim(kind="neighbour_origin", origin=neighbour, season=season, **base))  # type: ignore[arg-type]
+        far = far_from(origin, ref.origins, codes, distances, rng)
+        if far is not None:
+            out.append(EvalClaim(kind="far_origin", origin=far, season=season, **base))  # type: ignore[arg-type]
+        other_seasons = [s for s in ref.seasons if s is not None and s != season]
+        if season is not None and other_seasons:
+            wrong = other_seasons[int(rng.integers(len(other_seasons)))]
+            out.append(EvalClaim(kind="wrong_season", origin=origin, season=wrong, **base))  # type: ignore[arg-type]
+    return out
+
+
+def _score_ours(model: ReferenceModel, lots: Sequence[LotRecord], claims: Sequence[EvalClaim]) -> list[float]:
+    return [
+        score_claim(
+            model,
+            species=c.species,
+            variety=c.variety,
+            origin_unit=c.origin,
+            season=c.season,
+            vector=np.asarray(lots[c.row].features, dtype=np.float64),
+            n_alternatives=0,
+            n_nearest=0,
+        ).plausibility
+        for c in claims
+    ]
+
+
+def _cell(variety: str, origin: str, season: int | None) -> str:
+    return f"{variety}|{origin}|{season}"
+
+
+def _score_peers(
+    model: ReferenceModel, train: Sequence[LotRecord], lots: Sequence[LotRecord], claims: Sequence[EvalClaim], seed: int
+) -> dict[str, list[float]]:
+    """Each peer fitted per species on 80% of the training lots, split-conformal calibrated on the rest (by field)."""
+    positions = {name: np.full(len(claims), np.nan) for name in [p.name for p in default_peers(seed)]}
+    for species, ref in model.species.items():
+        species_train = [lot for lot in train if lot.claim.species == species]
+        z = ref.space.transform(np.asarray([lot.features for lot in species_train], dtype=np.float64))
+        cells = [_cell(lot.claim.variety, lot.claim.origin.region or "", lot.claim.season) for lot in species_train]
+        is_cal = np.array(
+            [_stable_fraction(lot.extra.get("field_id") or lot.lot_id, seed + 1) < 0.2 for lot in species_train]
+        )
+        rows = [j for j, c in enumerate(claims) if c.species == species]
+        if not rows:
+            continue
+        z_test = ref.space.transform(np.asarray([lots[claims[j].row].features for j in rows], dtype=np.float64))
+        test_cells = [_cell(claims[j].variety, claims[j].origin, claims[j].season) for j in rows]
+        peer: PeerScorer
+        for peer in default_peers(seed):
+            fit_rows = np.flatnonzero(~is_cal)
+            peer.fit(z[fit_rows], [cells[j] for j in fit_rows])
+            cal_rows = np.flatnonzero(is_cal)
+            cal = peer.nonconformity(z[cal_rows], [cells[j] for j in cal_rows])
+            p = conformal_p_value(np.sort(cal), peer.nonconformity(z_test, test_cells))
+            positions[peer.name][rows] = p
+    return {name: [float(x) for x in values] for name, values in positions.items()}
+
+
+def _with_latent(lots: Sequence[LotRecord], latent: Mapping[str, np.ndarray]) -> list[LotRecord]:
+    missing = [lot.lot_id for lot in lots if lot.lot_id not in latent]
+    if missing:
+        raise ClaimError(f"Latent traits missing for lot(s) {', '.join(missing[:5])}.")
+    return [replace(lot, features=tuple(float(x) for x in latent[lot.lot_id]), device=None) for lot in lots]
+
+
+def _with_latent_all(lots: Sequence[LotRecord], latent: Mapping[str, np.ndarray], rows: set[int]) -> list[LotRecord]:
+    return [
+        replace(lot, features=tuple(float(x) for x in latent[lot.lot_id])) if i in rows else lot
+        for i, lot in enumerate(lots)
+    ]
+
+
+def read_latent_traits(path: Path) -> dict[str, np.ndarray]:
+    """lot_id -> latent trait vector from the simulator's latent_traits.csv (truth, for the oracle)."""
+    import csv
+
+    with open(path, encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c for c in (reader.fieldnames or []) if c != "lot_id"]
+        if "lot_id" not in (reader.fieldnames or []) or not columns:
+            raise ClaimError(f"{path}: expected a lot_id column and latent trait columns.")
+        out: dict[str, np.ndarray] = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                out[row["lot_id"]] = np.array([float(row[c]) for c in columns])
+            except (TypeError, ValueError):
+                raise ClaimError(f"{path} line {line}: latent traits must be numbers.") from None
+    return out

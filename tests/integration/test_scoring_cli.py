@@ -1,0 +1,89 @@
+"""`grainproof reference build`, `verify` and `evaluate` end to end on a small Gaussian world."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from grainproof.cli import app
+from grainproof.domain import Origin
+from grainproof.errors import ModelError
+from grainproof.manifest import write_manifest
+from grainproof.reference import ReferenceModel
+from grainproof.scoring.synthetic import gaussian_world
+
+WORLD = gaussian_world(dim=6, varieties=1, origins=6, seasons=2, origin_scale=1.2, devices=4, seed=5)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    reference = write_manifest(root / "reference.csv", WORLD.lots(240, seed=1, prefix="ref"))
+    genuine = WORLD.lots(30, seed=2, prefix="ok")
+    lying = [
+        replace(lot, claim=replace(lot.claim, lot_id=f"lie{i}", origin=Origin(region=_next(lot.claim.origin.region))))
+        for i, lot in enumerate(WORLD.lots(30, seed=3, prefix="x"))
+    ]
+    claims = write_manifest(root / "claims.csv", [*genuine, *lying])
+    model_dir = root / "model"
+    result = runner.invoke(app, ["reference", "build", str(reference), "--out", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    return {"root": root, "reference": reference, "claims": claims, "model": model_dir}
+
+
+def _next(region: str | None) -> str:
+    return WORLD.origins[(WORLD.origins.index(region or "") + 1) % len(WORLD.origins)]
+
+
+def test_reference_build_writes_a_loadable_versioned_model(files: dict[str, Path]) -> None:
+    manifest = json.loads((files["model"] / "manifest.json").read_text())
+    model = ReferenceModel.load(files["model"])
+    assert manifest["version"] == model.version and model.varieties == [("soft_wheat", "variety0")]
+
+
+def test_verify_writes_one_verdict_per_claim_and_flags_lies(files: dict[str, Path]) -> None:
+    out = files["root"] / "results.jsonl"
+    result = runner.invoke(
+        app, ["verify", str(files["model"]), str(files["claims"]), "--out", str(out), "--alpha", "0.05", "--fdr", "0.1"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 60
+    for key in (
+        "lot_id",
+        "plausibility",
+        "origin_plausibility",
+        "season_plausibility",
+        "flagged",
+        "reasons",
+        "alternatives",
+        "admixture",
+        "model_version",
+        "flagged_fdr",
+    ):
+        assert key in rows[0]
+    genuine_flags = sum(r["flagged"] for r in rows if r["lot_id"].startswith("ok"))
+    lie_flags = sum(r["flagged"] for r in rows if r["lot_id"].startswith("lie"))
+    assert lie_flags >= 20 and genuine_flags <= 5
+
+
+def test_verify_against_a_missing_model_is_a_clear_error(files: dict[str, Path]) -> None:
+    result = runner.invoke(app, ["verify", str(files["root"] / "nope"), str(files["claims"]), "--out", "x.jsonl"])
+    assert isinstance(result.exception, ModelError)
+    assert "grainproof reference build" in str(result.exception)
+
+
+def test_evaluate_reports_ours_and_every_peer_by_fraud_kind(files: dict[str, Path]) -> None:
+    result = runner.invoke(app, ["evaluate", str(files["reference"]), "--folds", "4", "--alpha", "0.05", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["methods"]) == {"grainproof", "lda", "random_forest", "cell_mahalanobis", "knn_distance"}
+    ours = report["methods"]["grainproof"]
+    assert set(ours["kinds"]) == {"neighbour_origin", "far_origin", "missing_origin", "wrong_season"}
+    assert ours["false_alarm"] <= 0.12
+    assert ours["kinds"]["neighbour_origin"]["auroc"] > 0.8

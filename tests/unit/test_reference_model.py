@@ -1,0 +1,156 @@
+"""The reference model: fitting from sufficient statistics, versioned atomic artefacts, incremental updates."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grainproof.errors import ClaimError, ModelError
+from grainproof.reference import ModelOptions, ReferenceModel, fit_reduced_space, fit_reference_model
+from grainproof.reference.space import affine_map_of
+from grainproof.scoring.plausibility import score_claim
+from grainproof.scoring.synthetic import gaussian_world
+
+WORLD = gaussian_world(dim=10, varieties=2, origins=5, seasons=2, devices=3, device_scale=0.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def reference_lots() -> list:
+    return WORLD.lots(400, seed=1)
+
+
+@pytest.fixture(scope="module")
+def model(reference_lots: list) -> ReferenceModel:
+    return fit_reference_model(reference_lots, seed=0)
+
+
+def _p(model: ReferenceModel, lot, origin: str | None = None) -> float:
+    claim = lot.claim
+    return score_claim(
+        model,
+        species=claim.species,
+        variety=claim.variety,
+        origin_unit=origin or claim.origin.region,
+        season=claim.season,
+        vector=np.asarray(lot.features),
+    ).plausibility
+
+
+def test_saved_model_loads_quickly_with_the_same_version_and_scores(model: ReferenceModel, tmp_path: Path) -> None:
+    path = model.save(tmp_path / "model")
+    start = time.perf_counter()
+    loaded = ReferenceModel.load(path)
+    assert time.perf_counter() - start < 1.0
+    assert loaded.version == model.version
+    assert loaded.varieties == model.varieties
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["version"] == model.version and manifest["created_at"] and manifest["inputs_hash"]
+    assert sum(row["lots"] for row in manifest["counts_per_cell"]) == 400
+    probe = WORLD.lots(20, seed=9, prefix="probe")
+    assert [_p(model, lot) for lot in probe] == [_p(loaded, lot) for lot in probe]
+
+
+def test_same_lots_in_any_order_give_the_same_model_version(reference_lots: list, model: ReferenceModel) -> None:
+    shuffled = list(reference_lots)
+    random.Random(5).shuffle(shuffled)
+    assert fit_reference_model(shuffled, seed=0).version == model.version
+
+
+def test_corrupt_or_missing_model_is_rejected_with_model_error(model: ReferenceModel, tmp_path: Path) -> None:
+    path = model.save(tmp_path / "model")
+    with pytest.raises(ModelError, match="not a reference model"):
+        ReferenceModel.load(tmp_path / "nothing-here")
+    arrays = path / "arrays.npz"
+    data = bytearray(arrays.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    arrays.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="corrupt"):
+        ReferenceModel.load(path)
+    path = model.save(tmp_path / "model2")
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = 999
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="format"):
+        ReferenceModel.load(path)
+
+
+def test_failed_save_keeps_the_previous_model_and_leaves_no_half_model(
+    model: ReferenceModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = model.save(tmp_path / "model")
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError):
+        model.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert ReferenceModel.load(path).version == model.version
+
+
+def test_incremental_update_matches_full_rebuild_within_tolerance(reference_lots: list) -> None:
+    base, extra = reference_lots[:300], reference_lots[300:]
+    updated = fit_reference_model(base, seed=0).update(extra)
+    rebuilt = fit_reference_model(reference_lots, seed=0)
+    assert len(updated.species["soft_wheat"].lot_ids) == 400
+    probe = WORLD.lots(200, seed=11, prefix="probe")
+    gap = np.abs(np.array([_p(updated, lot) for lot in probe]) - np.array([_p(rebuilt, lot) for lot in probe]))
+    assert gap.mean() < 0.08
+
+
+def test_update_rejects_lots_already_in_the_reference_and_unknown_species(
+    model: ReferenceModel, reference_lots: list
+) -> None:
+    with pytest.raises(ClaimError, match="already in the reference"):
+        model.update(reference_lots[:3])
+    barley = [
+        replace(lot, claim=replace(lot.claim, species="barley", lot_id=f"b{i}"))
+        for i, lot in enumerate(reference_lots[:3])
+    ]
+    with pytest.raises(ModelError, match="rebuild"):
+        model.update(barley)
+
+
+def test_reduced_dimension_follows_the_rank_of_the_data() -> None:
+    rng = np.random.default_rng(0)
+    low_rank = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 40)) + 1e-6 * rng.normal(size=(300, 40))
+    space = fit_reduced_space(low_rank, variance_kept=0.99)
+    assert space.dim == 3
+    assert space.transform(low_rank).shape == (300, 3)
+
+
+def test_nonlinear_nuisance_remover_is_refused() -> None:
+    with pytest.raises(ModelError, match="not an affine map"):
+        affine_map_of(lambda x: np.tanh(x), 4)
+
+
+class _ProjectOutFirstAxis:
+    """A linear remover (projects out coordinate 0), standing in for EMBED's DeviceNuisanceRemover."""
+
+    def fit(self, X: np.ndarray, devices: list[str], strata: list[str]) -> _ProjectOutFirstAxis:
+        assert len(X) == len(devices) == len(strata)
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        out = np.array(X, dtype=float)
+        out[:, 0] = 0.0
+        return out
+
+
+def test_device_nuisance_is_folded_into_the_reduced_space(reference_lots: list) -> None:
+    fitted = fit_reference_model(reference_lots, nuisance_factory=_ProjectOutFirstAxis, seed=0)
+    space = fitted.species["soft_wheat"].space
+    assert np.allclose(space.weights[0], 0.0, atol=1e-9)  # the removed direction no longer moves a lot
+
+
+def test_model_options_reject_nonsense() -> None:
+    with pytest.raises(ModelError):
+        ModelOptions(folds=1)

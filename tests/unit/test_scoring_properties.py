@@ -1,0 +1,254 @@
+"""Properties of the scoring core: bounds, invariances, calibration, monotonicity, thin cells, bad input."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grainproof.domain import Claim, Origin
+from grainproof.errors import ClaimError, ModelError, UnknownVarietyError
+from grainproof.reference import ReferenceModel, fit_reference_model
+from grainproof.scoring import benjamini_hochberg, conformal_p_value
+from grainproof.scoring.plausibility import score_claim
+from grainproof.scoring.synthetic import gaussian_world
+from grainproof.scoring.verdict import make_verdict
+
+WORLD = gaussian_world(dim=8, varieties=2, origins=5, seasons=3, origin_scale=0.8, season_scale=0.6, seed=7)
+
+
+@pytest.fixture(scope="module")
+def model() -> ReferenceModel:
+    return fit_reference_model(WORLD.lots(600, seed=1), seed=0)
+
+
+def _score(
+    model: ReferenceModel,
+    vector: np.ndarray,
+    *,
+    variety: str = "variety0",
+    origin: str = "R00",
+    season: int | None = 2023,
+    units: np.ndarray | None = None,
+):
+    return score_claim(
+        model,
+        species="soft_wheat",
+        variety=variety,
+        origin_unit=origin,
+        season=season,
+        vector=vector,
+        unit_vectors=units,
+    )
+
+
+finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False)
+
+
+@given(
+    vector=st.lists(finite, min_size=8, max_size=8),
+    origin=st.sampled_from(["R00", "R03", "R99"]),
+    season=st.sampled_from([2023, 2025, 2030, None]),
+)
+def test_every_plausibility_lies_in_the_unit_interval(
+    model: ReferenceModel, vector: list[float], origin: str, season: int | None
+) -> None:
+    score = _score(model, np.asarray(vector), origin=origin, season=season)
+    values = [score.plausibility, score.origin_plausibility, score.outside_reference_probability]
+    values += [a.p_value for a in score.alternatives] + [a.probability for a in score.alternatives]
+    if score.season_plausibility is not None:
+        values.append(score.season_plausibility)
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert score.admixture is None or 0.0 <= score.admixture <= 1.0
+    verdict = make_verdict(score, lot_id="x", alpha=0.01, model_version=model.version)
+    assert verdict.flagged == (verdict.plausibility <= 0.01) and verdict.reasons
+
+
+@given(seed=st.integers(0, 10_000))
+def test_scores_do_not_depend_on_the_order_of_photos(model: ReferenceModel, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    units = WORLD.cell_mean(0, 1, 0) + rng.normal(0, 1, (12, 8))
+    vector = units.mean(axis=0)
+    a = _score(model, vector, origin="R01", units=units)
+    b = _score(model, vector, origin="R01", units=units[rng.permutation(12)])
+    assert a.admixture == pytest.approx(b.admixture, abs=1e-9)
+    assert a.plausibility == b.plausibility and a.alternatives == b.alternatives
+
+
+def test_the_same_input_gives_the_same_output(model: ReferenceModel) -> None:
+    lot = WORLD.lots(1, seed=3)[0]
+    vector = np.asarray(lot.features)
+    assert _score(model, vector) == _score(model, vector)
+    again = fit_reference_model(WORLD.lots(600, seed=1), seed=0)
+    assert again.version == model.version and _score(again, vector) == _score(model, vector)
+
+
+@pytest.mark.slow
+def test_p_values_are_uniform_on_genuine_lots() -> None:
+    reference = WORLD.lots(2000, seed=21, prefix="r")
+    big = fit_reference_model(reference, seed=0)
+    genuine = WORLD.lots(3000, seed=2, prefix="g")
+    p = np.array(
+        [
+            _score(
+                big,
+                np.asarray(lot.features),
+                variety=lot.claim.variety,
+                origin=lot.claim.origin.region or "",
+                season=lot.claim.season,
+            ).plausibility
+            for lot in genuine
+        ]
+    )
+    for alpha in (0.01, 0.05, 0.2):
+        # Sampling error has two parts: the test lots, and the calibration lots this one model was built with
+        # (conformal validity holds on average over reference sets; one set is off by ~sqrt(a(1-a)/n_cal)).
+        spread = np.sqrt(alpha * (1 - alpha))
+        tolerance = 3 * spread / np.sqrt(len(p)) + 3 * spread / np.sqrt(len(reference))
+        assert abs(np.mean(p <= alpha) - alpha) <= tolerance
+
+
+def test_claims_of_a_neighbouring_origin_are_flagged_far_more_than_alpha(model: ReferenceModel) -> None:
+    lots = WORLD.lots(300, seed=4, prefix="n")
+    wrong = [WORLD.origins[(WORLD.origins.index(lot.claim.origin.region) + 1) % 5] for lot in lots]
+    p = np.array(
+        [
+            _score(
+                model, np.asarray(lot.features), variety=lot.claim.variety, origin=o, season=lot.claim.season
+            ).plausibility
+            for lot, o in zip(lots, wrong, strict=True)
+        ]
+    )
+    assert np.mean(p <= 0.05) > 0.5
+
+
+@given(
+    start=st.lists(st.floats(-6, 6), min_size=4, max_size=4), steps=st.lists(st.floats(0, 1), min_size=2, max_size=6)
+)
+def test_moving_toward_the_declared_centre_never_lowers_origin_plausibility(
+    start: list[float], steps: list[float]
+) -> None:
+    single = _single_gaussian_model()
+    centre = _SINGLE_CENTRE
+    origin = np.asarray(start) + centre
+    previous = -1.0
+    for t in sorted(steps):
+        vector = origin + t * (centre - origin)
+        p = score_claim(
+            single, species="soft_wheat", variety="variety0", origin_unit="R00", season=2023, vector=vector
+        ).origin_plausibility
+        assert p >= previous - 1e-12
+        previous = p
+
+
+_SINGLE_WORLD = gaussian_world(dim=4, varieties=1, origins=1, seasons=1, seed=2)
+_SINGLE_CENTRE = _SINGLE_WORLD.cell_mean(0, 0, 0)
+_SINGLE: list[ReferenceModel] = []
+
+
+def _single_gaussian_model() -> ReferenceModel:
+    if not _SINGLE:
+        _SINGLE.append(fit_reference_model(_SINGLE_WORLD.lots(200, seed=1), seed=0))
+    return _SINGLE[0]
+
+
+def test_a_cell_with_one_reference_lot_still_answers_marked_low_confidence() -> None:
+    lots = WORLD.lots(300, seed=5)
+    lone = replace(lots[0], claim=replace(lots[0].claim, origin=Origin(region="R77"), lot_id="lone"))
+    thin_model = fit_reference_model([*lots[1:], lone], seed=0)
+    score = _score(
+        thin_model, np.asarray(lone.features), variety=lone.claim.variety, origin="R77", season=lone.claim.season
+    )
+    assert score.low_confidence and 0.0 <= score.plausibility <= 1.0
+
+
+def test_a_cell_never_seen_borrows_from_its_origin_and_season(model: ReferenceModel) -> None:
+    # Every (variety, origin, season) may not be populated, but origin and season are each seen elsewhere.
+    score = _score(model, WORLD.cell_mean(1, 2, 1), variety="variety1", origin="R02", season=2024)
+    assert score.plausibility > 0.05
+
+
+def test_unknown_origin_unit_gets_an_answer_with_a_warning(model: ReferenceModel) -> None:
+    score = _score(model, WORLD.cell_mean(0, 0, 0), origin="R42")
+    assert score.low_confidence and any("R42" in w for w in score.warnings)
+
+
+def test_a_lot_far_from_every_reference_is_mostly_outside_the_reference(model: ReferenceModel) -> None:
+    score = _score(model, WORLD.cell_mean(0, 0, 0) + 40.0)
+    assert score.outside_reference_probability > 0.5 and score.plausibility < 0.01
+
+
+def test_flagged_verdict_names_the_cell_that_fits_better(model: ReferenceModel) -> None:
+    vector = WORLD.cell_mean(0, 3, 0)
+    verdict = make_verdict(_score(model, vector, origin="R00"), lot_id="x", alpha=0.05, model_version="v")
+    assert verdict.flagged
+    assert "R03 2023" in verdict.reasons[0] and "far better than R00 2023" in verdict.reasons[0]
+    assert verdict.alternatives[0].origin_unit == "R03"
+
+
+def test_admixture_share_is_read_from_the_unit_vectors(model: ReferenceModel) -> None:
+    rng = np.random.default_rng(0)
+    own = WORLD.cell_mean(0, 0, 0) + rng.normal(0, 0.5, (70, 8))
+    foreign = WORLD.cell_mean(0, 4, 0) + rng.normal(0, 0.5, (30, 8))
+    units = np.vstack([own, foreign])
+    score = _score(model, units.mean(axis=0), units=units)
+    assert score.admixture == pytest.approx(0.3, abs=0.12)
+    assert score.admixture_source is not None and score.admixture_source[0] == "R04"
+    pure = _score(model, own.mean(axis=0), units=own)
+    assert pure.admixture is not None and pure.admixture < 0.15
+
+
+def test_unknown_variety_species_mismatch_wrong_dimension_and_nan_are_refused(model: ReferenceModel) -> None:
+    vector = WORLD.cell_mean(0, 0, 0)
+    with pytest.raises(UnknownVarietyError, match="no soft_wheat variety 'spelt'"):
+        _score(model, vector, variety="spelt")
+    with pytest.raises(ClaimError, match="soft_wheat variety"):
+        score_claim(model, species="barley", variety="variety0", origin_unit="R00", season=2023, vector=vector)
+    with pytest.raises(UnknownVarietyError, match="no species 'barley'"):
+        score_claim(model, species="barley", variety="x", origin_unit="R00", season=2023, vector=vector)
+    with pytest.raises(ModelError, match="has 5 features"):
+        _score(model, vector[:5])
+    with pytest.raises(ClaimError, match="NaN"):
+        _score(model, np.full(8, np.nan))
+
+
+def test_another_backbone_is_refused(model: ReferenceModel) -> None:
+    from grainproof.services.verification import verify_vectors
+
+    tagged = replace(model, backbone_id="efficientnet_lite0@abc")
+    claim = Claim(lot_id="x", species="soft_wheat", variety="variety0", origin=Origin(region="R00"))
+    with pytest.raises(ModelError, match="efficientnet_lite1@def"):
+        verify_vectors(tagged, claim, WORLD.cell_mean(0, 0, 0), backbone_id="efficientnet_lite1@def")
+    verdict = verify_vectors(tagged, claim, WORLD.cell_mean(0, 0, 0), alpha=0.05, backbone_id="efficientnet_lite0@abc")
+    data = verdict.as_dict()
+    for key in (
+        "lot_id",
+        "plausibility",
+        "origin_plausibility",
+        "season_plausibility",
+        "flagged",
+        "reasons",
+        "alternatives",
+        "admixture",
+        "model_version",
+    ):
+        assert key in data
+    assert data["season_plausibility"] is None  # no harvest date declared
+
+
+@given(p=st.lists(st.floats(0, 1), min_size=1, max_size=40), fdr=st.floats(0.01, 0.5))
+def test_benjamini_hochberg_matches_the_step_up_rule(p: list[float], fdr: float) -> None:
+    flags = benjamini_hochberg(p, fdr)
+    ranked = sorted(p)
+    passing = [k for k in range(1, len(p) + 1) if ranked[k - 1] <= fdr * k / len(p)]
+    cut = ranked[max(passing) - 1] if passing else -1.0
+    assert list(flags) == [x <= cut for x in p]
+
+
+@given(cal=st.lists(st.floats(0, 100), min_size=1, max_size=30), score=st.floats(0, 100))
+def test_conformal_p_value_counts_calibration_scores_at_least_as_large(cal: list[float], score: float) -> None:
+    expected = (1 + sum(c >= score for c in cal)) / (len(cal) + 1)
+    assert float(conformal_p_value(np.sort(cal), score)) == pytest.approx(expected)
