@@ -45,6 +45,8 @@ class _ClassifierPeer:
         with warnings.catch_warnings():
             # Many cells with few lots each is this harness's normal case, not a regression problem.
             warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
+            # Cells with a single reference lot are normal here; LDA's shrinkage estimate warns about each one.
+            warnings.filterwarnings("ignore", message="Only one sample available", category=UserWarning)
             self.estimator_.fit(z, list(cells))  # type: ignore[attr-defined]
         self.classes_ = {str(c): i for i, c in enumerate(self.estimator_.classes_)}  # type: ignore[attr-defined]
         return self
