@@ -38,6 +38,7 @@ from grainproof.reference.vectors import (
     ReferenceTable,
     VectorSource,
     calibration_groups,
+    checked_origin_units,
     fold_of_groups,
     season_value,
     table_and_vectors,
@@ -512,19 +513,7 @@ def _inputs_digest(lot_ids: Sequence[str], vectors: np.ndarray) -> str:
 def _lot_arrays(
     lots: Sequence[LotRecord], origin_units: Sequence[str] | None, groups: Sequence[str] | None
 ) -> tuple[np.ndarray, list[str], list[str], list[str], list[int | None], list[str], list[str]]:
-    missing = [lot.lot_id for lot in lots if lot.features is None]
-    if missing:
-        raise ClaimError(f"Lot(s) {', '.join(missing[:5])} have no feature vector; embed their photos first.")
-    dims = {len(lot.features or ()) for lot in lots}
-    if len(dims) != 1:
-        raise ClaimError(f"Feature vectors have different lengths {sorted(dims)}; embed every lot with one backbone.")
-    if origin_units is None:
-        no_region = [lot.lot_id for lot in lots if not lot.claim.origin.region]
-        if no_region:
-            raise ClaimError(
-                f"Lot(s) {', '.join(no_region[:5])} have no region code; give one or build with a region set."
-            )
-        origin_units = [str(lot.claim.origin.region) for lot in lots]
+    origin_units = checked_origin_units(lots, origin_units)
     vectors = np.asarray([lot.features for lot in lots], dtype=np.float64)
     return (
         vectors,

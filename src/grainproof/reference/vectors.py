@@ -171,10 +171,9 @@ def season_value(code: int) -> int | None:
     return None if int(code) == UNDATED else int(code)
 
 
-def table_and_vectors(
-    lots: Sequence[LotRecord], origin_units: Sequence[str] | None, groups: Sequence[str] | None
-) -> tuple[ReferenceTable, InMemoryVectors]:
-    """The array form of manifest lots (ClaimError when features or region codes are missing)."""
+def checked_origin_units(lots: Sequence[LotRecord], origin_units: Sequence[str] | None) -> list[str]:
+    """Each lot's origin unit (its region code unless given), after checking every lot has one feature
+    vector of a common length; ClaimError naming the lots otherwise."""
     missing = [lot.lot_id for lot in lots if lot.features is None]
     if missing:
         raise ClaimError(f"Lot(s) {', '.join(missing[:5])} have no feature vector; embed their photos first.")
@@ -188,6 +187,14 @@ def table_and_vectors(
                 f"Lot(s) {', '.join(no_region[:5])} have no region code; give one or build with a region set."
             )
         origin_units = [str(lot.claim.origin.region) for lot in lots]
+    return list(origin_units)
+
+
+def table_and_vectors(
+    lots: Sequence[LotRecord], origin_units: Sequence[str] | None, groups: Sequence[str] | None
+) -> tuple[ReferenceTable, InMemoryVectors]:
+    """The array form of manifest lots (ClaimError when features or region codes are missing)."""
+    origin_units = checked_origin_units(lots, origin_units)
     table = ReferenceTable.from_columns(
         lot_ids=[lot.lot_id for lot in lots],
         species=[lot.claim.species for lot in lots],

@@ -279,15 +279,8 @@ def verification_view(session: Session, row: Verification) -> dict[str, Any]:
 
 
 def review_view(row: Review) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "verification_id": row.verification_id,
-        "decision": row.decision,
-        "note": row.note,
-        "promoted_reference_lot": row.promoted_reference_lot,
-        "reviewer": row.reviewer,
-        "created_at": row.created_at.isoformat(),
-    }
+    """A review as the API shows it: exactly what the audit log vouches for."""
+    return review_payload(row)
 
 
 def _summary(row: Verification, decision: str | None) -> dict[str, Any]:
