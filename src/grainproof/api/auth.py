@@ -13,7 +13,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from grainproof.store.database import session_scope
+from grainproof.store.database import read_scope
 from grainproof.store.keys import find_key
 from grainproof.store.tables import ApiKey
 
@@ -41,7 +41,7 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         runtime = connection.app.state.runtime
 
         def lookup() -> ApiKey | None:
-            with session_scope(runtime.engine) as session:
+            with read_scope(runtime.engine) as session:
                 return find_key(session, secret)
 
         key = await anyio.to_thread.run_sync(lookup)

@@ -25,7 +25,7 @@ from grainproof.api.schemas import MAX_OFFSET, ParsedClaim, VectorError, claim_f
 from grainproof.errors import ClaimError, GrainproofError, ModelError, NotFoundError, PhotoError, UnknownVarietyError
 from grainproof.store.arrays import decode_array, encode_array
 from grainproof.store.audit import append_entry, canonical_json, review_payload, verification_payload
-from grainproof.store.database import session_scope
+from grainproof.store.database import read_scope, session_scope
 from grainproof.store.photos import content_hash
 from grainproof.store.tables import (
     REVIEW_DECISIONS,
@@ -116,11 +116,11 @@ def submit_verification(
     """Score a claim on the active reference model, store the verdict and its audit entry, return it."""
     fingerprint = request.fingerprint()
     if idempotency_key is not None:
-        with session_scope(runtime.engine) as session:
+        with read_scope(runtime.engine) as session:
             earlier = _replay(session, caller, idempotency_key, fingerprint)
             if earlier is not None:
                 return SubmitResult(body=earlier, replayed=True)
-    with session_scope(runtime.engine) as session:
+    with read_scope(runtime.engine) as session:
         model_row, model = runtime.active_model(session)
     _check_variety(model, request.claim)
     lot_vector, unit_vectors, backbone_id, warnings = _vectors(runtime, request)
@@ -184,7 +184,7 @@ def submit_verification(
             raise
         return SubmitResult(body=earlier, replayed=True)
     runtime.metrics.observe_verification(flagged=row.flagged)
-    with session_scope(runtime.engine) as session:
+    with read_scope(runtime.engine) as session:
         return SubmitResult(body=verification_view(session, row), replayed=False)
 
 
