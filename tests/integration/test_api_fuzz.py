@@ -31,7 +31,9 @@ def fuzz_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 def test_no_request_makes_the_api_answer_5xx(fuzz_service: Service) -> None:
     # schemathesis' pytest plugin does not run under pytest 9, so each operation's strategy is drawn
     # with hypothesis directly. The admin key reaches every operation; role checks are tested elsewhere.
-    schema = schemathesis.openapi.from_asgi("/schema/openapi.json", fuzz_service.client.app)
+    schema = schemathesis.openapi.from_asgi(
+        "/schema/openapi.json", fuzz_service.client.app, headers=fuzz_service.headers("admin")
+    )
     server_errors: list[str] = []
     operations = 0
     for result in schema.get_all_operations():

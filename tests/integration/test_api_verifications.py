@@ -140,6 +140,8 @@ def test_request_without_key_is_401_and_health_is_open(service: Service) -> None
     assert service.client.get("/v1/verifications", headers={"Authorization": "Bearer gp_wrong"}).status_code == 401
     assert service.client.get("/health").json() == {"status": "ok"}
     assert service.client.get("/ready").json()["status"] == "ready"
+    assert service.client.get("/schema/openapi.json").status_code == 401
+    assert service.client.get("/metrics").status_code == 401
 
 
 def test_intake_key_cannot_review_and_nothing_is_stored(service: Service) -> None:
@@ -241,7 +243,7 @@ def test_metrics_count_requests_and_verifications(service: Service) -> None:
 
 
 def test_openapi_description_lists_the_v1_routes(service: Service) -> None:
-    paths = service.client.get("/schema/openapi.json").json()["paths"]
+    paths = service.client.get("/schema/openapi.json", headers=service.headers("auditor")).json()["paths"]
     assert {"/v1/verifications", "/v1/verifications/{verification_id}/reviews", "/v1/reference-models"} <= set(paths)
     assert "multipart/form-data" in paths["/v1/verifications"]["post"]["requestBody"]["content"]
 

@@ -17,8 +17,8 @@ from grainproof.store.database import read_scope
 from grainproof.store.keys import find_key
 from grainproof.store.tables import ApiKey
 
-#: Paths anyone may call: liveness/readiness probes and the OpenAPI description (no data in any of them).
-OPEN_PATHS = ["^/health$", "^/ready$", "^/schema"]
+#: Paths anyone may call: the liveness and readiness probes (load balancers and orchestrators carry no key).
+OPEN_PATHS = ["^/health$", "^/ready$"]
 
 
 def _secret_from(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
