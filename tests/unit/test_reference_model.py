@@ -154,3 +154,12 @@ def test_device_nuisance_is_folded_into_the_reduced_space(reference_lots: list) 
 def test_model_options_reject_nonsense() -> None:
     with pytest.raises(ModelError):
         ModelOptions(folds=1)
+
+
+def test_shrinkage_with_no_within_cell_spread_trusts_each_cell_mean() -> None:
+    # A single exact feature column (no spread within cells) once divided by zero here.
+    from grainproof.reference.cells import _estimate_shrinkage
+
+    sums = np.zeros((3, 1))  # every cell exactly at its prior
+    counts = np.array([2.0, 3.0, 1.0])
+    assert _estimate_shrinkage(sums, counts, np.zeros((3, 1)), sigma2=0.0) == 0.0

@@ -20,6 +20,7 @@ from grainproof.simulate.devices import (
     EXIF_MODEL,
     EXIF_ORIENTATION,
     PHONE_PROFILES,
+    Lighting,
     capture,
     encode_jpeg,
     get_phone,
@@ -27,7 +28,7 @@ from grainproof.simulate.devices import (
     sample_lighting,
 )
 from grainproof.simulate.photos import render_photo
-from grainproof.simulate.render import CHAFF, GRAIN, TRAYS, get_tray, lot_kernels
+from grainproof.simulate.render import CHAFF, GRAIN, TRAYS, draw_kernels, get_tray, lot_kernels, render_tray
 from grainproof.simulate.varieties import VARIETIES, get_variety, varieties_of
 
 MARNE = (4.24, 48.95)
@@ -230,3 +231,22 @@ def test_a_single_season_world_skips_wrong_season_claims() -> None:
 def test_trays_have_distinct_looks() -> None:
     assert len({t.texture for t in TRAYS}) >= 3 and len(TRAYS) >= 4
     assert CHAFF != GRAIN
+
+
+def test_kernels_brightness_against_the_tray_does_not_follow_the_lights_elevation() -> None:
+    variety = get_variety("soft_wheat", "aurelio")
+    kernels = lot_kernels(_traits(), variety, 40, np.random.default_rng(2))
+    ratios = []
+    for elevation in (35.0, 80.0):
+        e = np.radians(elevation)
+        light = Lighting(
+            temperature_k=5000, intensity=1.0, vignetting=0.0, shadow_strength=0.0, shadow_angle=0.0,
+            light_direction=(float(np.cos(e)), 0.0, float(np.sin(e))),
+        )  # fmt: skip
+        tray = render_tray(get_tray("white_plastic"), 240, 320, 2.6, np.random.default_rng(1))
+        scene = draw_kernels(tray.copy(), kernels, 2.6, light.light_direction, np.random.default_rng(3))
+        on_kernel = scene[..., 0] - scene[..., 2] > 0.1  # yellow-brown kernels on a near-white tray
+        ratios.append(scene[on_kernel].mean() / np.median(scene))  # kernels cover a few % of the tray
+    # A low light dims tray and kernels alike; what is left is the domes' sides turned to a low light (~5 %).
+    # With only the kernels shaded the ratio moved by ~23 %, three times the lots' lightness spread (~8 %).
+    assert abs(np.log(ratios[0] / ratios[1])) < 0.08

@@ -227,6 +227,8 @@ def _estimate_shrinkage(residual_sums: np.ndarray, n_key: np.ndarray, prior: np.
     seen = n_key > 0
     if int(seen.sum()) < 2:
         return 1e6  # one key: its effect is not identifiable from the variety mean, keep it at the prior
+    if sigma2 <= 0.0:
+        return 0.0  # no within-cell noise (e.g. one exact feature): each key's own mean is exact
     k = residual_sums.shape[1]
     raw = residual_sums[seen] / n_key[seen, None] - prior[seen]
     tau2 = float(np.mean(np.sum(raw**2, axis=1) / k - sigma2 / n_key[seen]))
