@@ -13,6 +13,7 @@ from grainproof.errors import ClaimError
 
 if TYPE_CHECKING:
     from grainproof.geo import RegionSet
+    from grainproof.geo.claims import ResolvedOrigin
 
 
 def load_regions(name: str | None) -> RegionSet | None:
@@ -60,19 +61,13 @@ def claim_origin_unit(
     if zone_members:
         if region_set is None:
             raise ClaimError("A zone-based reference model needs its region set; rebuild it with --region-set.")
-        region, warnings = claim_origin_unit(claim, region_set)
-        point: tuple[float, float] | None = None
-        if claim.origin.lon is not None and claim.origin.lat is not None:
-            point = (claim.origin.lon, claim.origin.lat)
-        elif claim.origin.geometry_geojson:
-            from grainproof.geo.claims import validate_origin
-
-            point = validate_origin(claim.origin, region_set).point
-        if point is not None:
-            zone = zone_of_point(point[0], point[1], zone_members, zone_reach_km)
+        resolved, region = _resolved_origin(claim, region_set)
+        # The declared point, else the field's representative point; a bare region code places no point.
+        if resolved.point is not None and (claim.origin.has_point or claim.origin.geometry_geojson):
+            zone = zone_of_point(resolved.point[0], resolved.point[1], zone_members, zone_reach_km)
             if zone is not None:
-                return zone, warnings
-        return f"region:{region}", warnings
+                return zone, tuple(resolved.warnings)
+        return f"region:{region}", tuple(resolved.warnings)
     if region_set is None:
         if not claim.origin.region:
             raise ClaimError(
@@ -80,13 +75,18 @@ def claim_origin_unit(
                 "place its point in; give the region, or build the model with --region-set."
             )
         return claim.origin.region, ()
+    resolved, region = _resolved_origin(claim, region_set)
+    return region, tuple(resolved.warnings)
+
+
+def _resolved_origin(claim: Claim, region_set: RegionSet) -> tuple[ResolvedOrigin, str]:
+    """The claim's origin checked against the region set (EUDR conventions), and its main region."""
     from grainproof.geo.claims import validate_origin
 
     resolved = validate_origin(claim.origin, region_set)
-    primary = resolved.primary_region
-    if primary is None:
+    if resolved.primary_region is None:
         raise ClaimError(f"Claim {claim.lot_id}: its origin is outside the region set {region_set.name}.")
-    return primary, tuple(resolved.warnings)
+    return resolved, resolved.primary_region
 
 
 #: Zone members kept in the model per zone (enough to place a declared point, small in the manifest).
