@@ -42,8 +42,10 @@ def test_compose_keeps_secrets_out_of_the_file_and_ray_optional() -> None:
 
 def test_image_is_slim_non_root_with_healthcheck_and_several_workers() -> None:
     lines = [line.strip() for line in (DOCKER / "Dockerfile").read_text(encoding="utf-8").splitlines()]
+    # Every stage starts from BASE_IMAGE, python:3.11-slim unless a local build overrides it (build-local.sh).
+    assert "ARG BASE_IMAGE=python:3.11-slim" in lines
     froms = [line for line in lines if line.startswith("FROM ")]
-    assert froms and all(line.split()[1] == "python:3.11-slim" for line in froms)
+    assert froms and all(line.split()[1] == "${BASE_IMAGE}" for line in froms)
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
     assert any(line.startswith("HEALTHCHECK") for line in lines)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from grainproof.domain import Claim, Origin
 from grainproof.errors import ClaimError, ModelError, UnknownVarietyError
 from grainproof.reference import ReferenceModel, fit_reference_model
+from grainproof.reference.calibration import declaration_nonconformity
 from grainproof.scoring import benjamini_hochberg, conformal_p_value
 from grainproof.scoring.plausibility import score_claim
 from grainproof.scoring.synthetic import gaussian_world
@@ -252,3 +253,21 @@ def test_benjamini_hochberg_matches_the_step_up_rule(p: list[float], fdr: float)
 def test_conformal_p_value_counts_calibration_scores_at_least_as_large(cal: list[float], score: float) -> None:
     expected = (1 + sum(c >= score for c in cal)) / (len(cal) + 1)
     assert float(conformal_p_value(np.sort(cal), score)) == pytest.approx(expected)
+
+
+@given(seed=st.integers(0, 10_000))
+def test_nonconformity_of_rows_with_their_own_tau_equals_one_row_at_a_time(seed: int) -> None:
+    # score_claim scores every fold (each its own tau) and every alternative in one call.
+    rng = np.random.default_rng(seed)
+    n = 6
+    distances = rng.exponential(3.0, (n, 4, 3))
+    taus = rng.uniform(1.0, 10.0, n)
+    origins, seasons, undated = rng.integers(0, 4, n), rng.integers(0, 3, n), rng.random(n) < 0.3
+    batched = declaration_nonconformity(distances, taus, origins, seasons, undated)
+    one_by_one = [
+        declaration_nonconformity(
+            distances[i : i + 1], float(taus[i]), origins[i : i + 1], seasons[i : i + 1], undated[i : i + 1]
+        )[0]
+        for i in range(n)
+    ]
+    np.testing.assert_array_equal(batched, np.stack(one_by_one))

@@ -13,7 +13,7 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from grainproof.store.database import read_scope
+from grainproof.store.database import read_connection
 from grainproof.store.keys import find_key
 from grainproof.store.tables import ApiKey
 
@@ -41,8 +41,8 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         runtime = connection.app.state.runtime
 
         def lookup() -> ApiKey | None:
-            with read_scope(runtime.engine) as session:
-                return find_key(session, secret)
+            with read_connection(runtime.engine) as connection:
+                return find_key(connection, secret)
 
         key = await anyio.to_thread.run_sync(lookup)
         if key is None:
@@ -53,7 +53,9 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
 def requires_role(*roles: str) -> Any:
     """A guard letting through only keys with one of `roles` (403 otherwise)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # Async because litestar runs a synchronous guard in a worker thread: a thread hop per request
+    # for what is one attribute check.
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         key = connection.user
         if not isinstance(key, ApiKey) or key.role not in roles:
             role = getattr(key, "role", "none")

@@ -28,11 +28,12 @@ def cell_distances(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scaled squared distances (n, O', S') of lots z (n, k) to every (origin, season) cell of a variety,
     and the cells' mean-variance factors (O', S')."""
-    means, variance = cells.grid(variety, extra_origin_neighbours=extra_origin_neighbours, extra_season=extra_season)
-    n_o, n_s, k = means.shape
+    centres, centres_squared, variance = cells.whitened_grid(
+        variety, extra_origin_neighbours=extra_origin_neighbours, extra_season=extra_season
+    )
+    n_o, n_s = variance.shape
     y = np.atleast_2d(z) @ cells.whitener
-    centres = means.reshape(-1, k) @ cells.whitener
-    squared = (y**2).sum(1)[:, None] - 2.0 * y @ centres.T + (centres**2).sum(1)[None, :]
+    squared = (y**2).sum(1)[:, None] - 2.0 * y @ centres.T + centres_squared[None, :]
     squared = np.maximum(squared, 0.0).reshape(-1, n_o, n_s)
     return squared / (1.0 + variance)[None], variance
 
@@ -68,9 +69,10 @@ def cell_log_posterior(
 
 
 def declaration_nonconformity(
-    distances: np.ndarray, tau: float, origins: np.ndarray, seasons: np.ndarray, undated: np.ndarray
+    distances: np.ndarray, tau: float | np.ndarray, origins: np.ndarray, seasons: np.ndarray, undated: np.ndarray
 ) -> np.ndarray:
-    """(n, 3) joint, origin and season nonconformity from distances (n, O, S) and declared indices.
+    """(n, 3) joint, origin and season nonconformity from distances (n, O, S) and declared indices;
+    `tau` is one threshold, or one per row (n,) when rows come from different models (folds).
 
     Joint: distance to the declared cell minus the best of (any other cell, tau). Origin: the declared
     origin's best season against every other origin's best (or tau). Season: the declared season's best

@@ -11,7 +11,7 @@ makes incremental updates and cross-conformal folds cheap: a fold's model is the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
@@ -77,10 +77,34 @@ class CellModel:
     log_det: float
     outside_distance: float  # tau: scaled squared distance beyond which a lot is "outside every reference"
     cell_counts: np.ndarray  # (V, O, S)
+    #: whitened_grid's results: they depend on the fitted model alone and every claim needs them.
+    _whitened_grids: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def dim(self) -> int:
         return int(self.covariance.shape[0])
+
+    def whitened_grid(
+        self, variety: int, *, extra_origin_neighbours: Sequence[int] | None = None, extra_season: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`grid`'s cell means whitened (O'*S', k), their squared norms (O'*S',) and the variance factors
+        (O', S'); computed once per model and grid (read-only arrays)."""
+        key = (variety, None if extra_origin_neighbours is None else tuple(extra_origin_neighbours), extra_season)
+        cached = self._whitened_grids.get(key)
+        if cached is None:
+            means, variance = self.grid(
+                variety, extra_origin_neighbours=extra_origin_neighbours, extra_season=extra_season
+            )
+            centres = means.reshape(-1, means.shape[-1]) @ self.whitener
+            cached = (centres, (centres**2).sum(1), variance)
+            for array in cached:
+                array.flags.writeable = False
+            if len(self._whitened_grids) >= 1024:  # unseen origins each add a grid: stay bounded
+                self._whitened_grids.clear()
+            self._whitened_grids[key] = cached
+        return cached
 
     def _variance(self, term: str, key: int | np.ndarray) -> np.ndarray:
         return 1.0 / (self.evidence[term][key] + self.shrinkage[term])

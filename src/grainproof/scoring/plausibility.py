@@ -130,17 +130,15 @@ def score_claim(
     fold_distances = np.stack(
         [cell_distances(fold, z, variety_index, **grid)[0][0] for fold in ref.fold_cells]  # type: ignore[arg-type]
     )
-    fold_scores = np.stack(
-        [
-            declaration_nonconformity(
-                fold_distances[f][None],
-                fold.outside_distance,
-                np.array([origin_index]),
-                np.array([season_index]),
-                np.array([undated]),
-            )[0]
-            for f, fold in enumerate(ref.fold_cells)
-        ]
+    # Every fold at once: one row per fold, each with its own tau.
+    fold_taus = np.array([fold.outside_distance for fold in ref.fold_cells])
+    n_folds = len(fold_taus)
+    fold_scores = declaration_nonconformity(
+        fold_distances,
+        fold_taus,
+        np.full(n_folds, origin_index),
+        np.full(n_folds, season_index),
+        np.full(n_folds, undated),
     )
     distances = cell_distances(cells, z, variety_index, **grid)[0]  # type: ignore[arg-type]
     joint_score = float(
@@ -181,20 +179,28 @@ def score_claim(
     outside = float(np.exp(shared_outside[0]))
     labels_o = [*ref.origins, origin_unit] if extra_origin is not None else list(ref.origins)
     labels_s = [*ref.seasons, season] if extra_season else list(ref.seasons)
-    alternatives: list[Alternative] = []
+    picks: list[tuple[int, int]] = []
     for flat in np.argsort(-cell_posterior.ravel(), kind="stable"):
-        if len(alternatives) >= n_alternatives:
+        if len(picks) >= n_alternatives:
             break
         o, s = divmod(int(flat), shape[1])
-        if o == origin_index and (undated or s == season_index):
-            continue
-        alt_scores = [
-            declaration_nonconformity(
-                fold_distances[f][None], fold.outside_distance, np.array([o]), np.array([s]), np.array([False])
-            )[0, 0]
-            for f, fold in enumerate(ref.fold_cells)
-        ]
-        p_alt = _p(ref.calibration_scores(0, (variety_index, o, s), min_cal), np.asarray(alt_scores))
+        if o != origin_index or (not undated and s != season_index):
+            picks.append((o, s))
+    # Each alternative's joint score under each fold, in one call: row f * len(picks) + j.
+    alt_scores = np.zeros((n_folds, 0))
+    if picks:
+        alt_origins = np.tile(np.array([o for o, _ in picks], dtype=np.int64), n_folds)
+        alt_seasons = np.tile(np.array([s for _, s in picks], dtype=np.int64), n_folds)
+        alt_scores = declaration_nonconformity(
+            np.repeat(fold_distances, len(picks), axis=0),
+            np.repeat(fold_taus, len(picks)),
+            alt_origins,
+            alt_seasons,
+            np.zeros(len(alt_origins), dtype=bool),
+        )[:, 0].reshape(n_folds, len(picks))
+    alternatives: list[Alternative] = []
+    for j, (o, s) in enumerate(picks):
+        p_alt = _p(ref.calibration_scores(0, (variety_index, o, s), min_cal), alt_scores[:, j])
         alternatives.append(
             Alternative(
                 origin_unit=labels_o[o],
@@ -220,7 +226,7 @@ def score_claim(
         labels_o,
         labels_s,
     )
-    nearest = _nearest(ref, cells, variety_index, z[0], n_nearest)
+    nearest = nearest_reference_lots(ref, variety_index, z[0], n_nearest)
     return ClaimScore(
         plausibility=joint_p,
         origin_plausibility=origin_p,
@@ -330,26 +336,34 @@ def _mixture_weight(positions: np.ndarray, iterations: int = 50) -> float:
     return weight
 
 
-def _nearest(ref: SpeciesReference, cells: object, variety: int, z: np.ndarray, n: int) -> tuple[NearestReference, ...]:
-    from grainproof.reference.cells import CellModel
+def nearest_reference_lots(ref: SpeciesReference, variety: int, z: np.ndarray, n: int) -> tuple[NearestReference, ...]:
+    """The variety's `n` reference lots nearest to reduced coordinates z (k,), exactly: nearest first, ties by id.
 
-    assert isinstance(cells, CellModel)
+    Distance is Euclidean in whitened coordinates; `grainproof.store.vector_index` searches the same space.
+    """
+    if ref.cells is None:
+        raise ModelError("The reference model is not fitted; load it with ReferenceModel.load.")
     rows, whitened = ref.whitened_lots(variety)
     if n <= 0 or not len(rows):
         return ()
-    dist = np.sqrt(((whitened - z @ cells.whitener) ** 2).sum(1))
+    dist = np.sqrt(((whitened - np.asarray(z, dtype=np.float64).reshape(-1) @ ref.cells.whitener) ** 2).sum(1))
     take = min(n, len(rows))
     top = np.argpartition(dist, take - 1)[:take]
     top = top[np.lexsort((ref.lot_ids[rows][top], dist[top]))]
+    return reference_lots_at(ref, rows[top], dist[top])
+
+
+def reference_lots_at(ref: SpeciesReference, rows: np.ndarray, distances: np.ndarray) -> tuple[NearestReference, ...]:
+    """Evidence for reference lots given by position in the species' lot arrays, in the order given."""
     out = []
-    for i in top:
-        _, o, s = ref.cell_keys[ref.lot_cells[rows[i]]]
+    for row, distance in zip(rows, distances, strict=True):
+        _, o, s = ref.cell_keys[ref.lot_cells[row]]
         out.append(
             NearestReference(
-                lot_id=str(ref.lot_ids[rows[i]]),
+                lot_id=str(ref.lot_ids[row]),
                 origin_unit=ref.origins[o],
                 season=ref.seasons[s],
-                distance=float(dist[i]),
+                distance=float(distance),
             )
         )
     return tuple(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,10 @@ from grainproof.scoring.verdict import make_verdict
 from grainproof.services.features import ensure_features
 from grainproof.services.origins import claim_origin_unit, load_regions
 from grainproof.settings import get_settings
+from grainproof.store.vector_index import NearestLotIndex
+
+#: Nearest reference lots shown with each verdict.
+N_NEAREST = 5
 
 
 def verify_vectors(
@@ -29,8 +34,13 @@ def verify_vectors(
     alpha: float | None = None,
     backbone_id: str | None = None,
     warnings: Sequence[str] = (),
+    nearest_lots: NearestLotIndex | None = None,
 ) -> Verdict:
-    """The verdict on one claim from its lot vector (d,) and optional unit vectors (m, d); a few ms."""
+    """The verdict on one claim from its lot vector (d,) and optional unit vectors (m, d); a few ms.
+
+    `nearest_lots` searches the evidence's nearest reference lots (the API passes pgvector's index on
+    PostgreSQL); without it the scoring core searches them exactly in memory.
+    """
     if backbone_id and model.backbone_id and backbone_id != model.backbone_id:
         raise ModelError(
             f"The photos were embedded with {backbone_id} but the reference model was built with "
@@ -48,7 +58,11 @@ def verify_vectors(
         season=claim.season,
         vector=np.asarray(lot_vector),
         unit_vectors=None if unit_vectors is None else np.asarray(unit_vectors),
+        n_nearest=0 if nearest_lots is not None else N_NEAREST,
     )
+    if nearest_lots is not None:
+        found = nearest_lots.nearest(claim.species, claim.variety, np.asarray(lot_vector), N_NEAREST)
+        score = replace(score, nearest_reference_lots=found)
     return make_verdict(
         score,
         lot_id=claim.lot_id,

@@ -52,25 +52,28 @@ def _lock_chain(session: Session) -> None:
 def append_entry(session: Session, *, kind: str, record_id: str, payload: dict[str, Any]) -> AuditEntry:
     """Append one entry in the caller's transaction; it commits or rolls back with the record it describes."""
     _lock_chain(session)
-    last = session.exec(select(AuditEntry).order_by(col(AuditEntry.seq).desc()).limit(1)).first()
+    payload_json = canonical_json(payload)
+    # Core statements on the session's connection: every verification appends one, and the ORM's
+    # unit of work cost several times the insert itself.
+    connection = session.connection()
+    table = AuditEntry.__table__  # type: ignore[attr-defined]
+    last = connection.execute(select(table.c.seq, table.c.entry_hash).order_by(table.c.seq.desc()).limit(1)).first()
     seq = (last.seq + 1) if last else 1
     prev = last.entry_hash if last else GENESIS_HASH
-    payload_json = canonical_json(payload)
     created_at = utc_now().isoformat()
-    entry = AuditEntry(
-        seq=seq,
-        kind=kind,
-        record_id=record_id,
-        payload_json=payload_json,
-        created_at=created_at,
-        prev_hash=prev,
-        entry_hash=entry_hash(
+    values: dict[str, Any] = {
+        "seq": seq,
+        "kind": kind,
+        "record_id": record_id,
+        "payload_json": payload_json,
+        "created_at": created_at,
+        "prev_hash": prev,
+        "entry_hash": entry_hash(
             seq=seq, kind=kind, record_id=record_id, payload_json=payload_json, created_at=created_at, prev_hash=prev
         ),
-    )
-    session.add(entry)
-    session.flush()
-    return entry
+    }
+    connection.execute(table.insert(), values)
+    return AuditEntry(**values)
 
 
 def verification_payload(row: Verification) -> dict[str, Any]:

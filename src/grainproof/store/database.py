@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlmodel import Session
 
 from grainproof.errors import GrainproofError
 from grainproof.settings import Settings
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: threads still queue; processes fall back to SQLite's busy handler
+    fcntl = None  # type: ignore[assignment]
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -48,7 +56,33 @@ def create_db_engine(settings: Settings, *, url: str | None = None, schema: str 
         return engine
     if schema:
         connect_args["options"] = f"-csearch_path={schema}"
-    return create_engine(target, connect_args=connect_args, pool_pre_ping=True)
+    engine = create_engine(target, connect_args=connect_args)
+    _ping_idle_connections(engine)
+    return engine
+
+
+#: A pooled connection idle for longer than this is pinged before it is handed out.
+_PING_AFTER_IDLE_S = 5.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """`pool_pre_ping`, but only for connections idle a while (a server restart or a network timeout may
+    have closed them): a verification checks out four connections within milliseconds, and pinging each
+    cost a round trip to the server every time."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["grainproof_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("grainproof_idle_since")
+        if idle_since is None or time.monotonic() - idle_since < _PING_AFTER_IDLE_S:
+            return  # new, or used moments ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool drops this connection and checks out another
+            raise DisconnectionError(f"a pooled connection was closed: {exc}") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -58,6 +92,9 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: every commit is on disk (fsync of the WAL) before a request is answered; group commit
+        # (grainproof.store.group_commit) shares that fsync between the requests of a batch.
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
@@ -75,15 +112,63 @@ def _configure_sqlite(engine: Engine) -> None:
 
 #: Execution option marking a read-only scope (SQLite then skips the write lock).
 _READ_ONLY_OPTION = "grainproof_read_only"
-#: Writers of one process queue on this lock rather than in SQLite's busy handler, whose back-off sleeps
-#: (up to 100 ms a try) made the slowest requests many times slower than the typical one.
-_SQLITE_WRITE_LOCK = threading.Lock()
+
+
+class _SqliteWriterLock:
+    """Writers of one SQLite file queue here, threads on a lock and processes on an flock of a file next
+    to the database, rather than in SQLite's busy handler, whose back-off sleeps (up to 100 ms a try)
+    made the slowest requests many times slower than the typical one. A waiting process wakes as soon
+    as the holder releases; the kernel drops the flock of a process that dies."""
+
+    def __init__(self, database: str | None) -> None:
+        self._threads = threading.Lock()
+        self._path = f"{database}-writer.lock" if database and fcntl is not None else None
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._threads:
+            if self._path is None:
+                yield
+                return
+            # Opened per hold (some microseconds): no descriptor outlives the database or leaks into a fork.
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the flock
+
+
+_WRITER_LOCKS: dict[str, _SqliteWriterLock] = {}
+_WRITER_LOCKS_GUARD = threading.Lock()
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One transaction: committed when the block ends, rolled back entirely on any error."""
-    lock = _SQLITE_WRITE_LOCK if engine.dialect.name == "sqlite" else nullcontext()
+def writer_lock(engine: Engine) -> Iterator[None]:
+    """Held around a write transaction: on SQLite one writer at a time across threads and processes;
+    on PostgreSQL nothing (rows lock themselves, the audit chain takes an advisory lock)."""
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    database = engine.url.database
+    path = str(Path(database).resolve()) if database and database != ":memory:" else None
+    key = path or f"memory:{id(engine)}"
+    with _WRITER_LOCKS_GUARD:
+        lock = _WRITER_LOCKS.get(key)
+        if lock is None:
+            lock = _WRITER_LOCKS[key] = _SqliteWriterLock(path)
+    with lock.hold():
+        yield
+
+
+@contextmanager
+def session_scope(engine: Engine, *, lock_held: bool = False) -> Iterator[Session]:
+    """One transaction: committed when the block ends, rolled back entirely on any error.
+
+    `lock_held`: the caller already holds `writer_lock(engine)` (group commit takes it before it
+    gathers a batch).
+    """
+    lock: AbstractContextManager[None] = nullcontext() if lock_held else writer_lock(engine)
     with lock, Session(engine, expire_on_commit=False) as session:
         try:
             yield session
@@ -99,6 +184,14 @@ def read_scope(engine: Engine) -> Iterator[Session]:
     # Closing the session ends the transaction without expiring what was read, so results stay usable.
     with Session(engine.execution_options(**{_READ_ONLY_OPTION: True}), expire_on_commit=False) as session:
         yield session
+
+
+@contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A read-only Core connection, for the lookups every request makes: an ORM session's bookkeeping
+    cost more than such a query."""
+    with engine.execution_options(**{_READ_ONLY_OPTION: True}).connect() as connection:
+        yield connection
 
 
 def _alembic_config(engine: Engine) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from sqlalchemy import Connection
 from sqlmodel import Session, select
 
 from grainproof.errors import GrainproofError, NotFoundError
@@ -29,12 +30,16 @@ def create_key(session: Session, *, role: str, name: str = "", site: str | None 
     return key, secret
 
 
-def find_key(session: Session, secret: str) -> ApiKey | None:
-    """The live key with this secret, or None (unknown or revoked)."""
-    key = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_key(secret))).first()
-    if key is None or key.revoked_at is not None:
+def find_key(db: Session | Connection, secret: str) -> ApiKey | None:
+    """The live key with this secret, or None (unknown or revoked); a detached copy of its row.
+
+    Every request asks, so it also runs on a bare Core connection (`read_connection`).
+    """
+    table = ApiKey.__table__  # type: ignore[attr-defined]
+    row = db.execute(select(table).where(table.c.key_hash == hash_key(secret))).first()
+    if row is None or row.revoked_at is not None:
         return None
-    return key
+    return ApiKey(**row._mapping)
 
 
 def revoke_key(session: Session, key_id: int) -> ApiKey:

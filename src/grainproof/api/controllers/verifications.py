@@ -11,8 +11,10 @@ import anyio
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
+from litestar.exceptions import SerializationException
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.serialization import decode_json
 from sqlmodel import Session
 
 from grainproof.api.auth import requires_role
@@ -106,7 +108,7 @@ async def _parse_verification(request: Request[Any, Any, Any], max_photos: int) 
             f"Content type {content_type!r} is not accepted: send application/json or multipart/form-data."
         )
     try:
-        data = json.loads(await request.body() or b"null")
+        data = _json_body(await request.body() or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise RequestError("The request body is not valid JSON.") from None
     if not isinstance(data, dict):
@@ -127,6 +129,15 @@ async def _parse_verification(request: Request[Any, Any, Any], max_photos: int) 
     return VerificationRequest(
         claim=parsed, lot_vector=vector, unit_vectors=units, backbone_id=backbone, alpha=_alpha(data.get("alpha"))
     )
+
+
+def _json_body(raw: bytes) -> Any:
+    """The body's JSON: msgspec's decoder (a third of json.loads's time on a lot vector's 1 280 floats);
+    json.loads for what it refuses (NaN, out-of-range numbers), so both accept the same bodies."""
+    try:
+        return decode_json(raw)
+    except SerializationException:
+        return json.loads(raw)
 
 
 def _alpha(value: Any) -> float | None:

@@ -272,6 +272,8 @@ def build_model_version(runtime: Runtime, model_id: str) -> None:
             failed.status, failed.error, failed.finished_at = "failed", message, utc_now()
             session.add(failed)
         return
+    # On PostgreSQL with pgvector, the version's nearest-lot index is loaded before it can be activated.
+    runtime.nearest_lots.load(model)
     with session_scope(runtime.engine) as session:
         ready = session.get(ReferenceModelVersion, model_id)
         assert ready is not None

@@ -25,7 +25,7 @@ from grainproof.api.schemas import MAX_OFFSET, ParsedClaim, VectorError, claim_f
 from grainproof.errors import ClaimError, GrainproofError, ModelError, NotFoundError, PhotoError, UnknownVarietyError
 from grainproof.store.arrays import decode_array, encode_array
 from grainproof.store.audit import append_entry, canonical_json, review_payload, verification_payload
-from grainproof.store.database import read_scope, session_scope
+from grainproof.store.database import read_connection, read_scope, session_scope
 from grainproof.store.photos import content_hash
 from grainproof.store.tables import (
     REVIEW_DECISIONS,
@@ -120,8 +120,8 @@ def submit_verification(
             earlier = _replay(session, caller, idempotency_key, fingerprint)
             if earlier is not None:
                 return SubmitResult(body=earlier, replayed=True)
-    with read_scope(runtime.engine) as session:
-        model_row, model = runtime.active_model(session)
+    with read_connection(runtime.engine) as connection:
+        model_id, model = runtime.active_model(connection)
     _check_variety(model, request.claim)
     lot_vector, unit_vectors, backbone_id, warnings = _vectors(runtime, request)
     if lot_vector.shape[0] != model.dim:
@@ -141,6 +141,7 @@ def submit_verification(
         alpha=request.alpha,
         backbone_id=backbone_id,
         warnings=warnings,
+        nearest_lots=runtime.nearest_lots.index_for(model),
     )
     photo_hashes = [runtime.photos.put(photo.data) for photo in request.photos]
     row = Verification(
@@ -155,25 +156,32 @@ def submit_verification(
         plausibility=float(verdict.plausibility),
         flagged=bool(verdict.flagged),
         model_version=verdict.model_version,
-        reference_model_id=model_row.id,
+        reference_model_id=model_id,
         backbone_id=backbone_id,
         vector=encode_array(lot_vector),
         unit_vectors=encode_array(unit_vectors) if unit_vectors is not None else None,
         requested_by=caller.id,
     )
-    try:
-        with session_scope(runtime.engine) as session:
-            session.add(row)
-            session.flush()
-            append_entry(session, kind="verification", record_id=row.id, payload=verification_payload(row))
-            if idempotency_key is not None:
-                assert caller.id is not None
-                session.add(
-                    IdempotencyRecord(
-                        api_key_id=caller.id, key=idempotency_key, request_hash=fingerprint, verification_id=row.id
-                    )
+    payload = verification_payload(row)
+    table = Verification.__table__  # type: ignore[attr-defined]
+    values = {column.name: getattr(row, column.name) for column in table.columns}
+
+    def store(session: Session) -> None:
+        # A Core insert on the session's connection: the ORM's unit of work cost more than the insert.
+        session.connection().execute(table.insert(), values)
+        append_entry(session, kind="verification", record_id=row.id, payload=payload)
+        if idempotency_key is not None:
+            assert caller.id is not None
+            session.add(
+                IdempotencyRecord(
+                    api_key_id=caller.id, key=idempotency_key, request_hash=fingerprint, verification_id=row.id
                 )
-                session.flush()
+            )
+            session.flush()
+
+    try:
+        # Shares a transaction (and its fsync) with concurrent requests; returns once committed.
+        runtime.writes.run(store)
     except IntegrityError:
         # Two retries raced past the first check: the one that committed first wins, this one replays it.
         if idempotency_key is None:
@@ -184,8 +192,8 @@ def submit_verification(
             raise
         return SubmitResult(body=earlier, replayed=True)
     runtime.metrics.observe_verification(flagged=row.flagged)
-    with read_scope(runtime.engine) as session:
-        return SubmitResult(body=verification_view(session, row), replayed=False)
+    # A verification just stored has no reviews: its view needs no second read.
+    return SubmitResult(body=_view(row, []), replayed=False)
 
 
 def _replay(session: Session, caller: ApiKey, key: str, fingerprint: str) -> dict[str, Any] | None:
@@ -255,6 +263,10 @@ def verification_view(session: Session, row: Verification) -> dict[str, Any]:
             select(Review).where(Review.verification_id == row.id).order_by(col(Review.created_at), col(Review.id))
         )
     )
+    return _view(row, reviews)
+
+
+def _view(row: Verification, reviews: Sequence[Review]) -> dict[str, Any]:
     verdict = json.loads(row.verdict_json)
     return {
         "id": row.id,
