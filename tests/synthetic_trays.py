@@ -7,16 +7,30 @@ import io
 import numpy as np
 from PIL import Image
 
+from grainproof.simulate.render import place_card
+
 
 def tray_photo(
-    *, width: int = 960, height: int = 720, seed: int = 0, tray=(0.8, 0.8, 0.78), gains=(1.0, 1.0, 1.0)
+    *,
+    width: int = 960,
+    height: int = 720,
+    seed: int = 0,
+    tray=(0.8, 0.8, 0.78),
+    gains=(1.0, 1.0, 1.0),
+    card: bool = True,
 ) -> np.ndarray:
-    """A synthetic tray: a light background with 60 brownish elliptical kernels, under a light of given gains."""
+    """A synthetic tray: a light background with 60 brownish elliptical kernels, under a light of given gains.
+
+    With `card`, the calibration card lies along the top (as the intake protocol asks) and the kernels below it.
+    """
     rng = np.random.default_rng(seed)
     image = np.empty((height, width, 3), dtype=np.float32)
     image[:] = np.asarray(tray, dtype=np.float32)
+    if card:
+        place_card(image, width / 125.0, rng)
+    first_row = 0.42 if card else 0.15
     for _ in range(60):
-        cx, cy = rng.uniform(0.15 * width, 0.85 * width), rng.uniform(0.15 * height, 0.85 * height)
+        cx, cy = rng.uniform(0.15 * width, 0.85 * width), rng.uniform(first_row * height, 0.85 * height)
         angle = rng.uniform(0, np.pi)
         top, left = int(cy) - 23, int(cx) - 23
         yy, xx = np.mgrid[top : top + 47, left : left + 47]

@@ -25,6 +25,24 @@ FRAUD_KINDS: tuple[str, ...] = (
 )
 
 
+#: Marker in an embedding's backbone id: "+kernels:N" means its first N features are kernel measurements
+#: (sizes in mm, colours in reflectance, from the calibration card), the rest the network's embedding.
+_MEASURED_TAG = "+kernels:"
+
+
+def with_measured_features(backbone_id: str, count: int) -> str:
+    """The backbone id of vectors that start with `count` kernel measurements."""
+    return f"{backbone_id}{_MEASURED_TAG}{count}"
+
+
+def measured_feature_count(backbone_id: str | None) -> int:
+    """How many leading features of vectors from this backbone id are kernel measurements (0 if none)."""
+    if not backbone_id or _MEASURED_TAG not in backbone_id:
+        return 0
+    tail = backbone_id.rsplit(_MEASURED_TAG, 1)[1]
+    return int(tail) if tail.isdigit() else 0
+
+
 def season_of(harvest_date: date) -> int:
     """The season (harvest year) a harvest date belongs to; northern-hemisphere cereals: the calendar year."""
     return harvest_date.year

@@ -73,8 +73,8 @@ def counting(embedder: Embedder) -> Iterator[CountingRunner]:
 
 
 def test_backbone_id_names_the_weights(embedder: Embedder) -> None:
-    assert embedder.backbone_id == "efficientnet_lite0@579344248a93"
-    assert embedder.dim == 1280
+    assert embedder.backbone_id == "efficientnet_lite0@579344248a93+kernels:8"  # 8 kernel measurements lead
+    assert embedder.dim == 8 + 1280
 
 
 def test_wrongly_mapped_weights_fail_the_load_time_check() -> None:
@@ -130,13 +130,16 @@ def test_same_photo_same_vector_in_a_fresh_process(
     assert np.abs(np.stack([h.vector for h in here]) - there).max() <= 1e-6
 
 
-def test_torch_and_onnx_runtimes_agree(embedder: Embedder, tray_files: list[Path], settings: Settings) -> None:
-    torch_embedder = get_embedder("efficientnet_lite0", settings=settings, runtime="torch")
-    a = embedder.embed_files(tray_files[:2], use_cache=False)
-    b = torch_embedder.embed_files(tray_files[:2], use_cache=False)
-    for x, y in zip(a, b, strict=True):
-        cosine = float(x.vector @ y.vector / (np.linalg.norm(x.vector) * np.linalg.norm(y.vector)))
-        assert cosine >= 0.999
+@pytest.mark.parametrize("other", ["torch", "onnxruntime", "openvino"])
+def test_every_runtime_gives_the_same_vectors(tray_files: list[Path], settings: Settings, other: str) -> None:
+    reference = get_embedder("efficientnet_lite0", settings=settings, runtime="torch").embed_files(
+        tray_files[:2], use_cache=False
+    )
+    candidate = get_embedder("efficientnet_lite0", settings=settings, runtime=other).embed_files(
+        tray_files[:2], use_cache=False
+    )
+    for x, y in zip(reference, candidate, strict=True):
+        assert np.abs(x.vector - y.vector).max() <= 1e-4, other
 
 
 def test_nothing_is_embedded_twice(embedder: Embedder, tray_files: list[Path], counting: CountingRunner) -> None:
@@ -185,10 +188,10 @@ def test_embed_manifest_adds_features_backbone_and_units(
     embed_manifest(manifest, out, embedder=embedder)
     lots = read_manifest(out)
     features = feature_matrix(lots)
-    assert features.shape == (2, 1280)
+    assert features.shape == (2, 8 + 1280)
     assert {lot.extra["backbone"] for lot in lots} == {embedder.backbone_id}
     assert lots[0].extra["field_id"] == "F1"
     units = read_units(units_path(out))
-    assert set(units) == {"L1", "L2"} and units["L1"].shape[1] == 1280
+    assert set(units) == {"L1", "L2"} and units["L1"].shape[1] == 8 + 1280
     expected = lot_embedding(embedder.embed_files([folder / "tray_1.jpg", folder / "tray_0.jpg"]))
     assert np.allclose(features[0], expected.vector, atol=1e-6)

@@ -32,7 +32,7 @@ def rice_embeddings(rice_dir: Path, settings: Settings) -> tuple[np.ndarray, lis
 
 def test_knn_tells_rice_varieties_apart_on_real_photos(rice_embeddings: tuple[np.ndarray, list[str]]) -> None:
     vectors, varieties = rice_embeddings
-    assert vectors.shape == (400, 1280) and len(set(varieties)) == 5
+    assert vectors.shape == (400, 8 + 1280) and len(set(varieties)) == 5
     knn = make_pipeline(Normalizer(), KNeighborsClassifier(n_neighbors=5))
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
     accuracy = cross_val_score(knn, vectors, varieties, cv=folds).mean()
@@ -42,4 +42,7 @@ def test_knn_tells_rice_varieties_apart_on_real_photos(rice_embeddings: tuple[np
 def test_real_single_kernel_photos_raise_no_quality_warning(rice_dir: Path, settings: Settings) -> None:
     embedder = get_embedder("efficientnet_lite0", settings=settings)
     photos = sorted(rice_dir.glob("*.jpg"))[::40]
-    assert all(not embedder.prepare(p.read_bytes(), p.name).warnings for p in photos)
+    # These photos have no calibration card (they predate it): that warning is expected, no other.
+    for photo in photos:
+        warnings = embedder.prepare(photo.read_bytes(), photo.name).warnings
+        assert [w for w in warnings if "calibration card" not in w] == [], warnings

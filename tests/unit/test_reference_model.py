@@ -163,3 +163,43 @@ def test_shrinkage_with_no_within_cell_spread_trusts_each_cell_mean() -> None:
     sums = np.zeros((3, 1))  # every cell exactly at its prior
     counts = np.array([2.0, 3.0, 1.0])
     assert _estimate_shrinkage(sums, counts, np.zeros((3, 1)), sigma2=0.0) == 0.0
+
+
+def test_kernel_measurements_survive_pca_beside_a_thousand_network_features() -> None:
+    from grainproof.domain import measured_feature_count, with_measured_features
+    from grainproof.reference.space import fit_reduced_space
+
+    rng = np.random.default_rng(0)
+    # Three independent measurements beside 400 network features that mostly move together.
+    measured = rng.normal(size=(500, 3))
+    network = rng.normal(size=(500, 1)) @ np.ones((1, 400)) + 0.1 * rng.normal(size=(500, 400))
+    x = np.hstack([measured, network])
+    assert fit_reduced_space(x).dim == 1  # one block: the network's common direction is 97 % of the variance
+    space = fit_reduced_space(x, blocks=(3, 400))
+    z = space.transform(x)
+    # Each measurement is still (almost) a linear function of the reduced coordinates.
+    for column in range(3):
+        coef, *_ = np.linalg.lstsq(np.hstack([z, np.ones((500, 1))]), measured[:, column], rcond=None)
+        residual = measured[:, column] - np.hstack([z, np.ones((500, 1))]) @ coef
+        assert residual.std() < 0.1 * measured[:, column].std()
+    tagged = with_measured_features("efficientnet_lite0@abc", 8)
+    assert measured_feature_count(tagged) == 8
+    assert measured_feature_count("efficientnet_lite0@abc") == 0
+
+
+def test_lot_whose_kernels_could_not_be_measured_counts_as_the_reference_average() -> None:
+    from grainproof.reference.space import fit_reduced_space
+
+    rng = np.random.default_rng(1)
+    x = np.hstack([rng.normal(2.0, 0.1, size=(300, 2)), rng.normal(size=(300, 20))])
+    x[:10, :2] = 0.0  # ten lots whose photos could not be measured
+    space = fit_reduced_space(x, blocks=(1, 1, 20), measured=2)
+    assert np.allclose(space.measured_fill, x[10:, :2].mean(axis=0))
+    unmeasured = x[0].copy()
+    as_average = unmeasured.copy()
+    as_average[:2] = space.measured_fill
+    assert np.allclose(space.transform(unmeasured[None]), space.transform(as_average[None]))
+    # A measured lot is projected as it is.
+    assert not np.allclose(
+        space.transform(x[11:12]), space.transform(np.hstack([space.measured_fill, x[11, 2:]])[None])
+    )

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -24,8 +25,10 @@ def _settings(backbone: str | None, runtime: str | None, threads: int | None) ->
     if backbone:
         changes["backbone"] = backbone
     if runtime:
-        if runtime not in ("onnxruntime", "torch"):
-            raise GrainproofError(f"--runtime must be 'onnxruntime' or 'torch', not {runtime!r}.")
+        from grainproof.embed.runtime import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise GrainproofError(f"--runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}.")
         changes["embed_runtime"] = runtime
     if threads is not None:
         changes["torch_threads"] = threads
@@ -45,7 +48,7 @@ def embed(
     out: Path = typer.Option(..., "--out", help="Where to write the manifest with f_* columns added."),
     backbone: str | None = typer.Option(None, help="Backbone name (default: GRAINPROOF_BACKBONE)."),
     checkpoint: Path | None = typer.Option(None, help="Local weights file for a timm backbone."),
-    runtime: str | None = typer.Option(None, help="onnxruntime (default, faster) or torch."),
+    runtime: str | None = typer.Option(None, help="openvino (default, fastest), onnxruntime or torch."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors)."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local Ray)."),
 ) -> None:
@@ -68,10 +71,12 @@ def embed(
 
 @bench_app.command("embed")
 def bench_embed_command(
-    images: int = typer.Option(16, help="Canvases per round (448x576, the working size of a tray photo)."),
+    images: int = typer.Option(
+        16, help="Canvases per round (320x608: a calibrated tray photo, 101 x 53 mm at 6 px/mm)."
+    ),
     rounds: int = typer.Option(3, help="Timed rounds; each runs the naive path then ours; medians are reported."),
     threads: int | None = typer.Option(None, help="CPU threads for our path (default: GRAINPROOF_TORCH_THREADS)."),
-    runtime: str | None = typer.Option(None, help="Our runtime: onnxruntime (default) or torch."),
+    runtime: str | None = typer.Option(None, help="Our runtime: openvino (default), onnxruntime or torch."),
     json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
 ) -> None:
     """Images per second: naive timm path (one image at a time) vs ours, their ratio, and share of matmul peak."""
@@ -121,8 +126,9 @@ def bench_invariance_command(
     table.add_column("ratio", justify="right")
     table.add_column("region accuracy (1-NN)", justify="right")
     for label, figures in (
-        ("without device handling", result.without),
-        (f"with device handling ({result.removed_directions} directions)", result.with_device_handling),
+        ("without device handling (card ignored)", result.without),
+        ("calibration card only", result.card_only),
+        (f"card + learned correction ({result.removed_directions} directions)", result.with_device_handling),
     ):
         table.add_row(
             label,
@@ -137,3 +143,43 @@ def bench_invariance_command(
         f"tested on {result.test_lots} lots from unseen {', '.join(result.held_out_devices)}"
     )
     _write_json(json_out, result.as_dict())
+
+
+@bench_app.command("measurements")
+def bench_measurements_command(
+    embedded: Path = typer.Argument(..., help="An embedded manifest of a simulated world (`grainproof embed`)."),
+    latent: Path = typer.Option(..., "--latent", help="The world's latent_traits.csv (the truth)."),
+    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
+) -> None:
+    """How well the kernel measurements in the vectors track the simulator's true lot traits."""
+    import csv
+    from dataclasses import asdict
+
+    from grainproof.domain import measured_feature_count
+    from grainproof.embed.bench import measurement_agreement
+    from grainproof.embed.embedder import MEASURED_FEATURES
+    from grainproof.manifest import read_manifest
+    from grainproof.services.evaluation import read_latent_traits
+
+    lots = [lot for lot in read_manifest(embedded) if lot.features is not None]
+    backbones = {lot.extra.get("backbone", "") for lot in lots}
+    if len(backbones) != 1 or measured_feature_count(next(iter(backbones))) != len(MEASURED_FEATURES):
+        raise GrainproofError(f"{embedded} was not embedded with kernel measurements; run `grainproof embed` again.")
+    with open(latent, encoding="utf-8") as handle:
+        columns = [c for c in (csv.DictReader(handle).fieldnames or []) if c != "lot_id"]
+    figures = measurement_agreement(
+        {lot.lot_id: np.asarray(lot.features) for lot in lots},
+        {lot.lot_id: lot.claim.variety for lot in lots},
+        read_latent_traits(latent),
+        columns,
+        MEASURED_FEATURES,
+    )
+    table = Table(title=f"bench measurements: {embedded}")
+    table.add_column("measured feature")
+    table.add_column("true trait")
+    table.add_column("r within varieties", justify="right")
+    table.add_column("lots", justify="right")
+    for figure in figures:
+        table.add_row(figure.feature, figure.trait, f"{figure.correlation:.3f}", str(figure.lots))
+    console.print(table)
+    _write_json(json_out, {"embedded": str(embedded), "figures": [asdict(f) for f in figures]})

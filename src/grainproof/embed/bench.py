@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from grainproof.domain import measured_feature_count
 from grainproof.embed.invariance import DeviceNuisanceRemover
 from grainproof.errors import GrainproofError
 from grainproof.progress import ProgressCallback
@@ -87,7 +88,7 @@ def bench_embed(
     settings: Settings | None = None,
     images: int = 16,
     rounds: int = 3,
-    canvas: tuple[int, int] = (448, 576),
+    canvas: tuple[int, int] = (320, 608),
     seed: int = 0,
     matmul_size: int = 2048,
     progress: ProgressCallback | None = None,
@@ -170,7 +171,12 @@ class SeparationFigures:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InvarianceResult:
-    """The invariance benchmark: the same held-out lots without and with the device handling."""
+    """The invariance benchmark: the same held-out lots without and with the device handling.
+
+    Without: the card ignored, no learned correction. With: the calibration card (colour and scale) and the
+    learned per-device correction (DeviceNuisanceRemover) trained on the other phones' lots. `card_only`
+    shows the card's share.
+    """
 
     world: str
     train_devices: tuple[str, ...]
@@ -179,6 +185,7 @@ class InvarianceResult:
     test_lots: int
     removed_directions: int
     without: SeparationFigures
+    card_only: SeparationFigures
     with_device_handling: SeparationFigures
 
     def as_dict(self) -> dict[str, Any]:
@@ -319,7 +326,16 @@ def bench_invariance(
         records = read_manifest(truth)
         usable = [r for r in records if r.photos and r.device and r.claim.origin.region and r.claim.harvest_date]
         embedder = get_embedder(settings=settings)
-        embeddings = embed_lots(usable, truth.parent, embedder=embedder, progress=progress)
+        # Each photo is embedded twice (card ignored, card used): the progress bar counts both passes.
+        total = 2 * sum(len(r.photos) for r in usable)
+
+        def stage(offset: int) -> ProgressCallback | None:
+            if progress is None:
+                return None
+            return lambda done, _total: progress(offset + done, total)
+
+        plain = embed_lots(usable, truth.parent, embedder=embedder.without_card(), progress=stage(0))
+        carded = embed_lots(usable, truth.parent, embedder=embedder, progress=stage(total // 2))
     meta = [
         {
             "species": r.claim.species,
@@ -330,7 +346,6 @@ def bench_invariance(
         }
         for r in usable
     ]
-    X = np.stack([embeddings[r.lot_id].vector.astype(np.float64) for r in usable])
     phones = sorted({m["device"] for m in meta})
     if len(phones) < held_out + 2:
         raise GrainproofError(
@@ -339,9 +354,17 @@ def bench_invariance(
     rng = np.random.default_rng(seed)
     unseen = sorted(str(p) for p in rng.choice(phones, size=held_out, replace=False))
     is_test = np.asarray([m["device"] in unseen for m in meta])
-    train, test = X[~is_test], X[is_test]
     train_meta = [m for m, t in zip(meta, is_test, strict=True) if not t]
     test_meta = [m for m, t in zip(meta, is_test, strict=True) if t]
+    blocks = _blocks(embedder.backbone_id, embedder.dim)
+
+    def split(embeddings: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        X = np.stack([embeddings[r.lot_id].vector.astype(np.float64) for r in usable])
+        scale = _block_scale(X[~is_test], blocks)  # the training lots' spread, as the reference space does
+        return X[~is_test] / scale, X[is_test] / scale
+
+    plain_train, plain_test = split(plain)
+    train, test = split(carded)
     remover = DeviceNuisanceRemover().fit(
         train,
         [m["device"] for m in train_meta],
@@ -351,9 +374,81 @@ def bench_invariance(
         world=label,
         train_devices=tuple(p for p in phones if p not in unseen),
         held_out_devices=tuple(unseen),
-        train_lots=len(train),
-        test_lots=len(test),
+        train_lots=int((~is_test).sum()),
+        test_lots=int(is_test.sum()),
         removed_directions=int(remover.n_components_),
-        without=_figures(train, test, train_meta, test_meta),
+        without=_figures(plain_train, plain_test, train_meta, test_meta),
+        card_only=_figures(train, test, train_meta, test_meta),
         with_device_handling=_figures(remover.transform(train), remover.transform(test), train_meta, test_meta),
     )
+
+
+def _blocks(backbone_id: str, dim: int) -> tuple[int, ...]:
+    measured = measured_feature_count(backbone_id)
+    return (measured, dim - measured) if 0 < measured < dim else (dim,)
+
+
+def _block_scale(X: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
+    """Per-column divisor: each column's SD times sqrt(its block's size), so every block weighs the same
+    in a distance (the reference space's standardisation, grainproof.reference.space)."""
+    sd = X.std(axis=0)
+    sd = np.where(sd > 1e-12, sd, 1.0)
+    return np.asarray(sd * np.repeat(np.sqrt(np.asarray(blocks, dtype=np.float64)), blocks))
+
+
+# --------------------------------------------------------------------------------------- kernel measurements
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeasurementFigures:
+    """How well one lot measurement tracks the simulator's true trait, within varieties."""
+
+    feature: str
+    trait: str
+    correlation: float
+    lots: int
+
+
+#: Measured feature -> the latent trait it estimates (log scale for sizes and lightness, as measured).
+MEASURED_TRAITS: tuple[tuple[str, str, bool], ...] = (
+    ("log_length_mm", "length_mm", True),
+    ("log_width_mm", "width_mm", True),
+    ("log_lightness", "lightness", True),
+    ("redness", "redness", False),
+    ("weathering", "weathering", False),
+    ("broken_share", "broken_share", False),
+    ("shrivelled_share", "shrivelled_share", False),
+    ("impurity_share", "impurity_share", False),
+)
+
+
+def measurement_agreement(
+    features: dict[str, np.ndarray],
+    varieties: dict[str, str],
+    latent: dict[str, np.ndarray],
+    latent_columns: Sequence[str],
+    measured_names: Sequence[str],
+) -> list[MeasurementFigures]:
+    """Pooled within-variety correlation of each measured lot feature with its true trait.
+
+    Lots whose photos could not be measured (all zeros) are left out. Centring each variety first keeps
+    the differences between varieties (far larger than provenance) from inflating the figure.
+    """
+    lots = [lot for lot in sorted(features) if lot in latent and np.any(features[lot][: len(measured_names)] != 0)]
+    results = []
+    for name, trait, logged in MEASURED_TRAITS:
+        if name not in measured_names or trait not in latent_columns:
+            continue
+        f_index, t_index = list(measured_names).index(name), list(latent_columns).index(trait)
+        measured = np.array([features[lot][f_index] for lot in lots], dtype=np.float64)
+        truth = np.array([latent[lot][t_index] for lot in lots], dtype=np.float64)
+        if logged:
+            truth = np.log(truth)
+        for variety in {varieties[lot] for lot in lots}:
+            rows = np.array([varieties[lot] == variety for lot in lots])
+            measured[rows] -= measured[rows].mean()
+            truth[rows] -= truth[rows].mean()
+        denominator = float(np.sqrt((measured**2).sum() * (truth**2).sum()))
+        correlation = float((measured * truth).sum() / denominator) if denominator > 0 else float("nan")
+        results.append(MeasurementFigures(feature=name, trait=trait, correlation=correlation, lots=len(lots)))
+    return results

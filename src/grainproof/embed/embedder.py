@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from grainproof.domain import with_measured_features
 from grainproof.embed.backbones import LoadedBackbone, load_backbone
 from grainproof.embed.cache import EmbeddingCache
+from grainproof.embed.morphometrics import MORPHOMETRIC_FEATURES, photo_morphometrics
 from grainproof.embed.photos import PREPROCESS_VERSION, PreparedPhoto, content_hash, prepare_photo
 from grainproof.embed.runtime import FeatureMapRunner, cpu_threads, make_runner
 from grainproof.embed.vectors import PhotoEmbedding
@@ -23,6 +25,37 @@ UNITS_PER_PHOTO = 32
 MIN_UNIT_KERNEL_SHARE = 0.25
 #: Canvases of one shape run together in batches of this size.
 BATCH_SIZE = 8
+
+
+#: Kernel measurements that lead every photo vector: the morphometrics that describe the lot (the number of
+#: kernels measured describes the photo, not where the grain grew).
+MEASURED_FEATURES: tuple[str, ...] = tuple(f for f in MORPHOMETRIC_FEATURES if f != "kernel_count")
+#: Bump when the kernel measurements change: it is part of the cache key, like PREPROCESS_VERSION.
+MEASUREMENT_VERSION = "kernels-v2"
+_MEASURED_INDEX = np.array([MORPHOMETRIC_FEATURES.index(f) for f in MEASURED_FEATURES])
+_COUNT_INDEX = MORPHOMETRIC_FEATURES.index("kernel_count")
+_LENGTH_INDEX = MORPHOMETRIC_FEATURES.index("log_length_mm")
+#: Typical kernels of the cereals grainproof serves are 4-12 mm long; a photo measuring outside this range
+#: measured something else (tray fragments on a grain-coloured board, a close-up without the card).
+PLAUSIBLE_KERNEL_LENGTH_MM = (2.5, 20.0)
+
+
+def measure_photo(photo: PreparedPhoto) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(kernel measurements in MEASURED_FEATURES order, the photo's warnings with any about measuring).
+
+    Too few single kernels give zeros, which `lot_embedding` leaves out of the lot's mean.
+    """
+    view = photo.kernels
+    values = photo_morphometrics(view.reflectance, view.kernel_mask, view.px_per_mm)
+    if values[_COUNT_INDEX] == 0:
+        note = "too few separate kernels to measure; spread the sample so kernels do not touch."
+        return np.zeros(len(MEASURED_FEATURES), dtype=np.float32), (*photo.warnings, note)
+    length = float(np.exp(values[_LENGTH_INDEX]))
+    if not PLAUSIBLE_KERNEL_LENGTH_MM[0] <= length <= PLAUSIBLE_KERNEL_LENGTH_MM[1]:
+        # Fragments of a badly segmented tray, or a close-up without the card: not a lot's kernels.
+        note = f"measured kernels are {length:.1f} mm long, which no cereal grain is; the kernels were not measured."
+        return np.zeros(len(MEASURED_FEATURES), dtype=np.float32), (*photo.warnings, note)
+    return values[_MEASURED_INDEX].astype(np.float32), photo.warnings
 
 
 def pool_feature_map(features: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,14 +84,18 @@ def pool_feature_map(features: np.ndarray, weights: np.ndarray) -> tuple[np.ndar
 class Embedder:
     """Turns photos into PhotoEmbeddings with one backbone; cache-aware; build with `get_embedder`."""
 
-    def __init__(self, backbone: LoadedBackbone, runner: FeatureMapRunner, *, settings: Settings) -> None:
+    def __init__(
+        self, backbone: LoadedBackbone, runner: FeatureMapRunner, *, settings: Settings, use_card: bool = True
+    ) -> None:
         self.backbone = backbone
         self.runner = runner
         self.settings = settings
+        #: False ignores the calibration card even where it is seen (to measure what the card brings).
+        self.use_card = use_card
         self.cache = EmbeddingCache(
             settings.embedding_cache_dir / "embeddings",
-            backbone_id=backbone.backbone_id,
-            preprocess_version=PREPROCESS_VERSION,
+            backbone_id=with_measured_features(backbone.backbone_id, len(MEASURED_FEATURES)),
+            preprocess_version=f"{PREPROCESS_VERSION}+{MEASUREMENT_VERSION}" + ("" if use_card else "-card-ignored"),
         )
         self._mean = np.asarray(backbone.mean, dtype=np.float32)
         self._std = np.asarray(backbone.std, dtype=np.float32)
@@ -66,16 +103,25 @@ class Embedder:
 
     @property
     def backbone_id(self) -> str:
-        return self.backbone.backbone_id
+        """The network's id and weights hash, tagged with the kernel measurements leading every vector."""
+        return with_measured_features(self.backbone.backbone_id, len(MEASURED_FEATURES))
 
     @property
     def dim(self) -> int:
-        return self.backbone.dim
+        return len(MEASURED_FEATURES) + self.backbone.dim
 
     def prepare(self, data: bytes, name: str) -> PreparedPhoto:
         return prepare_photo(
-            data, name, min_side=self.settings.min_photo_side, max_pixels=self.settings.max_photo_pixels
+            data,
+            name,
+            min_side=self.settings.min_photo_side,
+            max_pixels=self.settings.max_photo_pixels,
+            use_card=self.use_card,
         )
+
+    def without_card(self) -> Embedder:
+        """The same network, ignoring the calibration card: the baseline the card is measured against."""
+        return Embedder(self.backbone, self.runner, settings=self.settings, use_card=False)
 
     def _network_input(self, prepared: PreparedPhoto) -> np.ndarray:
         return np.ascontiguousarray(((prepared.pixels - self._mean) / self._std).transpose(2, 0, 1))
@@ -94,11 +140,16 @@ class Embedder:
                     features = self.runner(batch)
                 for i, feature_map in zip(chunk, features, strict=True):
                     vector, units = pool_feature_map(feature_map, photos[i].cell_weights)
+                    measured, warnings = measure_photo(photos[i])
                     results[i] = PhotoEmbedding(
-                        vector=vector,
-                        unit_vectors=units,
+                        vector=np.concatenate([measured, vector]),
+                        # A unit is a patch of about one kernel; it carries its photo's measurements (rounded
+                        # through half precision like the rest, as the cache stores them).
+                        unit_vectors=np.hstack([np.repeat(measured[None, :], len(units), axis=0), units])
+                        .astype(np.float16)
+                        .astype(np.float32),
                         content_hash=photos[i].content_hash,
-                        warnings=photos[i].warnings,
+                        warnings=warnings,
                         backbone_id=self.backbone_id,
                     )
         return [r for r in results if r is not None]

@@ -7,7 +7,10 @@ intake, under light that depends on the hour, taken by phones of every resolutio
 2. apply the EXIF orientation and decode large JPEGs at reduced scale (DCT scaling: fast and deterministic),
 3. bring the short side to a fixed working size so every phone resolution gives the same kernel scale,
 4. find the tray background from the photo's border and separate kernels from it,
-5. correct the light's colour (and strength) with a white patch on the tray, when the tray looks neutral,
+5. with the calibration card in the photo (grainproof.card, calibration.py): resample the sample area onto a
+   fixed millimetre grid and turn it into reflectance (the card's patches, the tray's own evenness), so sizes
+   are in mm and colours do not depend on the phone or the light; without the card, correct the light's colour
+   (and strength) with a white patch on the tray when the tray looks neutral, and warn,
 6. paint the tray black, so the vector describes the kernels and not the tray or the framing,
 7. weight each feature-map cell by how much kernel it sees (photo vector = kernel-weighted average).
 """
@@ -18,14 +21,18 @@ import hashlib
 import io
 import warnings as py_warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from grainproof.errors import PhotoError
 
+if TYPE_CHECKING:
+    from grainproof.embed.calibration import CardFix
+
 #: Bump when anything below changes the pixels the network sees: it is part of the cache key.
-PREPROCESS_VERSION = "tray-v2"
+PREPROCESS_VERSION = "card-v7"
 
 #: Working short side (px) for photos larger than this; smaller photos keep their size (at least MIN_SIDE).
 WORKING_SHORT_SIDE = 448
@@ -58,14 +65,37 @@ _TRAY_TARGET = 0.6
 _TRAY_FILL = 0.0
 
 
+#: Field of view (mm) the protocol's framing gives across a photo's long side: the scale assumed when no
+#: card is seen (kernel sizes are then only roughly in mm).
+NOMINAL_FIELD_OF_VIEW_MM = 125.0
+
+
+@dataclass(frozen=True, slots=True)
+class KernelView:
+    """The sample area in reflectance, with its scale and which of its pixels are kernels.
+
+    `calibrated` is True when the card set the scale and colours; otherwise both are the photo's own, in a
+    nominal scale and the phone's gamma undone.
+    """
+
+    reflectance: np.ndarray  # (h, w, 3) float32, linear
+    kernel_mask: np.ndarray  # (h, w) bool
+    px_per_mm: float
+    calibrated: bool
+
+
 @dataclass(frozen=True, slots=True)
 class PreparedPhoto:
-    """A photo ready for the network: canvas in [0, 1] (h, w, 3) and each feature-map cell's kernel share."""
+    """A photo ready for the network: canvas in [0, 1] (h, w, 3) and each feature-map cell's kernel share.
+
+    `kernels` is the same sample in reflectance and mm, for measuring the kernels one by one.
+    """
 
     pixels: np.ndarray
     cell_weights: np.ndarray
     content_hash: str
     warnings: tuple[str, ...]
+    kernels: KernelView
 
 
 def content_hash(data: bytes) -> str:
@@ -244,21 +274,77 @@ def cell_weights(mask: np.ndarray, stride: int = STRIDE) -> np.ndarray:
     return np.asarray(cells.mean(axis=(1, 3)), dtype=np.float32)
 
 
-def prepare_photo(data: bytes, name: str, *, min_side: int = 64, max_pixels: int = 50_000_000) -> PreparedPhoto:
-    """A photo file's bytes as a network-ready canvas with its kernel weights and quality warnings."""
+def prepare_photo(
+    data: bytes, name: str, *, min_side: int = 64, max_pixels: int = 50_000_000, use_card: bool = True
+) -> PreparedPhoto:
+    """A photo file's bytes as a network-ready canvas with its kernel weights and quality warnings.
+
+    `use_card=False` ignores the calibration card even where it is seen (a baseline for benchmarks).
+    """
+    from grainproof.embed.calibration import find_card
+
     image = open_photo(data, name, min_side=min_side, max_pixels=max_pixels)
     canvas = working_canvas(image)
     warnings = quality_warnings(canvas, name)
+    upright = np.asarray(image, dtype=np.float32) / 255.0
+    fix = find_card(upright) if use_card else None
+    if fix is not None:
+        view = calibrated_view(upright, fix)
+        return _prepared(view.reflectance, view.kernel_mask, data, name, warnings, view)
+    warnings = (
+        *warnings,
+        f"{name}: no calibration card found, so colours and sizes are not calibrated; lay the grainproof card "
+        "along the top of the tray, both markers in the frame.",
+    )
     mask, tray = kernel_mask(canvas)
     corrected = correct_light(canvas, tray)
+    view = KernelView(
+        reflectance=np.asarray(corrected**2.2, dtype=np.float32),
+        kernel_mask=mask,
+        px_per_mm=canvas.shape[1] / NOMINAL_FIELD_OF_VIEW_MM,
+        calibrated=False,
+    )
+    return _prepared(corrected, mask, data, name, warnings, view)
+
+
+def calibrated_view(upright: np.ndarray, fix: CardFix) -> KernelView:
+    """The photo's sample area in reflectance, light falloff removed, with its kernel mask."""
+    from grainproof.embed.calibration import flatten_light, kernel_pixels, to_card_frame
+
+    frame = to_card_frame(upright, fix)
+    ring = frame.tray_ring()
+    # Kernels by colour alone first (lit and shaded tray differ in level), to read the falloff off the tray.
+    seen = frame.off_card()
+    objects = kernel_pixels(frame.linear, seen, ring, by_level=False, px_per_mm=frame.px_per_mm)
+    flattened, _ = flatten_light(frame, objects)
+    mask = frame.sample(kernel_pixels(flattened, seen, ring, px_per_mm=frame.px_per_mm))
+    reflectance = frame.sample(flattened)
+    return KernelView(reflectance=reflectance, kernel_mask=mask, px_per_mm=frame.px_per_mm, calibrated=True)
+
+
+def _prepared(
+    image: np.ndarray,
+    mask: np.ndarray,
+    data: bytes,
+    name: str,
+    warnings: tuple[str, ...],
+    view: KernelView,
+) -> PreparedPhoto:
+    """Tray painted black and cells weighted by kernel share; the whole canvas when kernels are not found."""
+    from grainproof.embed.calibration import display_from_reflectance
+
+    pixels = display_from_reflectance(image) if view.calibrated else image
     if float(mask.mean()) < _MIN_KERNEL_SHARE:
         # Kernels cannot be told from the tray (same colour, or an empty tray): embed the whole photo instead.
         warnings = (
             *warnings,
             f"{name}: kernels barely stand out from the tray; use a plain tray of a contrasting colour.",
         )
-        weights = np.ones((canvas.shape[0] // STRIDE, canvas.shape[1] // STRIDE), dtype=np.float32)
+        weights = np.ones((pixels.shape[0] // STRIDE, pixels.shape[1] // STRIDE), dtype=np.float32)
     else:
-        corrected[~mask] = _TRAY_FILL
+        pixels = pixels.copy()
+        pixels[~mask] = _TRAY_FILL
         weights = cell_weights(mask)
-    return PreparedPhoto(pixels=corrected, cell_weights=weights, content_hash=content_hash(data), warnings=warnings)
+    return PreparedPhoto(
+        pixels=pixels, cell_weights=weights, content_hash=content_hash(data), warnings=warnings, kernels=view
+    )

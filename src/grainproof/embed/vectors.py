@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from grainproof.domain import measured_feature_count
+
 #: At most this many unit vectors (≈ one kernel each) per lot: enough to see a 10 % admixture, small on disk.
 MAX_UNITS_PER_LOT = 64
 
@@ -36,7 +38,8 @@ class PhotoEmbedding:
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class LotEmbedding:
-    """A lot's vector (mean of its photos), the pooled unit vectors of all its photos, and all photo warnings."""
+    """A lot's vector (mean of its photos; for kernel measurements the median of the measured photos), the
+    pooled unit vectors of all its photos, and all photo warnings."""
 
     vector: np.ndarray
     unit_vectors: np.ndarray
@@ -58,7 +61,15 @@ def lot_embedding(photos: Sequence[PhotoEmbedding], *, max_units: int = MAX_UNIT
     if len(backbones) > 1:
         raise ValueError(f"photo embeddings come from different backbones {sorted(backbones)}; re-embed them")
     ordered = sorted(photos, key=lambda p: (p.content_hash, p.vector.tobytes()))
-    vector = np.mean(np.stack([p.vector.astype(np.float64) for p in ordered]), axis=0)
+    stacked = np.stack([p.vector.astype(np.float64) for p in ordered])
+    vector = stacked.mean(axis=0)
+    measured = measured_feature_count(ordered[0].backbone_id)
+    if measured:
+        # Photos whose kernels could not be measured (all zeros) do not pull the lot's measurements to zero,
+        # and the median of the others keeps one badly segmented photo from moving the lot.
+        valid = np.any(stacked[:, :measured] != 0, axis=1)
+        if valid.any():
+            vector[:measured] = np.median(stacked[valid, :measured], axis=0)
     units = np.concatenate([p.unit_vectors.astype(np.float32) for p in ordered], axis=0)
     if len(units) > max_units:
         # Evenly spaced over the hash-ordered photos: every photo contributes its share.

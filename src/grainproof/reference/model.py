@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # installed with scikit-learn
 
-from grainproof.domain import LotRecord
+from grainproof.domain import LotRecord, measured_feature_count
 from grainproof.errors import ClaimError, ModelError
 from grainproof.reference.cells import CellModel, CellStatistics, fit_cell_model
 from grainproof.reference.runner import ChunkRunner, LocalRunner
@@ -256,6 +256,7 @@ class ReferenceModel:
                 ("weights", ref.space.weights),
                 ("offset", ref.space.offset),
                 ("explained", ref.space.explained_variance_ratio),
+                ("measured_fill", ref.space.measured_fill),
                 ("cell_keys", ref.cell_keys),
                 ("fold_counts", ref.fold_counts),
                 ("fold_sums", ref.fold_sums),
@@ -378,6 +379,7 @@ class ReferenceModel:
                         weights=arrays[f"s{i}_weights"],
                         offset=arrays[f"s{i}_offset"],
                         explained_variance_ratio=arrays[f"s{i}_explained"],
+                        measured_fill=arrays.get(f"s{i}_measured_fill", np.zeros(0)),
                     ),
                     cell_keys=arrays[f"s{i}_cell_keys"],
                     fold_counts=arrays[f"s{i}_fold_counts"],
@@ -720,12 +722,17 @@ def fit_reference_arrays(
         cell_keys, lot_cells = np.unique(keys, axis=0, return_inverse=True)
         lot_cells = lot_cells.reshape(-1)
         max_by_lots = max(1, (len(rows) - len(cell_keys)) // options.lots_per_dimension)
+        measured = measured_feature_count(backbone_id)
         space = fit_reduced_space(
             basis_x,
             nuisance=nuisance,
             variance_kept=options.variance_kept,
             max_components=options.max_components,
             max_by_lots=max_by_lots,
+            # Each kernel measurement weighs as much as the whole network embedding: on the simulated world
+            # the network block, given half the weight, still pulled detection back to chance.
+            blocks=(1,) * measured + (vectors.dim - measured,) if 0 < measured < vectors.dim else (),
+            measured=measured if 0 < measured < vectors.dim else 0,
         )
         del basis_x
         step += 1

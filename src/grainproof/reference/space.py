@@ -8,7 +8,7 @@ numpy (no pickled estimators).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,10 @@ class ReducedSpace:
     weights: np.ndarray  # (d, k)
     offset: np.ndarray  # (k,)
     explained_variance_ratio: np.ndarray  # (k,)
+    #: Reference mean (m,) of the leading kernel measurements: a vector whose m measurements are all zero
+    #: (none of its photos could be measured) takes these instead, so the missing evidence counts for
+    #: nothing either way rather than as a lot of zero-sized kernels.
+    measured_fill: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
         if self.weights.ndim != 2 or self.offset.shape != (self.weights.shape[1],):
@@ -37,7 +41,14 @@ class ReducedSpace:
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Reduced coordinates (n, k) of raw vectors (n, d), in float64."""
-        return np.asarray(vectors, dtype=np.float64) @ self.weights + self.offset
+        x = np.asarray(vectors, dtype=np.float64)
+        m = len(self.measured_fill)
+        if m:
+            unmeasured = ~np.any(x[:, :m] != 0, axis=1)
+            if unmeasured.any():
+                x = x.copy()
+                x[unmeasured, :m] = self.measured_fill
+        return x @ self.weights + self.offset
 
 
 def affine_map_of(
@@ -77,12 +88,27 @@ def fit_reduced_space(
     variance_kept: float = 0.95,
     max_components: int = 64,
     max_by_lots: int | None = None,
+    blocks: Sequence[int] = (),
+    measured: int = 0,
 ) -> ReducedSpace:
-    """Fit standardisation + PCA on (a sample of) a species' reference vectors, after the nuisance map."""
+    """Fit standardisation + PCA on (a sample of) a species' reference vectors, after the nuisance map.
+
+    `blocks` (sizes summing to the dimension) are groups of features that each get the same total weight
+    before PCA: a dozen kernel measurements beside 1,280 network features would otherwise hold 1 % of
+    the variance and be dropped with the noise, though they carry most of the origin signal.
+    `measured` leading features are kernel measurements: lots where they are all zero (unmeasurable
+    photos) take the reference mean instead, here and in `transform`.
+    """
     x = np.asarray(vectors, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ModelError("A species needs at least two reference lots to fit its reduced space.")
     dim = x.shape[1]
+    fill = np.zeros(0)
+    if measured:
+        unmeasured = ~np.any(x[:, :measured] != 0, axis=1)
+        fill = x[~unmeasured, :measured].mean(axis=0) if (~unmeasured).any() else np.zeros(measured)
+        x = x.copy()
+        x[unmeasured, :measured] = fill
     if nuisance is not None:
         a_matrix, b_offset = nuisance
         x = x @ a_matrix + b_offset
@@ -92,6 +118,11 @@ def fit_reduced_space(
     scale = x.std(axis=0)
     # Constant features carry nothing; give them unit scale so they vanish in PCA instead of dividing by 0.
     scale = np.where(scale > 1e-12 * max(float(scale.max()), 1e-300), scale, 1.0)
+    if blocks:
+        if sum(blocks) != dim or min(blocks) < 1:
+            raise ModelError(f"Feature blocks {tuple(blocks)} do not add up to the {dim} features.")
+        # Each block's standardised columns share a total variance of 1.
+        scale = scale * np.repeat(np.sqrt(np.asarray(blocks, dtype=np.float64)), blocks)
     standard = (x - mean) / scale
     n = standard.shape[0]
     if n <= dim:
@@ -112,7 +143,7 @@ def fit_reduced_space(
     basis = basis * np.where(signs == 0, 1.0, signs)
     weights = (a_matrix / scale) @ basis
     offset = ((b_offset - mean) / scale) @ basis
-    return ReducedSpace(weights=weights, offset=offset, explained_variance_ratio=ratio[:k].copy())
+    return ReducedSpace(weights=weights, offset=offset, explained_variance_ratio=ratio[:k].copy(), measured_fill=fill)
 
 
 def significant_nuisance_directions(

@@ -23,7 +23,7 @@ from grainproof.scoring.conformal import conformal_p_value
 from grainproof.scoring.evaluation import EvalClaim, MethodResult, far_from, neighbour_of, origin_distances, summarise
 from grainproof.scoring.peers import PeerScorer, default_peers
 from grainproof.scoring.plausibility import score_claim
-from grainproof.services.references import device_nuisance_factory
+from grainproof.services.references import backbone_column, device_nuisance_factory
 
 OURS = "grainproof"
 ORACLE = "oracle_latent"
@@ -127,12 +127,16 @@ def evaluate_lots(
     oracle_p: list[float] = []
     kinds: list[str] = []
     options = options or ModelOptions()
+    # The backbone id says how the features are laid out (kernel measurements first): the reference space
+    # weighs them accordingly, as `reference build` does.
+    backbone_id = backbone_column(lots)
     for f in range(n_folds):
         train = [lot for lot, r, k in zip(lots, roles, fold, strict=True) if r == "genuine" and k != f]
         test_rows = [i for i in range(len(lots)) if fold[i] == f]
         model = fit_reference_model(
             train,
             origin_adjacency=origin_adjacency,
+            backbone_id=backbone_id,
             nuisance_factory=device_nuisance_factory(),
             options=options,
             seed=seed,

@@ -58,7 +58,7 @@ def build_reference_model(
     """
     del units
     lots, _, _, embedded_backbone = ensure_features(lots, base_dir=base_dir, embedder=embedder)
-    backbone_id = backbone_id or embedded_backbone or _backbone_column(lots)
+    backbone_id = backbone_id or embedded_backbone or backbone_column(lots)
     if origin_units not in ORIGIN_UNIT_KINDS:
         raise ClaimError(f"Origin units {origin_units!r} are not one of {', '.join(ORIGIN_UNIT_KINDS)}.")
     regions = load_regions(region_set or ("fr-departements" if origin_units == "zones" else None))
@@ -95,7 +95,7 @@ def update_reference_model(
 ) -> ReferenceModel:
     """The daily refresh: add new reference lots to a model (and save it when `out_dir` is given)."""
     regions = load_regions(model.region_set)
-    backbone = _backbone_column(lots)
+    backbone = backbone_column(lots)
     if backbone and model.backbone_id and backbone != model.backbone_id:
         raise ModelError(
             f"The new lots were embedded with {backbone} but the model uses {model.backbone_id}; "
@@ -115,7 +115,7 @@ def update_reference_model(
     return updated
 
 
-def _backbone_column(lots: Sequence[LotRecord]) -> str | None:
+def backbone_column(lots: Sequence[LotRecord]) -> str | None:
     """The `backbone` column EMBED writes next to f_* features; ModelError if lots mix backbones."""
     backbones = {lot.extra.get("backbone") for lot in lots if lot.extra.get("backbone")}
     if len(backbones) > 1:

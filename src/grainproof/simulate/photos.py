@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from grainproof.simulate.devices import Lighting, PhoneProfile, capture, encode_jpeg, get_phone, jitter_lighting
-from grainproof.simulate.render import Tray, draw_kernels, get_tray, lot_kernels, render_tray
+from grainproof.simulate.render import Tray, draw_kernels, get_tray, lot_kernels, place_card, render_tray
 from grainproof.simulate.varieties import get_variety
 
 #: Width of the tray area a phone at zoom 1 sees, in mm (4:3 frame).
@@ -41,8 +41,12 @@ def render_photo(
     max_side: int | None = None,
     admixture_traits: np.ndarray | None = None,
     admixture_share: float = 0.0,
+    with_card: bool = True,
 ) -> np.ndarray:
-    """Upright 8-bit pixels (h, w, 3) of one photo of a lot with these lot-mean traits."""
+    """Upright 8-bit pixels (h, w, 3) of one photo of a lot with these lot-mean traits.
+
+    The calibration card lies on the tray unless `with_card` is False (an intake that skips the protocol).
+    """
     height, width = photo_size(phone, max_side)
     zoom = phone.zoom * float(np.exp(rng.normal(0.0, 0.05)))  # the operator holds the phone a bit higher or lower
     px_per_mm = width / (FIELD_OF_VIEW_MM / zoom)
@@ -55,6 +59,8 @@ def render_photo(
         admixture_share=admixture_share,
     )
     canvas = render_tray(tray, height, width, px_per_mm, rng)
+    if with_card:
+        place_card(canvas, px_per_mm, rng)
     draw_kernels(canvas, kernels, px_per_mm, lighting.light_direction, rng)
     return capture(canvas, phone, lighting, rng)
 

@@ -14,10 +14,20 @@ from functools import lru_cache
 
 import numpy as np
 
+from grainproof import card
 from grainproof.simulate.varieties import Variety
 
-#: Size (mm) of the area of the tray the kernels are spread over (the phone may see more or less).
-SPREAD_MM = (100.0, 72.0)
+#: Size (mm) of the area of the tray the kernels are spread over (the phone may see more or less), and its
+#: centre: below the calibration card, which lies along the top of the frame.
+SPREAD_MM = (100.0, 47.0)
+SPREAD_CENTRE_MM = (0.0, 12.5)
+#: Where the operator lays the card: its centre (mm from the photo's centre), give or take the jitter, and
+#: how far it may be turned. Kept so that the markers stay in frame for the most zoomed-in phone.
+CARD_CENTRE_MM = (0.0, -24.0)
+CARD_JITTER_MM = (6.0, 1.0)
+CARD_MAX_TURN = np.radians(4.0)
+#: Resolution the card is printed at before it is placed (pixels per mm).
+_CARD_TEXTURE_PX_PER_MM = 16.0
 
 #: Kernel-to-kernel spread inside one lot (log-SD of length and width, SD of log reflectance and of log R/B).
 KERNEL_LENGTH_SD = 0.06
@@ -162,7 +172,52 @@ def _spread_positions(n: int, rng: np.random.Generator) -> np.ndarray:
     cells = rng.permutation(rows * cols)[:n]
     cx = (cells % cols + rng.uniform(0.15, 0.85, n)) / cols
     cy = (cells // cols + rng.uniform(0.15, 0.85, n)) / rows
-    return np.stack([(cx - 0.5) * width, (cy - 0.5) * height], axis=1)
+    return np.stack([(cx - 0.5) * width + SPREAD_CENTRE_MM[0], (cy - 0.5) * height + SPREAD_CENTRE_MM[1]], axis=1)
+
+
+@lru_cache(maxsize=1)
+def card_texture() -> np.ndarray:
+    """The calibration card printed at high resolution: reflectance (h, w, 3), see grainproof.card."""
+    import cv2
+
+    ppm = _CARD_TEXTURE_PX_PER_MM
+    width, height = (round(side * ppm) for side in card.CARD_SIZE_MM)
+    texture = np.full((height, width, 3), card.CARD_WHITE, dtype=np.float32)
+    dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, card.ARUCO_DICTIONARY))
+    for marker in card.MARKERS:
+        side = round(marker.side * ppm)
+        bits = cv2.aruco.generateImageMarker(dictionary, marker.marker_id, side) > 127
+        x, y = round(marker.x * ppm), round(marker.y * ppm)
+        texture[y : y + side, x : x + side] = np.where(bits[..., None], card.CARD_WHITE, card.CARD_BLACK)
+    for patch in card.PATCHES:
+        x, y, side = round(patch.x * ppm), round(patch.y * ppm), round(patch.side * ppm)
+        texture[y : y + side, x : x + side] = np.asarray(patch.reflectance, dtype=np.float32)
+    return texture
+
+
+def place_card(canvas: np.ndarray, px_per_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Lay the calibration card on the tray reflectance, in place: near the top, a little off and turned."""
+    import cv2
+
+    height, width = canvas.shape[:2]
+    texture = card_texture()
+    ratio = _CARD_TEXTURE_PX_PER_MM / px_per_mm
+    if ratio > 1.0:  # print resolution is finer than the photo's: blur first so placing it does not alias
+        texture = cv2.GaussianBlur(texture, (0, 0), sigmaX=0.45 * ratio)
+    turn = rng.uniform(-CARD_MAX_TURN, CARD_MAX_TURN)
+    centre = np.asarray(CARD_CENTRE_MM) + rng.uniform(-1.0, 1.0, 2) * np.asarray(CARD_JITTER_MM)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]) * px_per_mm
+    card_centre_texture = np.asarray(card.CARD_SIZE_MM) * _CARD_TEXTURE_PX_PER_MM / 2
+    linear = rotation / _CARD_TEXTURE_PX_PER_MM
+    target = centre * px_per_mm + np.array([width / 2, height / 2])
+    affine = np.hstack([linear, (target - linear @ card_centre_texture)[:, None]]).astype(np.float64)
+    printed = cv2.warpAffine(texture, affine, (width, height), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    cover = cv2.warpAffine(
+        np.ones(texture.shape[:2], dtype=np.float32), affine, (width, height), flags=cv2.INTER_LINEAR, borderValue=0
+    )[..., None]
+    canvas *= 1.0 - cover
+    canvas += printed * cover
+    return canvas
 
 
 def upsample(small: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -1,0 +1,159 @@
+"""Per-kernel morphometrics on rendered trays of known traits: the features follow the lot's latent traits."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+
+import numpy as np
+import pytest
+
+from grainproof.embed.morphometrics import (
+    FALLBACK_FEATURES,
+    MORPHOMETRIC_FEATURES,
+    measure_kernels,
+    photo_morphometrics,
+)
+from grainproof.simulate.render import AMBIENT_LIGHT, draw_kernels, get_tray, lot_kernels, render_tray
+from grainproof.simulate.varieties import get_variety
+
+PX_PER_MM = 6.0
+#: The calibrated canvas: 608 x 320 px at 6 px/mm (about 101 x 53 mm of tray).
+HEIGHT_MM, WIDTH_MM = 320 / PX_PER_MM, 608 / PX_PER_MM
+LIGHT = (0.3, 0.2, float(np.sqrt(1 - 0.3**2 - 0.2**2)))
+TRAY = get_tray("black_plastic")
+VARIETY = get_variety("soft_wheat", "aurelio")
+#: LATENT_TRAITS order: length_mm, width_mm, lightness, redness, weathering, broken, shrivelled, impurity.
+BASE = (6.6, 3.4, 1.0, 0.0, 0.10, 0.04, 0.04, 0.03)
+
+
+def _with(**changes: float) -> tuple[float, ...]:
+    names = ("length", "width", "lightness", "redness", "weathering", "broken", "shrivelled", "impurity")
+    return tuple(changes.get(name, value) for name, value in zip(names, BASE, strict=True))
+
+
+@cache
+def _photo(traits: tuple[float, ...], seed: int, px_per_mm: float = PX_PER_MM) -> tuple[np.ndarray, np.ndarray]:
+    """Linear reflectance of a rendered tray and its kernel mask (a threshold against the known black tray).
+
+    The same seed draws the same kernels (positions, angles, spreads), so two lots that differ in one trait
+    give a paired comparison with little sampling noise.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = round(HEIGHT_MM * px_per_mm), round(WIDTH_MM * px_per_mm)
+    kernels = lot_kernels(np.asarray(traits), VARIETY, 80, rng)
+    # The calibrated canvas frames the area the kernels are spread over (below the card).
+    spread_centre = (kernels.centre.max(axis=0) + kernels.centre.min(axis=0)) / 2
+    kernels = replace(kernels, centre=kernels.centre - spread_centre)
+    canvas = render_tray(TRAY, height, width, px_per_mm, rng)
+    draw_kernels(canvas, kernels, px_per_mm, LIGHT, rng)
+    reflectance = canvas / np.float32(AMBIENT_LIGHT + (1 - AMBIENT_LIGHT) * LIGHT[2])
+    # 0.1 above the tray is about half coverage at a kernel's shaded edge (weed seeds, nearly black, are lost).
+    mask = np.abs(reflectance - np.asarray(TRAY.colour, dtype=np.float32)).max(axis=2) > 0.1
+    return reflectance, mask
+
+
+def _lot(traits: tuple[float, ...], seeds: tuple[int, ...] = (1, 2), px_per_mm: float = PX_PER_MM) -> dict[str, float]:
+    """A lot's features: the mean of its photos' vectors, by name."""
+    vectors = np.array([photo_morphometrics(*_photo(traits, seed, px_per_mm), px_per_mm) for seed in seeds])
+    return dict(zip(MORPHOMETRIC_FEATURES, vectors.mean(axis=0), strict=True))
+
+
+def test_photo_vector_is_finite_and_in_the_published_order() -> None:
+    vector = photo_morphometrics(*_photo(BASE, 1), PX_PER_MM)
+    assert MORPHOMETRIC_FEATURES == (
+        "log_length_mm",
+        "log_width_mm",
+        "log_lightness",
+        "redness",
+        "weathering",
+        "broken_share",
+        "shrivelled_share",
+        "impurity_share",
+        "kernel_count",
+    )
+    assert vector.shape == (len(MORPHOMETRIC_FEATURES),)
+    assert np.isfinite(vector).all()
+    assert vector[-1] >= 20  # most of the ~55 kernels in the frame lie alone and whole
+
+
+def test_sizes_come_out_in_millimetres_of_the_kernels_drawn() -> None:
+    lot = _lot(BASE)
+    assert np.exp(lot["log_length_mm"]) == pytest.approx(6.6, rel=0.03)
+    assert np.exp(lot["log_width_mm"]) == pytest.approx(3.4, rel=0.05)
+
+
+def test_a_lot_with_five_percent_longer_kernels_measures_longer() -> None:
+    base, longer = _lot(BASE), _lot(_with(length=6.6 * 1.05))
+    assert longer["log_length_mm"] - base["log_length_mm"] == pytest.approx(np.log(1.05), abs=0.015)
+    assert longer["log_width_mm"] - base["log_width_mm"] == pytest.approx(0.0, abs=0.015)
+
+
+def test_paler_and_redder_lots_measure_paler_and_redder() -> None:
+    base, paler, redder = _lot(BASE), _lot(_with(lightness=1.1)), _lot(_with(redness=0.05))
+    assert paler["log_lightness"] - base["log_lightness"] == pytest.approx(np.log(1.1), abs=0.03)
+    # The simulator multiplies R by exp(redness) and B by exp(-redness): log(R/B) moves twice as far.
+    assert redder["redness"] - base["redness"] == pytest.approx(0.10, abs=0.03)
+    assert paler["redness"] == pytest.approx(base["redness"], abs=0.02)
+
+
+def test_twice_the_weathering_measures_more_weathered() -> None:
+    base, weathered = _lot(BASE, seeds=(1, 2, 3)), _lot(_with(weathering=0.20), seeds=(1, 2, 3))
+    assert weathered["weathering"] > 1.5 * base["weathering"] > 0
+
+
+def test_broken_shrivelled_and_impure_lots_measure_so() -> None:
+    clean = _lot(_with(broken=0.0, shrivelled=0.0, impurity=0.0))
+    assert clean["broken_share"] < 0.03
+    assert clean["shrivelled_share"] < 0.03
+    assert clean["impurity_share"] < 0.02
+    assert _lot(_with(broken=0.25))["broken_share"] > clean["broken_share"] + 0.12
+    assert _lot(_with(shrivelled=0.25))["shrivelled_share"] > clean["shrivelled_share"] + 0.12
+    assert _lot(_with(impurity=0.15))["impurity_share"] > clean["impurity_share"] + 0.08
+
+
+def test_a_finer_canvas_measures_the_same_millimetres() -> None:
+    coarse, fine = _lot(BASE, seeds=(3,)), _lot(BASE, seeds=(3,), px_per_mm=9.0)
+    assert fine["log_length_mm"] == pytest.approx(coarse["log_length_mm"], abs=0.015)
+    assert fine["log_width_mm"] == pytest.approx(coarse["log_width_mm"], abs=0.03)
+
+
+def test_turning_the_photo_a_quarter_turn_changes_sizes_and_colours_little() -> None:
+    reflectance, mask = _photo(BASE, 4)
+    upright = photo_morphometrics(reflectance, mask, PX_PER_MM)
+    turned = photo_morphometrics(np.rot90(reflectance).copy(), np.rot90(mask).copy(), PX_PER_MM)
+    np.testing.assert_allclose(turned[:4], upright[:4], atol=0.01)
+
+
+def test_an_empty_tray_gives_the_defined_fallback() -> None:
+    reflectance, _ = _photo(BASE, 1)
+    empty = np.zeros(reflectance.shape[:2], dtype=bool)
+    assert len(measure_kernels(reflectance, empty, PX_PER_MM)) == 0
+    vector = photo_morphometrics(reflectance, empty, PX_PER_MM)
+    np.testing.assert_array_equal(vector, FALLBACK_FEATURES)
+    assert vector[MORPHOMETRIC_FEATURES.index("kernel_count")] == 0
+
+
+def test_a_photo_on_the_fallback_does_not_drag_the_lot_mean() -> None:
+    from grainproof.domain import with_measured_features
+    from grainproof.embed.embedder import MEASURED_FEATURES
+    from grainproof.embed.vectors import PhotoEmbedding, lot_embedding
+
+    measured = photo_morphometrics(*_photo(BASE, 1), PX_PER_MM)[: len(MEASURED_FEATURES)]
+    backbone = with_measured_features("net", len(MEASURED_FEATURES))
+
+    def photo(values: np.ndarray, digest: str) -> PhotoEmbedding:
+        vector = np.concatenate([values, [1.0, 2.0]]).astype(np.float32)
+        return PhotoEmbedding(vector=vector, unit_vectors=vector[None], content_hash=digest, backbone_id=backbone)
+
+    unmeasured = np.zeros(len(MEASURED_FEATURES))
+    lot = lot_embedding([photo(measured, "a"), photo(unmeasured, "b")])
+    np.testing.assert_allclose(lot.vector[: len(MEASURED_FEATURES)], measured, rtol=1e-6)
+    # With no photo measured, the block stays zero: the reference model reads that as "not measured".
+    assert not lot_embedding([photo(unmeasured, "a"), photo(unmeasured, "b")]).vector[: len(MEASURED_FEATURES)].any()
+
+
+def test_a_mask_of_another_size_is_refused() -> None:
+    reflectance, mask = _photo(BASE, 1)
+    with pytest.raises(ValueError, match="does not match"):
+        measure_kernels(reflectance, mask[:-1], PX_PER_MM)
