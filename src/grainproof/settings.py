@@ -38,7 +38,7 @@ class Settings:
     max_photo_pixels: int = 50_000_000
     min_photo_side: int = 64
     torch_threads: int = 0  # 0: use every core
-    embed_runtime: str = "openvino"  # or "onnxruntime" or "torch"; all give the same vectors (bench embed)
+    embed_runtime: str = "openvino-bf16"  # or openvino, onnxruntime, torch (fp32, same vectors; see embed/runtime.py)
     # The service (grainproof serve): origin checks, upload limits, EPCIS identifiers.
     region_set: str | None = "fr-departements"
     max_photos_per_lot: int = 20
@@ -62,7 +62,7 @@ class Settings:
             max_photo_pixels=int(_env("MAX_PHOTO_PIXELS", "50000000")),
             min_photo_side=int(_env("MIN_PHOTO_SIDE", "64")),
             torch_threads=int(_env("TORCH_THREADS", "0")),
-            embed_runtime=_env("EMBED_RUNTIME", "openvino"),
+            embed_runtime=_env("EMBED_RUNTIME", "openvino-bf16"),
             region_set=_env("REGION_SET", "fr-departements") or None,
             max_photos_per_lot=int(_env("MAX_PHOTOS_PER_LOT", "20")),
             gs1_gtin=_env("GS1_GTIN", "09506000134352"),

@@ -95,7 +95,8 @@ class Embedder:
         self.cache = EmbeddingCache(
             settings.embedding_cache_dir / "embeddings",
             backbone_id=with_measured_features(backbone.backbone_id, len(MEASURED_FEATURES)),
-            preprocess_version=f"{PREPROCESS_VERSION}+{MEASUREMENT_VERSION}" + ("" if use_card else "-card-ignored"),
+            preprocess_version=f"{PREPROCESS_VERSION}+{MEASUREMENT_VERSION}+{runner.numerics}"
+            + ("" if use_card else "-card-ignored"),
         )
         self._mean = np.asarray(backbone.mean, dtype=np.float32)
         self._std = np.asarray(backbone.std, dtype=np.float32)
