@@ -281,7 +281,7 @@ def prepare_photo(
 
     `use_card=False` ignores the calibration card even where it is seen (a baseline for benchmarks).
     """
-    from grainproof.embed.calibration import find_card
+    from grainproof.embed.calibration import DISPLAY_GAMMA, find_card
 
     image = open_photo(data, name, min_side=min_side, max_pixels=max_pixels)
     canvas = working_canvas(image)
@@ -299,7 +299,7 @@ def prepare_photo(
     mask, tray = kernel_mask(canvas)
     corrected = correct_light(canvas, tray)
     view = KernelView(
-        reflectance=np.asarray(corrected**2.2, dtype=np.float32),
+        reflectance=np.asarray(corrected**DISPLAY_GAMMA, dtype=np.float32),  # the display gamma undone
         kernel_mask=mask,
         px_per_mm=canvas.shape[1] / NOMINAL_FIELD_OF_VIEW_MM,
         calibrated=False,
