@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from grainproof import card
+from grainproof.embed.photos import luminance
 
 #: Resolution of the calibrated canvas (pixels per mm): about what a mid-range phone gives at zoom 1.
 SAMPLE_PX_PER_MM = 6.0
@@ -41,6 +42,10 @@ _CLIPPED = 0.985
 _LUT_LEVELS = 4096
 #: Display values are re-encoded for the network with this gamma (sRGB-like), after calibration.
 DISPLAY_GAMMA = 2.2
+#: Canvas top-left corner in card mm: the sample area's left edge, and a little above the card, so the tray
+#: just above it is seen too. The canvas holds the card's rows, then the sample area.
+_FRAME_TOP_MM = -6.0
+_FRAME_ORIGIN_MM = (card.SAMPLE_AREA_MM[0], _FRAME_TOP_MM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,7 @@ def find_card(pixels: np.ndarray) -> CardFix | None:
     """The card's place in an upright photo (h, w, 3) in [0, 1], or None when both markers are not seen."""
     import cv2
 
-    grey = np.clip(pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32) * 255.0 + 0.5, 0, 255)
+    grey = np.clip(luminance(pixels) * 255.0 + 0.5, 0, 255)
     corners, ids, _ = _detector().detectMarkers(grey.astype(np.uint8))
     if ids is None:
         return None
@@ -177,7 +182,7 @@ class CardFrame:
     linear: np.ndarray  # (h, w, 3) float32 reflectance, before the light falloff is taken out
     inside: np.ndarray  # (h, w) bool: pixels the photo covers
     sample_top: int  # first row of the sample area
-    response: ColourResponse
+    patches: np.ndarray  # (n, 3) median display value of each printed patch (card.PATCHES order)
     px_per_mm: float
 
     def sample(self, image: np.ndarray) -> np.ndarray:
@@ -187,14 +192,14 @@ class CardFrame:
     def off_card(self) -> np.ndarray:
         """Canvas pixels the photo covers, the card itself left out (its paper and patches are not kernels)."""
         seen = self.inside.copy()
-        seen[_card_box(self.px_per_mm, (card.SAMPLE_AREA_MM[0], _FRAME_TOP_MM), margin_mm=0.5)] = False
+        seen[_card_box(self.px_per_mm, margin_mm=0.5)] = False
         return seen
 
     def tray_ring(self) -> np.ndarray:
         """Canvas pixels of bare tray right around the card (the protocol keeps the sample off it)."""
         height, width = self.inside.shape
-        ys = (np.arange(height) + 0.5) / self.px_per_mm + _FRAME_TOP_MM
-        xs = (np.arange(width) + 0.5) / self.px_per_mm + card.SAMPLE_AREA_MM[0]
+        ys = (np.arange(height) + 0.5) / self.px_per_mm + _FRAME_ORIGIN_MM[1]
+        xs = (np.arange(width) + 0.5) / self.px_per_mm + _FRAME_ORIGIN_MM[0]
         card_width, card_height = card.CARD_SIZE_MM
         dx = np.maximum(np.maximum(-xs, xs - card_width), 0.0)[None, :]
         dy = np.maximum(np.maximum(-ys, ys - card_height), 0.0)[:, None]
@@ -202,27 +207,22 @@ class CardFrame:
         return np.asarray(self.inside & (distance >= _RING_MM[0]) & (distance <= _RING_MM[1]))
 
 
-#: Canvas top edge in card mm: a little above the card, so the tray just above it is seen too.
-_FRAME_TOP_MM = -6.0
-
-
-def _canvas_to_card(px_per_mm: float, origin_mm: tuple[float, float]) -> np.ndarray:
+def _canvas_to_card(px_per_mm: float) -> np.ndarray:
     """Homography from canvas pixels to card mm (pixel centres at half-pixel offsets)."""
     scale = 1.0 / px_per_mm
-    return np.array(
-        [[scale, 0.0, origin_mm[0] + 0.5 * scale], [0.0, scale, origin_mm[1] + 0.5 * scale], [0.0, 0.0, 1.0]]
-    )
+    x0, y0 = _FRAME_ORIGIN_MM
+    return np.array([[scale, 0.0, x0 + 0.5 * scale], [0.0, scale, y0 + 0.5 * scale], [0.0, 0.0, 1.0]])
 
 
 def to_card_frame(pixels: np.ndarray, fix: CardFix, *, px_per_mm: float = SAMPLE_PX_PER_MM) -> CardFrame:
     """An upright photo (h, w, 3) in [0, 1] resampled into the card's frame, with its colour response fitted."""
     import cv2
 
-    x0, y0, width_mm, height_mm = card.SAMPLE_AREA_MM
+    _, y0, width_mm, height_mm = card.SAMPLE_AREA_MM
     width = round(width_mm * px_per_mm)
     sample_top = round((y0 - _FRAME_TOP_MM) * px_per_mm)
     height = sample_top + round(height_mm * px_per_mm)
-    to_photo = fix.homography @ _canvas_to_card(px_per_mm, (x0, _FRAME_TOP_MM))
+    to_photo = fix.homography @ _canvas_to_card(px_per_mm)
     # Resampling from a finer photo: blur first so that thin tray texture and noise do not alias.
     source = pixels
     ratio = fix.px_per_mm() / px_per_mm
@@ -232,13 +232,13 @@ def to_card_frame(pixels: np.ndarray, fix: CardFix, *, px_per_mm: float = SAMPLE
     display = cv2.warpPerspective(source, to_photo, (width, height), flags=flags, borderValue=(0, 0, 0))
     coverage = np.ones(pixels.shape[:2], dtype=np.float32)
     inside = cv2.warpPerspective(coverage, to_photo, (width, height), flags=flags, borderValue=0) > 0.999
-    response = fit_colour_response(_read_patches(display, px_per_mm, (x0, _FRAME_TOP_MM)))
+    patches = _read_patches(display, px_per_mm)
     return CardFrame(
         display=display,
-        linear=response.to_reflectance(display),
+        linear=fit_colour_response(patches).to_reflectance(display),
         inside=inside,
         sample_top=sample_top,
-        response=response,
+        patches=patches,
         px_per_mm=px_per_mm,
     )
 
@@ -253,14 +253,13 @@ def light_falloff(frame: CardFrame, objects: np.ndarray) -> np.ndarray:
     from scipy.ndimage import gaussian_filter
 
     px_per_mm = frame.px_per_mm
-    origin = (card.SAMPLE_AREA_MM[0], _FRAME_TOP_MM)
     height, width = frame.inside.shape
-    luma = frame.linear @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    luma = luminance(frame.linear)
     # Drop shadows lie next to kernels: keep a margin around every object out of the tray.
     margin = max(1, round(1.0 * px_per_mm))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1))
     tray = frame.inside & ~(cv2.dilate(objects.astype(np.uint8), disc) > 0)
-    tray[_card_box(px_per_mm, origin, margin_mm=0.5)] = False
+    tray[_card_box(px_per_mm, margin_mm=0.5)] = False
     # The light, block by block: the median of bare-tray pixels in each block (kernel halos and pale
     # kernels missed by the colour test are a minority there), then smoothed between blocks.
     block = max(4, round(_FALLOFF_BLOCK_MM * px_per_mm))
@@ -282,7 +281,7 @@ def light_falloff(frame: CardFrame, objects: np.ndarray) -> np.ndarray:
     level = gaussian_filter(level, 0.7)
     full = cv2.resize(level.astype(np.float32), (cols * block, rows * block), interpolation=cv2.INTER_LINEAR)
     full = cv2.copyMakeBorder(full, 0, height - rows * block, 0, width - cols * block, cv2.BORDER_REPLICATE)
-    at_patches = float(np.mean([float(np.mean(full[box])) for box in _patch_boxes(px_per_mm, origin)]))
+    at_patches = float(np.mean([float(np.mean(full[box])) for box in _patch_boxes(px_per_mm)]))
     return np.asarray(np.clip(full / max(at_patches, 1e-6), 0.2, 5.0), dtype=np.float32)
 
 
@@ -293,14 +292,14 @@ def flatten_light(frame: CardFrame, objects: np.ndarray) -> tuple[np.ndarray, np
     scaled by the light there, so the card's own shading (vignetting along it) does not bend the curve.
     """
     falloff = light_falloff(frame, objects)
-    origin = (card.SAMPLE_AREA_MM[0], _FRAME_TOP_MM)
-    scales = np.array([float(np.mean(falloff[box])) for box in _patch_boxes(frame.px_per_mm, origin)])
-    observed = _read_patches(frame.display, frame.px_per_mm, origin)
-    response = fit_colour_response(observed, light=scales)
+    scales = np.array([float(np.mean(falloff[box])) for box in _patch_boxes(frame.px_per_mm)])
+    response = fit_colour_response(frame.patches, light=scales)
     return response.to_reflectance(frame.display) / falloff[..., None], falloff
 
 
-def _patch_boxes(px_per_mm: float, origin_mm: tuple[float, float]) -> list[tuple[slice, slice]]:
+def _patch_boxes(px_per_mm: float) -> list[tuple[slice, slice]]:
+    """Canvas slices of the core of each printed patch (card.PATCHES order)."""
+    origin_mm = _FRAME_ORIGIN_MM
     boxes = []
     for patch in card.PATCHES:
         margin = patch.side * (1 - _PATCH_CORE) / 2
@@ -312,15 +311,17 @@ def _patch_boxes(px_per_mm: float, origin_mm: tuple[float, float]) -> list[tuple
     return boxes
 
 
-def _read_patches(display: np.ndarray, px_per_mm: float, origin_mm: tuple[float, float]) -> np.ndarray:
+def _read_patches(display: np.ndarray, px_per_mm: float) -> np.ndarray:
     """Median display value (n, 3) of the core of each printed patch on the canvas."""
     return np.asarray(
-        [np.median(display[box].reshape(-1, 3), axis=0) for box in _patch_boxes(px_per_mm, origin_mm)],
+        [np.median(display[box].reshape(-1, 3), axis=0) for box in _patch_boxes(px_per_mm)],
         dtype=np.float32,
     )
 
 
-def _card_box(px_per_mm: float, origin_mm: tuple[float, float], *, margin_mm: float) -> tuple[slice, slice]:
+def _card_box(px_per_mm: float, *, margin_mm: float) -> tuple[slice, slice]:
+    """Canvas slices of the card, with a margin around it."""
+    origin_mm = _FRAME_ORIGIN_MM
     width, height = card.CARD_SIZE_MM
     return (
         slice(
