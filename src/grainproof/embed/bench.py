@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from grainproof.domain import measured_feature_count
 from grainproof.embed.invariance import DeviceNuisanceRemover
 from grainproof.errors import GrainproofError
 from grainproof.progress import ProgressCallback
+from grainproof.reference.space import block_scale, feature_blocks
 from grainproof.settings import Settings, get_settings
 
 # ---------------------------------------------------------------------------------------------------- speed
@@ -356,7 +356,7 @@ def bench_invariance(
     is_test = np.asarray([m["device"] in unseen for m in meta])
     train_meta = [m for m, t in zip(meta, is_test, strict=True) if not t]
     test_meta = [m for m, t in zip(meta, is_test, strict=True) if t]
-    blocks = _blocks(embedder.backbone_id, embedder.dim)
+    blocks = feature_blocks(embedder.backbone_id, embedder.dim)
 
     def split(embeddings: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         X = np.stack([embeddings[r.lot_id].vector.astype(np.float64) for r in usable])
@@ -383,17 +383,12 @@ def bench_invariance(
     )
 
 
-def _blocks(backbone_id: str, dim: int) -> tuple[int, ...]:
-    measured = measured_feature_count(backbone_id)
-    return (measured, dim - measured) if 0 < measured < dim else (dim,)
-
-
 def _block_scale(X: np.ndarray, blocks: tuple[int, ...]) -> np.ndarray:
-    """Per-column divisor: each column's SD times sqrt(its block's size), so every block weighs the same
-    in a distance (the reference space's standardisation, grainproof.reference.space)."""
+    """Per-column divisor: each column's SD times its block's weight, so distances weigh features as the
+    reference space does (grainproof.reference.space)."""
     sd = X.std(axis=0)
     sd = np.where(sd > 1e-12, sd, 1.0)
-    return np.asarray(sd * np.repeat(np.sqrt(np.asarray(blocks, dtype=np.float64)), blocks))
+    return np.asarray(sd * block_scale(blocks)) if blocks else np.asarray(sd)
 
 
 # --------------------------------------------------------------------------------------- kernel measurements

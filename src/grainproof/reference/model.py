@@ -23,13 +23,14 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # installed with scikit-learn
 
-from grainproof.domain import LotRecord, measured_feature_count
+from grainproof.domain import LotRecord
 from grainproof.errors import ClaimError, ModelError
 from grainproof.reference.cells import CellModel, CellStatistics, fit_cell_model
 from grainproof.reference.runner import ChunkRunner, LocalRunner
 from grainproof.reference.space import (
     ReducedSpace,
     affine_map_of,
+    feature_blocks,
     fit_reduced_space,
     significant_nuisance_directions,
 )
@@ -722,17 +723,15 @@ def fit_reference_arrays(
         cell_keys, lot_cells = np.unique(keys, axis=0, return_inverse=True)
         lot_cells = lot_cells.reshape(-1)
         max_by_lots = max(1, (len(rows) - len(cell_keys)) // options.lots_per_dimension)
-        measured = measured_feature_count(backbone_id)
+        blocks = feature_blocks(backbone_id, vectors.dim)
         space = fit_reduced_space(
             basis_x,
             nuisance=nuisance,
             variance_kept=options.variance_kept,
             max_components=options.max_components,
             max_by_lots=max_by_lots,
-            # Each kernel measurement weighs as much as the whole network embedding: on the simulated world
-            # the network block, given half the weight, still pulled detection back to chance.
-            blocks=(1,) * measured + (vectors.dim - measured,) if 0 < measured < vectors.dim else (),
-            measured=measured if 0 < measured < vectors.dim else 0,
+            blocks=blocks,
+            measured=len(blocks) - 1 if blocks else 0,
         )
         del basis_x
         step += 1

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from grainproof.domain import measured_feature_count
 from grainproof.errors import ModelError
 
 
@@ -49,6 +50,19 @@ class ReducedSpace:
                 x = x.copy()
                 x[unmeasured, :m] = self.measured_fill
         return x @ self.weights + self.offset
+
+
+def feature_blocks(backbone_id: str | None, dim: int) -> tuple[int, ...]:
+    """Blocks of equal weight for vectors from this backbone id: each leading kernel measurement alone, then
+    the network's features together (on the simulated world the network block, given half the weight, still
+    pulled detection back to chance); () when the vectors carry no measurements."""
+    measured = measured_feature_count(backbone_id)
+    return (1,) * measured + (dim - measured,) if 0 < measured < dim else ()
+
+
+def block_scale(blocks: Sequence[int]) -> np.ndarray:
+    """Per-column factor on top of a column's SD so that every block holds the same total variance."""
+    return np.repeat(np.sqrt(np.asarray(blocks, dtype=np.float64)), blocks)
 
 
 def affine_map_of(
@@ -122,7 +136,7 @@ def fit_reduced_space(
         if sum(blocks) != dim or min(blocks) < 1:
             raise ModelError(f"Feature blocks {tuple(blocks)} do not add up to the {dim} features.")
         # Each block's standardised columns share a total variance of 1.
-        scale = scale * np.repeat(np.sqrt(np.asarray(blocks, dtype=np.float64)), blocks)
+        scale = scale * block_scale(blocks)
     standard = (x - mean) / scale
     n = standard.shape[0]
     if n <= dim:
