@@ -203,3 +203,79 @@ def test_lot_whose_kernels_could_not_be_measured_counts_as_the_reference_average
     assert not np.allclose(
         space.transform(x[11:12]), space.transform(np.hstack([space.measured_fill, x[11, 2:]])[None])
     )
+
+
+def test_origin_effects_are_shrunk_away_along_directions_without_origin_signal() -> None:
+    # Origins differ along one of 12 directions only; the other 11 carry lot noise alone. A single prior
+    # weight per term would shrink the signal and keep most of the noise; the matrix prior does neither.
+    from grainproof.reference.cells import CellStatistics, fit_cell_model
+
+    rng = np.random.default_rng(4)
+    k, n_origins, per_origin = 12, 20, 6
+    truth = np.zeros((n_origins, k))
+    truth[:, 0] = rng.normal(0.0, 1.5, n_origins)
+    origin = np.repeat(np.arange(n_origins), per_origin)
+    z = truth[origin] + rng.normal(size=(len(origin), k))
+    keys = np.column_stack(
+        [np.zeros(n_origins, dtype=np.int64), np.arange(n_origins), np.zeros(n_origins, dtype=np.int64)]
+    )
+    stats = CellStatistics(
+        sizes=(1, n_origins, 1),
+        cell_keys=keys,
+        counts=np.bincount(origin).astype(float),
+        sums=np.vstack([z[origin == o].sum(0) for o in range(n_origins)]),
+        scatter=z.T @ z,
+    )
+    cells = fit_cell_model(stats)
+    means, _ = cells.grid(0)
+    fitted = means[:, 0, :] - means[:, 0, :].mean(0)
+    raw = np.vstack([z[origin == o].mean(0) for o in range(n_origins)])
+    raw -= raw.mean(0)
+    centred_truth = truth - truth.mean(0)
+    # Along the signal: close to the raw means (little shrinkage), so origins stay apart. (One prior
+    # weight for every direction kept 0.63 of both, here: the signal shrunk as much as the noise.)
+    assert np.corrcoef(fitted[:, 0], centred_truth[:, 0])[0, 1] > 0.9
+    assert np.std(fitted[:, 0]) > 0.85 * np.std(raw[:, 0])
+    # Elsewhere: the raw means' noise (sd 1/sqrt(6) = 0.41) is shrunk to a third (three terms, origin,
+    # origin x season and variety x origin, each keep a little).
+    assert np.std(fitted[:, 1:]) < 0.45 * np.std(raw[:, 1:])
+    # So the fitted means are far closer to the truth than the raw ones (0.54 with one prior weight).
+    assert np.sum((fitted - centred_truth) ** 2) < 0.3 * np.sum((raw - centred_truth) ** 2)
+
+
+def test_unmeasured_lots_are_calibrated_among_unmeasured_lots(tmp_path: Path) -> None:
+    # Lots whose kernels could not be measured (zeros in the measured block) stray further from their cell.
+    # Pooled with measured lots they would be flagged too often and dilute the measured lots' p-values;
+    # each kind is ranked among its own (Mondrian conformal), so both keep their false-alarm rate.
+    from grainproof.domain import with_measured_features
+    from grainproof.reference.space import MEASURED, NETWORK_ONLY
+
+    world = gaussian_world(dim=10, varieties=1, origins=4, seasons=1, seed=5)
+    rng = np.random.default_rng(2)
+
+    def lots(n: int, seed: int) -> list:
+        out = []
+        for i, lot in enumerate(world.lots(n, seed=seed)):
+            x = np.asarray(lot.features, dtype=float)
+            if i % 3 == 0:  # a third of the lots unmeasured, their network block twice as noisy
+                x = np.r_[np.zeros(2), x + rng.normal(0.0, 1.7, x.shape)]
+            else:
+                x = np.r_[x[:2] + rng.normal(0.0, 0.2, 2), x]
+            claim = replace(lot.claim, lot_id=f"{lot.claim.lot_id}-{seed}")
+            out.append(replace(lot, claim=claim, features=tuple(x)))
+        return out
+
+    backbone = with_measured_features("net", 2)
+    model = fit_reference_model(lots(900, seed=1), backbone_id=backbone, seed=0)
+    ref = model.species[world.species]
+    assert set(np.unique(ref.lot_strata).tolist()) == {MEASURED, NETWORK_ONLY}
+    assert np.mean(ref.lot_strata == NETWORK_ONLY) == pytest.approx(1 / 3, abs=0.01)
+    # Strata survive a save and load.
+    model.save(tmp_path / "m")
+    assert np.array_equal(ReferenceModel.load(tmp_path / "m").species[world.species].lot_strata, ref.lot_strata)
+    genuine = lots(900, seed=2)
+    p = np.array([_p(model, lot) for lot in genuine])
+    unmeasured = np.array([not any(lot.features[:2]) for lot in genuine])
+    for group in (unmeasured, ~unmeasured):
+        rate = float(np.mean(p[group] <= 0.1))
+        assert abs(rate - 0.1) < 3 * np.sqrt(0.1 * 0.9 / group.sum()) + 0.01, rate

@@ -28,6 +28,7 @@ from grainproof.errors import ClaimError, ModelError
 from grainproof.reference.cells import CellModel, CellStatistics, fit_cell_model
 from grainproof.reference.runner import ChunkRunner, LocalRunner
 from grainproof.reference.space import (
+    MEASURED,
     ReducedSpace,
     affine_map_of,
     feature_blocks,
@@ -45,7 +46,7 @@ from grainproof.reference.vectors import (
     table_and_vectors,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.npz"
 ProgressCallback = Callable[[int, int], None]
@@ -107,12 +108,13 @@ class SpeciesReference:
     lot_z: np.ndarray  # (n, k) float32, for nearest reference lots
     lot_cells: np.ndarray  # (n,) int64 index into cell_keys
     lot_folds: np.ndarray  # (n,) int64 cross-conformal fold of each lot
+    lot_strata: np.ndarray  # (n,) int8 calibration stratum (reference.space: MEASURED or NETWORK_ONLY)
     calibration: np.ndarray  # (n, 3): joint, origin, season nonconformity (season NaN without dates)
     origin_neighbours: list[list[int]]
     cells: CellModel | None = None
     #: One model per fold, fitted without that fold: calibration lots and new claims are scored alike.
     fold_cells: list[CellModel] = field(default_factory=list)
-    _groups: dict[tuple[int, int], dict[tuple[int, ...], list[np.ndarray]]] = field(default_factory=dict)
+    _groups: dict[tuple[int, int, bool], dict[tuple[int, ...], list[np.ndarray]]] = field(default_factory=dict)
     _whitened: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
@@ -156,16 +158,28 @@ class SpeciesReference:
             for f in range(self.fold_counts.shape[0])
         ]
 
-    def calibration_scores(self, kind: int, key: tuple[int, ...], min_lots: int) -> list[np.ndarray]:
+    def calibration_scores(
+        self, kind: int, key: tuple[int, ...], min_lots: int, stratum: int = MEASURED
+    ) -> list[np.ndarray]:
         """Per fold, sorted genuine calibration scores of a kind (0 joint, 1 origin, 2 season), at the finest
         level with at least `min_lots` lots.
 
         Levels: the cell (joint), the variety x origin (origin) or variety x season (season); then the
-        variety; then the species. Exchangeability holds at each level, so each gives valid p-values.
+        variety; then the species. Each is tried first among lots of the claim's calibration `stratum`
+        (Mondrian conformal: measured lots are ranked among measured ones), then among all lots.
+        Exchangeability holds at each level, so each gives valid p-values; which level is used depends on
+        the reference alone, never on the claim's score.
         """
         variety = key[0]
         empty = [np.zeros(0) for _ in range(self.fold_counts.shape[0])]
-        for level in (key, (variety,), ()):
+        levels = (key, (variety,), ())
+        if len(np.unique(self.lot_strata)) > 1:
+            for level in levels:
+                groups = self._group_index(kind, len(level), stratified=True)
+                scores = groups.get((int(stratum), *(int(x) for x in level)), empty)
+                if sum(len(s) for s in scores) >= min_lots:
+                    return scores
+        for level in levels:
             groups = self._group_index(kind, len(level))
             scores = groups.get(tuple(int(x) for x in level), empty)
             if sum(len(s) for s in scores) >= min_lots or level == ():
@@ -181,13 +195,20 @@ class SpeciesReference:
             self._whitened[variety] = (rows, self.lot_z[rows].astype(np.float64) @ self.cells.whitener)
         return self._whitened[variety]
 
-    def _group_index(self, kind: int, depth: int) -> dict[tuple[int, ...], list[np.ndarray]]:
-        """Per-fold sorted calibration scores of every group at one level, built once for all groups."""
-        cache_key = (kind, depth)
+    def _group_index(
+        self, kind: int, depth: int, *, stratified: bool = False
+    ) -> dict[tuple[int, ...], list[np.ndarray]]:
+        """Per-fold sorted calibration scores of every group at one level, built once for all groups;
+        `stratified` groups are keyed by (stratum, *level)."""
+        cache_key = (kind, depth, stratified)
         if cache_key not in self._groups:
             n_folds = self.fold_counts.shape[0]
             columns = {0: (0, 1, 2), 1: (0, 1), 2: (0, 2)}[kind][:depth]
-            keys = np.column_stack([self.cell_keys[self.lot_cells][:, list(columns)], self.lot_folds])
+            level_keys = self.cell_keys[self.lot_cells][:, list(columns)]
+            if stratified:
+                level_keys = np.column_stack([self.lot_strata.astype(np.int64), level_keys])
+                depth += 1
+            keys = np.column_stack([level_keys, self.lot_folds])
             scores = self.calibration[:, kind]
             valid = np.isfinite(scores)
             keys, scores = keys[valid], scores[valid]
@@ -266,6 +287,7 @@ class ReferenceModel:
                 ("lot_z", ref.lot_z),
                 ("lot_cells", ref.lot_cells),
                 ("lot_folds", ref.lot_folds),
+                ("lot_strata", ref.lot_strata),
                 ("calibration", ref.calibration),
             ):
                 arrays[f"s{i}_{key}"] = np.ascontiguousarray(value)
@@ -390,6 +412,7 @@ class ReferenceModel:
                     lot_z=arrays[f"s{i}_lot_z"],
                     lot_cells=arrays[f"s{i}_lot_cells"],
                     lot_folds=arrays[f"s{i}_lot_folds"],
+                    lot_strata=arrays[f"s{i}_lot_strata"],
                     calibration=arrays[f"s{i}_calibration"],
                     origin_neighbours=[list(nb) for nb in info["origin_neighbours"]],
                 )
@@ -457,6 +480,7 @@ class ReferenceModel:
                 self.options,
                 self.origin_adjacency,
                 z=ref.space.transform(vectors[rows]),
+                strata=ref.space.calibration_strata(vectors[rows]),
                 varieties=[varieties[i] for i in rows],
                 origins=[origins[i] for i in rows],
                 seasons=[seasons[i] for i in rows],
@@ -546,6 +570,7 @@ def _add_lots(
     adjacency: Mapping[str, Sequence[str]],
     *,
     z: np.ndarray,
+    strata: np.ndarray,
     varieties: Sequence[str],
     origins: Sequence[str],
     seasons: Sequence[int | None],
@@ -602,6 +627,7 @@ def _add_lots(
         lot_z=np.vstack([ref.lot_z, z.astype(np.float32)]),
         lot_cells=np.concatenate([ref.lot_cells, lot_cells]),
         lot_folds=np.concatenate([ref.lot_folds, fold_array]),
+        lot_strata=np.concatenate([ref.lot_strata, np.asarray(strata, dtype=np.int8)]),
         calibration=np.vstack([ref.calibration, calibration]),
         origin_neighbours=_neighbour_lists(origins_list, adjacency),
     )
@@ -741,10 +767,12 @@ def fit_reference_arrays(
         chunks = [rows[s : s + CHUNK_ROWS] for s in range(0, len(rows), CHUNK_ROWS)]
         projected = runner.project(space, vectors, chunks)
         z = np.empty((len(rows), space.dim))
+        lot_strata = np.empty(len(rows), dtype=np.int8)
         inputs_digest.update(name.encode())
         start = 0
-        for chunk, (chunk_z, chunk_digest) in zip(chunks, projected, strict=True):
+        for chunk, (chunk_z, chunk_strata, chunk_digest) in zip(chunks, projected, strict=True):
             z[start : start + len(chunk)] = chunk_z
+            lot_strata[start : start + len(chunk)] = chunk_strata
             inputs_digest.update("\n".join(table.lot_ids[chunk].tolist()).encode())
             inputs_digest.update(chunk_digest)
             start += len(chunk)
@@ -771,6 +799,7 @@ def fit_reference_arrays(
             lot_z=z.astype(np.float32),
             lot_cells=lot_cells.astype(np.int64),
             lot_folds=folds,
+            lot_strata=lot_strata,
             calibration=np.full((len(rows), 3), np.nan),
             origin_neighbours=_neighbour_lists([str(o) for o in origin_list], adjacency),
         )

@@ -23,13 +23,14 @@ from grainproof.reference.vectors import VectorSource
 ProgressCallback = Callable[[int, int], None]
 
 
-def project_chunk(space: ReducedSpace, vectors: np.ndarray) -> tuple[np.ndarray, bytes]:
-    """Reduced coordinates (n, k) of a chunk of raw vectors, and a digest of the raw values (for the inputs hash)."""
+def project_chunk(space: ReducedSpace, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """Reduced coordinates (n, k) of a chunk of raw vectors, their calibration strata (n,), and a digest of
+    the raw values (for the inputs hash)."""
     x = np.ascontiguousarray(vectors, dtype=np.float64)
-    return space.transform(x), hashlib.sha256(x.tobytes()).digest()
+    return space.transform(x), space.calibration_strata(x), hashlib.sha256(x.tobytes()).digest()
 
 
-def project_rows(space: ReducedSpace, vectors: VectorSource, rows: np.ndarray) -> tuple[np.ndarray, bytes]:
+def project_rows(space: ReducedSpace, vectors: VectorSource, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, bytes]:
     """`project_chunk` of the vectors at `rows`, in the order given (read in file order, then put back)."""
     read_order = np.argsort(rows, kind="stable")
     x = np.empty((len(rows), vectors.dim))
@@ -49,7 +50,7 @@ class ChunkRunner(Protocol):
 
     def project(
         self, space: ReducedSpace, vectors: VectorSource, chunks: Sequence[np.ndarray]
-    ) -> list[tuple[np.ndarray, bytes]]: ...
+    ) -> list[tuple[np.ndarray, np.ndarray, bytes]]: ...
 
     def score(
         self,
@@ -66,7 +67,7 @@ class LocalRunner:
 
     def project(
         self, space: ReducedSpace, vectors: VectorSource, chunks: Sequence[np.ndarray]
-    ) -> list[tuple[np.ndarray, bytes]]:
+    ) -> list[tuple[np.ndarray, np.ndarray, bytes]]:
         return [project_rows(space, vectors, rows) for rows in chunks]
 
     def score(

@@ -40,6 +40,21 @@ class ReducedSpace:
     def dim(self) -> int:
         return int(self.weights.shape[1])
 
+    def calibration_strata(self, vectors: np.ndarray) -> np.ndarray:
+        """(n,) int8 calibration stratum of raw vectors: MEASURED, or NETWORK_ONLY where the kernel measurements
+        this space expects are missing (zeros: the photos could not be measured).
+
+        The two kinds of lot differ in how far genuine lots stray from their cell (the network block alone is
+        noisier), so each is calibrated against its own kind: a measured lot's p-value is not diluted by the
+        wider scores of unmeasured ones, nor an unmeasured lot flagged for being one.
+        """
+        x = np.asarray(vectors, dtype=np.float64)
+        m = len(self.measured_fill)
+        strata = np.full(len(x), MEASURED, dtype=np.int8)
+        if m:
+            strata[~np.any(x[:, :m] != 0, axis=1)] = NETWORK_ONLY
+        return strata
+
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Reduced coordinates (n, k) of raw vectors (n, d), in float64."""
         x = np.asarray(vectors, dtype=np.float64)
@@ -50,6 +65,10 @@ class ReducedSpace:
                 x = x.copy()
                 x[unmeasured, :m] = self.measured_fill
         return x @ self.weights + self.offset
+
+
+#: Calibration strata (`ReducedSpace.calibration_strata`): lots with their kernel measurements, and without.
+MEASURED, NETWORK_ONLY = 0, 1
 
 
 def feature_blocks(backbone_id: str | None, dim: int) -> tuple[int, ...]:

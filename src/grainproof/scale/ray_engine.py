@@ -199,12 +199,18 @@ class _ProjectChunks:
         self.vectors = vectors
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        z_out, digests = [], []
+        z_out, strata_out, digests = [], [], []
         for rows in batch["rows"]:
-            z, digest = project_rows(self.space, self.vectors, _unpack(rows))
+            z, strata, digest = project_rows(self.space, self.vectors, _unpack(rows))
             z_out.append(_pack(z))
+            strata_out.append(_pack(strata))
             digests.append(digest)
-        return {"chunk": np.asarray(batch["chunk"], dtype=np.int64), "z": _column(z_out), "digest": _column(digests)}
+        return {
+            "chunk": np.asarray(batch["chunk"], dtype=np.int64),
+            "z": _column(z_out),
+            "strata": _column(strata_out),
+            "digest": _column(digests),
+        }
 
 
 class _ScoreChunks:
@@ -255,9 +261,12 @@ class RayRunner:
 
     def project(
         self, space: ReducedSpace, vectors: VectorSource, chunks: Sequence[np.ndarray]
-    ) -> list[tuple[np.ndarray, bytes]]:
+    ) -> list[tuple[np.ndarray, np.ndarray, bytes]]:
         items = [{"chunk": i, "rows": _pack(np.asarray(rows, dtype=np.int64))} for i, rows in enumerate(chunks)]
-        return [(_unpack(row["z"]), row["digest"]) for row in self._run(_ProjectChunks, (space, vectors), items)]
+        return [
+            (_unpack(row["z"]), _unpack(row["strata"]), row["digest"])
+            for row in self._run(_ProjectChunks, (space, vectors), items)
+        ]
 
     def score(
         self,

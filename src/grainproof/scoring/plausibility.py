@@ -123,6 +123,8 @@ def score_claim(
         low_confidence = True
         warnings.append(f"Season {season} has no {species} reference lots; only its origin and variety are used.")
     z = ref.space.transform(raw[None, :])
+    # Measured and unmeasured lots are calibrated apart (Mondrian conformal): see calibration_strata.
+    stratum = int(ref.space.calibration_strata(raw[None, :])[0])
     grid = {"extra_origin_neighbours": extra_origin, "extra_season": extra_season}
     outside_prior = model.options.outside_prior
     # Conformal p-values compare the lot's score under each fold's model with that fold's calibration
@@ -147,14 +149,19 @@ def score_claim(
         )[0, 0]
     )
     min_cal = model.options.min_calibration
-    origin_p = _p(ref.calibration_scores(1, (variety_index, origin_index), min_cal), fold_scores[:, 1])
+    origin_p = _p(ref.calibration_scores(1, (variety_index, origin_index), min_cal, stratum), fold_scores[:, 1])
     season_p = (
-        None if undated else _p(ref.calibration_scores(2, (variety_index, season_index), min_cal), fold_scores[:, 2])
+        None
+        if undated
+        else _p(ref.calibration_scores(2, (variety_index, season_index), min_cal, stratum), fold_scores[:, 2])
     )
     joint_p = (
         origin_p
         if undated
-        else _p(ref.calibration_scores(0, (variety_index, origin_index, season_index), min_cal), fold_scores[:, 0])
+        else _p(
+            ref.calibration_scores(0, (variety_index, origin_index, season_index), min_cal, stratum),
+            fold_scores[:, 0],
+        )
     )
     declared_count = (
         float(cells.cell_counts[variety_index, origin_index, season_index])
@@ -200,7 +207,7 @@ def score_claim(
         )[:, 0].reshape(n_folds, len(picks))
     alternatives: list[Alternative] = []
     for j, (o, s) in enumerate(picks):
-        p_alt = _p(ref.calibration_scores(0, (variety_index, o, s), min_cal), alt_scores[:, j])
+        p_alt = _p(ref.calibration_scores(0, (variety_index, o, s), min_cal, stratum), alt_scores[:, j])
         alternatives.append(
             Alternative(
                 origin_unit=labels_o[o],
