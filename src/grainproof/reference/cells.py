@@ -4,9 +4,6 @@ A cell's mean is variety + origin + season + origin x season + variety x origin 
 effect but the variety's is shrunk toward its prior (zero, or for origins the mean of their
 spatial neighbours) in proportion to how little evidence it has, so a cell with one lot, or none
 when its origin and season are each seen elsewhere, still has a mean, with a wider uncertainty.
-The shrinkage is a matrix (multivariate empirical Bayes): each term's effects are shrunk hard along
-directions where they do not vary beyond noise and barely along those where they do, so the many
-reduced dimensions that carry no origin signal add no noise to the cell means.
 Everything is fitted from sufficient statistics (counts, sums, one scatter matrix), which is what
 makes incremental updates and cross-conformal folds cheap: a fold's model is the total minus the fold.
 """
@@ -73,10 +70,7 @@ class CellModel:
     sizes: tuple[int, int, int]
     effects: dict[str, np.ndarray]  # term -> (keys, k)
     evidence: dict[str, np.ndarray]  # term -> (keys,) lot counts
-    #: term -> (k,) prior weight (lots' worth) along each direction of `shrinkage_basis[term]`.
-    shrinkage: dict[str, np.ndarray]
-    #: term -> (k, k) columns: the directions of the term's prior, in whitened coordinates.
-    shrinkage_basis: dict[str, np.ndarray]
+    shrinkage: dict[str, float]  # term -> lambda (lots' worth of prior weight)
     origin_neighbours: tuple[tuple[int, ...], ...]
     covariance: np.ndarray  # pooled within-cell, shrunk
     whitener: np.ndarray  # L with inv(covariance) = L @ L.T
@@ -113,14 +107,7 @@ class CellModel:
         return cached
 
     def _variance(self, term: str, key: int | np.ndarray) -> np.ndarray:
-        """Mean over directions of the effect's posterior variance (in lot-noise units): the extra
-        expected squared distance, per dimension, of a genuine lot to a cell built on that effect."""
-        n = np.asarray(self.evidence[term][key], dtype=np.float64)
-        return np.asarray((1.0 / (n[..., None] + self.shrinkage[term])).mean(-1))
-
-    def _prior_variance(self, term: str) -> float:
-        """`_variance` of a key with no lots: the prior's own spread."""
-        return float((1.0 / np.maximum(self.shrinkage[term], 1e-9)).mean())
+        return 1.0 / (self.evidence[term][key] + self.shrinkage[term])
 
     def grid(
         self, variety: int, *, extra_origin_neighbours: Sequence[int] | None = None, extra_season: bool = False
@@ -138,19 +125,19 @@ class CellModel:
             neighbours = list(extra_origin_neighbours)
             borrowed = origin_eff[neighbours].mean(axis=0) if neighbours else np.zeros(self.dim)
             origin_eff = np.vstack([origin_eff, borrowed])
-            origin_var = np.append(origin_var, self._prior_variance("origin"))
+            origin_var = np.append(origin_var, 1.0 / max(self.shrinkage["origin"], 1e-9))
         season_eff = self.effects["season"]
         season_var = self._variance("season", np.arange(n_s))
         if extra_season:
             season_eff = np.vstack([season_eff, np.zeros(self.dim)])
-            season_var = np.append(season_var, self._prior_variance("season"))
+            season_var = np.append(season_var, 1.0 / max(self.shrinkage["season"], 1e-9))
         o_all, s_all = origin_eff.shape[0], season_eff.shape[0]
         inter = np.zeros((o_all, s_all, self.dim))
-        inter_var = np.full((o_all, s_all), self._prior_variance("origin_season"))
+        inter_var = np.full((o_all, s_all), 1.0 / max(self.shrinkage["origin_season"], 1e-9))
         inter[:n_o, :n_s] = self.effects["origin_season"].reshape(n_o, n_s, self.dim)
         inter_var[:n_o, :n_s] = self._variance("origin_season", np.arange(n_o * n_s)).reshape(n_o, n_s)
         vo = np.zeros((o_all, self.dim))
-        vo_var = np.full(o_all, self._prior_variance("variety_origin"))
+        vo_var = np.full(o_all, 1.0 / max(self.shrinkage["variety_origin"], 1e-9))
         vo[:n_o] = self.effects["variety_origin"][variety * n_o : (variety + 1) * n_o]
         vo_var[:n_o] = self._variance("variety_origin", np.arange(variety * n_o, (variety + 1) * n_o))
         means = (
@@ -181,6 +168,8 @@ def fit_cell_model(
     occupied = counts > 0
     total = float(counts.sum())
     n_cells = int(occupied.sum())
+    cell_means = np.zeros_like(sums)
+    cell_means[occupied] = sums[occupied] / counts[occupied, None]
     between = (sums[occupied] / np.sqrt(counts[occupied])[:, None]).T @ (
         sums[occupied] / np.sqrt(counts[occupied])[:, None]
     )
@@ -201,19 +190,11 @@ def fit_cell_model(
     if total - n_cells >= max(2.0, 2.0 * k):
         within = (stats.scatter - between) / (total - n_cells)
         dof = total - n_cells
-        # Enough lots for the noise's shape: each term's prior is a full covariance in whitened coordinates.
-        noise_whitener, _ = _whitener(oas_shrink((within + within.T) / 2.0, dof))
     else:
         within = None
         dof = max(total - 1.0, 1.0)
-        noise_whitener = None  # too few: one prior variance per term, against an isotropic noise
     sigma2 = float(np.trace(within)) / k if within is not None else 1.0
-    shrinkage: dict[str, np.ndarray] = {t: np.zeros(k) if t == "variety" else np.ones(k) for t in TERMS}
-    basis: dict[str, np.ndarray] = {t: np.eye(k) for t in TERMS}
-    # Each term's effects are updated along its prior's directions: z @ to_prior[term] gives coordinates
-    # in which both the lot noise and the prior are diagonal, and from_prior[term] maps back.
-    to_prior: dict[str, np.ndarray] = {t: np.eye(k) for t in TERMS}
-    from_prior: dict[str, np.ndarray] = {t: np.eye(k) for t in TERMS}
+    shrinkage = {t: 0.0 if t == "variety" else 1.0 for t in TERMS}
     for sweep in range(_SWEEPS):
         # The fitted means are kept up to date term by term instead of re-summed 5 times per sweep.
         current = fitted()
@@ -227,17 +208,9 @@ def fit_cell_model(
                     if nb:
                         prior[o] = effects["origin"][list(nb)].mean(axis=0)
             if term != "variety" and sweep % 5 == 0:
-                if noise_whitener is None:
-                    shrinkage[term] = np.full(k, _estimate_shrinkage(residual_sums, n_key, prior, sigma2))
-                else:
-                    shrinkage[term], basis[term] = _estimate_prior(
-                        residual_sums @ noise_whitener, n_key, prior @ noise_whitener
-                    )
-                    to_prior[term] = noise_whitener @ basis[term]
-                    from_prior[term] = np.linalg.inv(to_prior[term])
+                shrinkage[term] = _estimate_shrinkage(residual_sums, n_key, prior, sigma2)
             lam = shrinkage[term]
-            weighted = residual_sums @ to_prior[term] + lam * (prior @ to_prior[term])
-            updated = (weighted / np.maximum(n_key[:, None] + lam, 1e-12)) @ from_prior[term]
+            updated = (residual_sums + lam * prior) / np.maximum(n_key + lam, 1e-12)[:, None]
             current += (updated - effects[term])[keys]
             effects[term] = updated
         if within is None:
@@ -264,7 +237,6 @@ def fit_cell_model(
         effects=effects,
         evidence=evidence,
         shrinkage=shrinkage,
-        shrinkage_basis=basis,
         origin_neighbours=neighbours,
         covariance=covariance,
         whitener=whitener,
@@ -272,26 +244,6 @@ def fit_cell_model(
         outside_distance=outside_distance,
         cell_counts=cell_counts,
     )
-
-
-def _estimate_prior(raw_sums: np.ndarray, n_key: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Prior weights (k,) and their directions (k, k) for one term, from its keys' raw effects in
-    whitened coordinates (lot noise = identity): multivariate empirical Bayes.
-
-    The prior covariance is the raw effects' second moment minus their noise, mean(1/n) I. Its sample
-    eigenvalues are inflated by noise up to the Marchenko-Pastur edge mean(1/n) (1 + sqrt(k/keys))^2,
-    so that is what is subtracted: directions where the keys vary no more than noise get no effect.
-    """
-    seen = n_key > 0
-    k = raw_sums.shape[1]
-    if int(seen.sum()) < 2:
-        return np.full(k, 1e6), np.eye(k)  # one key: not identifiable from the variety mean, keep the prior
-    raw = raw_sums[seen] / n_key[seen, None] - prior[seen]
-    noise = float(np.mean(1.0 / n_key[seen]))
-    values, vectors = np.linalg.eigh(raw.T @ raw / len(raw))
-    edge = noise * (1.0 + np.sqrt(k / len(raw))) ** 2
-    spread = np.maximum(values - edge, 1e-4)
-    return 1.0 / spread, vectors
 
 
 def _estimate_shrinkage(residual_sums: np.ndarray, n_key: np.ndarray, prior: np.ndarray, sigma2: float) -> float:
