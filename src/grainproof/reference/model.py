@@ -116,6 +116,8 @@ class SpeciesReference:
     fold_cells: list[CellModel] = field(default_factory=list)
     _groups: dict[tuple[int, int, bool], dict[tuple[int, ...], list[np.ndarray]]] = field(default_factory=dict)
     _whitened: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: Whether lot_strata holds more than one stratum: asked on every claim, so found once (lot_strata is fixed).
+    _mixed_strata: bool | None = None
 
     @property
     def dim(self) -> int:
@@ -173,7 +175,9 @@ class SpeciesReference:
         variety = key[0]
         empty = [np.zeros(0) for _ in range(self.fold_counts.shape[0])]
         levels = (key, (variety,), ())
-        if len(np.unique(self.lot_strata)) > 1:
+        if self._mixed_strata is None:
+            self._mixed_strata = bool(len(self.lot_strata)) and bool(np.any(self.lot_strata != self.lot_strata[0]))
+        if self._mixed_strata:
             for level in levels:
                 groups = self._group_index(kind, len(level), stratified=True)
                 scores = groups.get((int(stratum), *(int(x) for x in level)), empty)
