@@ -60,7 +60,7 @@ class ReducedSpace:
         x = np.asarray(vectors, dtype=np.float64)
         m = len(self.measured_fill)
         if m:
-            unmeasured = ~np.any(x[:, :m] != 0, axis=1)
+            unmeasured = self.calibration_strata(x) == NETWORK_ONLY
             if unmeasured.any():
                 x = x.copy()
                 x[unmeasured, :m] = self.measured_fill
