@@ -152,25 +152,23 @@ def bench_measurements_command(
     json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
 ) -> None:
     """How well the kernel measurements in the vectors track the simulator's true lot traits."""
-    import csv
     from dataclasses import asdict
 
     from grainproof.domain import measured_feature_count
     from grainproof.embed.bench import measurement_agreement
     from grainproof.embed.embedder import MEASURED_FEATURES
     from grainproof.manifest import read_manifest
-    from grainproof.services.evaluation import read_latent_traits
+    from grainproof.services.evaluation import read_latent_table
 
     lots = [lot for lot in read_manifest(embedded) if lot.features is not None]
     backbones = {lot.extra.get("backbone", "") for lot in lots}
     if len(backbones) != 1 or measured_feature_count(next(iter(backbones))) != len(MEASURED_FEATURES):
         raise GrainproofError(f"{embedded} was not embedded with kernel measurements; run `grainproof embed` again.")
-    with open(latent, encoding="utf-8") as handle:
-        columns = [c for c in (csv.DictReader(handle).fieldnames or []) if c != "lot_id"]
+    columns, traits = read_latent_table(latent)
     figures = measurement_agreement(
         {lot.lot_id: np.asarray(lot.features) for lot in lots},
         {lot.lot_id: lot.claim.variety for lot in lots},
-        read_latent_traits(latent),
+        traits,
         columns,
         MEASURED_FEATURES,
     )

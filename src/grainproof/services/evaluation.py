@@ -281,6 +281,11 @@ def _with_latent_all(lots: Sequence[LotRecord], latent: Mapping[str, np.ndarray]
 
 def read_latent_traits(path: Path) -> dict[str, np.ndarray]:
     """lot_id -> latent trait vector from the simulator's latent_traits.csv (truth, for the oracle)."""
+    return read_latent_table(path)[1]
+
+
+def read_latent_table(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The trait column names of latent_traits.csv, and lot_id -> trait vector in that order."""
     import csv
 
     with open(path, encoding="utf-8") as handle:
@@ -294,4 +299,4 @@ def read_latent_traits(path: Path) -> dict[str, np.ndarray]:
                 out[row["lot_id"]] = np.array([float(row[c]) for c in columns])
             except (TypeError, ValueError):
                 raise ClaimError(f"{path} line {line}: latent traits must be numbers.") from None
-    return out
+    return columns, out
