@@ -241,3 +241,61 @@ def test_unmeasured_lots_are_calibrated_among_unmeasured_lots(tmp_path: Path) ->
     for group in (unmeasured, ~unmeasured):
         rate = float(np.mean(p[group] <= 0.1))
         assert abs(rate - 0.1) < 3 * np.sqrt(0.1 * 0.9 / group.sum()) + 0.01, rate
+
+
+def test_an_unmeasured_lot_gets_a_low_confidence_verdict_that_says_why() -> None:
+    from grainproof.domain import with_measured_features
+    from grainproof.scoring.plausibility import UNMEASURED_WARNING
+    from grainproof.scoring.verdict import make_verdict
+
+    world = gaussian_world(dim=6, varieties=1, origins=3, seasons=1, seed=7)
+    rng = np.random.default_rng(3)
+
+    def with_block(lot, measured: bool):
+        x = np.asarray(lot.features, dtype=float)
+        head = x[:2] + rng.normal(0.0, 0.2, 2) if measured else np.zeros(2)
+        return replace(lot, features=tuple(np.r_[head, x]))
+
+    reference = [with_block(lot, i % 4 != 0) for i, lot in enumerate(world.lots(300, seed=1))]
+    model = fit_reference_model(reference, backbone_id=with_measured_features("net", 2), seed=0)
+    lot = world.lots(1, seed=2)[0]
+    verdicts = {}
+    for measured in (True, False):
+        claim = lot.claim
+        score = score_claim(model, species=claim.species, variety=claim.variety, origin_unit=claim.origin.region,
+                            season=claim.season, vector=np.asarray(with_block(lot, measured).features))  # fmt: skip
+        verdicts[measured] = make_verdict(score, lot_id="L", alpha=0.01, model_version=model.version)
+        assert score.measured is measured
+        assert not score.thin_reference  # every cell is well populated
+    assert not verdicts[True].low_confidence
+    assert UNMEASURED_WARNING not in verdicts[True].warnings
+    assert verdicts[False].low_confidence
+    assert UNMEASURED_WARNING in verdicts[False].warnings
+    assert any("could not be measured" in reason for reason in verdicts[False].reasons)
+    assert not any("Few or no reference lots" in reason for reason in verdicts[False].reasons)
+
+
+def test_a_few_unmeasured_lots_are_still_calibrated_among_their_own_kind() -> None:
+    # A tenth of 400 reference lots unmeasured (40: fewer than min_calibration): an unmeasured claim is still
+    # ranked among unmeasured calibration lots, not among the tighter measured ones (which flagged 55 % of
+    # genuine unmeasured lots at alpha 0.1).
+    from grainproof.domain import with_measured_features
+
+    world = gaussian_world(dim=10, varieties=1, origins=4, seasons=1, seed=5)
+    rng = np.random.default_rng(2)
+
+    def lots(n: int, seed: int, every: int) -> list:
+        out = []
+        for i, lot in enumerate(world.lots(n, seed=seed)):
+            x = np.asarray(lot.features, dtype=float)
+            if i % every == 0:  # unmeasured, the image features noisier
+                x = np.r_[np.zeros(2), x + rng.normal(0.0, 1.7, x.shape)]
+            else:
+                x = np.r_[x[:2] + rng.normal(0.0, 0.2, 2), x]
+            out.append(replace(lot, claim=replace(lot.claim, lot_id=f"{lot.claim.lot_id}-{seed}"), features=tuple(x)))
+        return out
+
+    model = fit_reference_model(lots(400, seed=1, every=10), backbone_id=with_measured_features("net", 2), seed=0)
+    assert model.options.min_calibration > 40
+    p = np.array([_p(model, lot) for lot in lots(400, seed=2, every=1)])
+    assert np.mean(p <= 0.1) <= 0.1 + 3 * np.sqrt(0.1 * 0.9 / 40)

@@ -13,7 +13,15 @@ from grainproof.domain import Alternative, NearestReference
 from grainproof.errors import ClaimError, ModelError, UnknownVarietyError
 from grainproof.reference.calibration import cell_distances, cell_log_posterior, declaration_nonconformity
 from grainproof.reference.model import ReferenceModel, SpeciesReference
+from grainproof.reference.space import NETWORK_ONLY
 from grainproof.scoring.conformal import conformal_p_value
+
+#: Said of a lot whose photos gave no kernel measurements, though the reference was built with them.
+UNMEASURED_WARNING = (
+    "The kernels in this lot's photos could not be measured (they barely stand out from the tray, or touch each "
+    "other), so the score rests on the image features alone, which tell origins apart far less well; photograph "
+    "the sample again on a plain tray of a contrasting colour, kernels spread apart."
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,7 +40,9 @@ class ClaimScore:
     admixture: float | None
     admixture_source: tuple[str, int | None] | None
     nearest_reference_lots: tuple[NearestReference, ...]
-    low_confidence: bool
+    low_confidence: bool  # thin reference for the declared cell, or the kernels could not be measured
+    thin_reference: bool  # few or no reference lots for the declared cell (or its origin or season unseen)
+    measured: bool  # the lot's kernel measurements are in its vector (False: the image features alone)
     warnings: tuple[str, ...]
 
 
@@ -125,6 +135,7 @@ def score_claim(
     z = ref.space.transform(raw[None, :])
     # Measured and unmeasured lots are calibrated apart (Mondrian conformal): see calibration_strata.
     stratum = int(ref.space.calibration_strata(raw[None, :])[0])
+    measured = stratum != NETWORK_ONLY
     grid = {"extra_origin_neighbours": extra_origin, "extra_season": extra_season}
     outside_prior = model.options.outside_prior
     # Conformal p-values compare the lot's score under each fold's model with that fold's calibration
@@ -170,6 +181,12 @@ def score_claim(
     )
     if declared_count < model.options.min_cell_lots:
         low_confidence = True
+    thin_reference = low_confidence
+    if not measured:
+        # Still calibrated (among unmeasured lots), but with little power: on the simulated world such lots'
+        # false claims were told from genuine ones hardly better than chance (docs/scoring.md).
+        low_confidence = True
+        warnings.append(UNMEASURED_WARNING)
     # The reported posterior weights cells by their share of the reference (a production-share proxy).
     shape = distances.shape[1:]
     prior = np.full(shape, 0.5)
@@ -248,6 +265,8 @@ def score_claim(
         admixture_source=source,
         nearest_reference_lots=nearest,
         low_confidence=low_confidence,
+        thin_reference=thin_reference,
+        measured=measured,
         warnings=tuple(warnings),
     )
 

@@ -62,7 +62,12 @@ def reasons_for(score: ClaimScore, alpha: float, flagged: bool) -> tuple[str, ..
                 f"About {score.admixture:.0%} of the lot looks like {cell_label(*score.admixture_source)} "
                 "rather than the declared origin (possible admixture)."
             )
-    if score.low_confidence:
+    if not score.measured:
+        reasons.append(
+            "The kernels in the photos could not be measured, so this verdict rests on image features alone: treat "
+            "it as low-confidence and photograph the sample again on a plain tray."
+        )
+    if score.thin_reference:
         reasons.append("Few or no reference lots for the declared cell: treat this verdict as low-confidence.")
     return tuple(reasons)
 
