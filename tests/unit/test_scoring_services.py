@@ -51,3 +51,30 @@ def test_refresh_with_lots_from_another_backbone_is_refused(tmp_path: Path) -> N
         update_reference_model(model, new)
     refreshed = update_reference_model(model, WORLD.lots(5, seed=6, prefix="new"), tmp_path / "model")
     assert ReferenceModel.load(tmp_path / "model").version == refreshed.version != model.version
+
+
+def test_evaluation_reports_measured_and_unmeasured_lots_apart() -> None:
+    # A quarter of the lots' photos gave no kernel measurements (zeros), their image features twice as noisy:
+    # the report says how well each kind is checked, beside the figure over all lots.
+    from grainproof.domain import with_measured_features
+
+    world = gaussian_world(dim=8, origins=5, origin_scale=0.8, seasons=2, devices=6, seed=4)
+    rng = np.random.default_rng(0)
+    backbone = with_measured_features("net", 2)
+    lots = []
+    for i, lot in enumerate(world.lots(600, seed=1)):
+        x = np.asarray(lot.features, dtype=float)
+        head = np.zeros(2) if i % 4 == 0 else x[:2] + rng.normal(0.0, 0.1, 2)
+        noise = rng.normal(0.0, 1.0 if i % 4 == 0 else 0.0, x.shape)
+        lots.append(replace(lot, features=tuple(np.r_[head, x + noise]), extra={**lot.extra, "backbone": backbone}))
+    report = evaluate_lots(lots, folds=3, alpha=0.05, group_by="device", with_peers=False)
+    ours, (measured, unmeasured) = report.methods[0], report.ours_by_measurement
+    assert (measured.method, unmeasured.method) == ("grainproof, measured lots", "grainproof, unmeasured lots")
+    assert measured.n_genuine + unmeasured.n_genuine == ours.n_genuine
+    assert unmeasured.n_genuine == pytest.approx(ours.n_genuine / 4, rel=0.2)
+    for kind in ("far_origin", "wrong_season"):
+        assert measured.kinds[kind].auroc > unmeasured.kinds[kind].auroc
+    assert set(report.as_dict()["ours_by_measurement"]) == {measured.method, unmeasured.method}  # type: ignore[arg-type]
+    # Lots all measured: nothing to break down.
+    plain = evaluate_lots(world.lots(300, seed=2), folds=3, alpha=0.05, group_by="device", with_peers=False)
+    assert plain.ours_by_measurement == ()

@@ -169,7 +169,7 @@ def evaluate(
     table.add_column("false alarm", justify="right")
     for kind in kinds:
         table.add_column(f"{kind}\nAUROC / detected", justify="right")
-    for method in report.methods:
+    for method in (*report.methods, *report.ours_by_measurement):
         cells = [
             f"{method.kinds[k].auroc:.3f} / {method.kinds[k].detection:.3f}" if k in method.kinds else "-"
             for k in kinds

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grainproof.domain import LotRecord
+from grainproof.domain import LotRecord, measured_feature_count
 from grainproof.errors import ClaimError
 from grainproof.progress import ProgressCallback
 from grainproof.reference import ModelOptions, ReferenceModel, fit_reference_model
@@ -27,6 +27,8 @@ from grainproof.services.references import backbone_column, device_nuisance_fact
 
 OURS = "grainproof"
 ORACLE = "oracle_latent"
+MEASURED_LOTS = "grainproof, measured lots"
+UNMEASURED_LOTS = "grainproof, unmeasured lots"
 GROUP_BY = ("device", "field", "none")
 
 
@@ -40,6 +42,9 @@ class EvaluationReport:
     n_lots: int
     held_out_origins: tuple[str, ...]
     methods: tuple[MethodResult, ...]
+    #: Ours again, on lots whose kernels were measured and on those whose photos gave none (a wood board, kernels
+    #: touching): the second kind rests on image features alone. Empty unless the lots hold both kinds.
+    ours_by_measurement: tuple[MethodResult, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -49,6 +54,7 @@ class EvaluationReport:
             "n_lots": self.n_lots,
             "held_out_origins": list(self.held_out_origins),
             "methods": {m.method: m.as_dict() for m in self.methods},
+            "ours_by_measurement": {m.method: m.as_dict() for m in self.ours_by_measurement},
         }
 
 
@@ -130,6 +136,9 @@ def evaluate_lots(
     # The backbone id says how the features are laid out (kernel measurements first): the reference space
     # weighs them accordingly, as `reference build` does.
     backbone_id = backbone_column(lots)
+    n_measured = measured_feature_count(backbone_id)
+    measured = [n_measured == 0 or any(x != 0 for x in (lot.features or ())[:n_measured]) for lot in lots]
+    claim_measured: list[bool] = []
     for f in range(n_folds):
         train = [lot for lot, r, k in zip(lots, roles, fold, strict=True) if r == "genuine" and k != f]
         test_rows = [i for i in range(len(lots)) if fold[i] == f]
@@ -152,12 +161,20 @@ def evaluate_lots(
             for name, p in _score_peers(model, train, lots, claims, seed).items():
                 peers_p[name].extend(p)
         kinds.extend(c.kind for c in claims)
+        claim_measured.extend(measured[c.row] for c in claims)
         if progress is not None:
             progress(f + 1, n_folds)
     methods = [summarise(OURS, kinds, np.asarray(ours_p), alpha)]
     methods += [summarise(name, kinds, np.asarray(p), alpha) for name, p in peers_p.items()]
     if latent is not None:
         methods.append(summarise(ORACLE, kinds, np.asarray(oracle_p), alpha))
+    by_measurement: list[MethodResult] = []
+    flags = np.asarray(claim_measured, dtype=bool)
+    for label, rows in ((MEASURED_LOTS, flags), (UNMEASURED_LOTS, ~flags)):
+        kinds_here = [k for k, keep in zip(kinds, rows, strict=True) if keep]
+        if flags.all() or not flags.any() or "genuine" not in kinds_here:
+            break
+        by_measurement.append(summarise(label, kinds_here, np.asarray(ours_p)[rows], alpha))
     return EvaluationReport(
         alpha=alpha,
         folds=n_folds,
@@ -165,6 +182,7 @@ def evaluate_lots(
         n_lots=len(lots),
         held_out_origins=tuple(sorted(held_out)),
         methods=tuple(methods),
+        ours_by_measurement=tuple(by_measurement) if len(by_measurement) == 2 else (),
     )
 
 
