@@ -78,3 +78,22 @@ def test_evaluation_reports_measured_and_unmeasured_lots_apart() -> None:
     # Lots all measured: nothing to break down.
     plain = evaluate_lots(world.lots(300, seed=2), folds=3, alpha=0.05, group_by="device", with_peers=False)
     assert plain.ours_by_measurement == ()
+
+
+def test_a_claim_from_a_phone_no_reference_lot_was_taken_with_is_told_so(tmp_path: Path) -> None:
+    reference = [lot for lot in WORLD.lots(300, seed=7) if lot.device != "phone7"]
+    model = build_reference_model(reference, tmp_path / "model", seed=0)
+    assert "phone7" not in model.phones and sum(model.phones.values()) == len(reference)
+    assert ReferenceModel.load(tmp_path / "model").phones == model.phones
+    lots = WORLD.lots(40, seed=8, prefix="c")
+    verdicts = verify_lots(model, lots, alpha=0.05)
+    for lot, verdict in zip(lots, verdicts, strict=True):
+        told = any("No reference lot was photographed with this phone (phone7)" in w for w in verdict.warnings)
+        assert told == (lot.device == "phone7"), lot.device
+    assert any(lot.device == "phone7" for lot in lots)
+    # Once it has reference lots (the daily refresh), its claims are no longer warned about.
+    refreshed = update_reference_model(
+        model, [lot for lot in WORLD.lots(20, seed=9, prefix="r") if lot.device == "phone7"]
+    )
+    assert refreshed.phones["phone7"] > 0
+    assert not any("this phone" in w for v in verify_lots(refreshed, lots, alpha=0.05) for w in v.warnings)

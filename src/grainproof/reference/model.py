@@ -256,6 +256,9 @@ class ReferenceModel:
     #: (km) from its nearest member a declared point may lie and still be in that zone.
     zone_members: dict[str, list[list[float]]] = field(default_factory=dict)
     zone_reach_km: float = 0.0
+    #: Reference lots per phone (EXIF model or the manifest's `device`): a claim photographed with a phone
+    #: not in it is told so (its quirks are not in the calibration).
+    phones: dict[str, int] = field(default_factory=dict)
     created_at: str = ""
     inputs_hash: str = ""
     version: str = ""
@@ -315,6 +318,7 @@ class ReferenceModel:
             "region_set": self.region_set,
             "origin_units": self.origin_units,
             "zones": {"members": self.zone_members, "reach_km": self.zone_reach_km},
+            "phones": dict(sorted(self.phones.items())),
             "inputs_hash": self.inputs_hash,
             "options": {k: getattr(self.options, k) for k in self.options.__dataclass_fields__},
             "origin_adjacency": self.origin_adjacency,
@@ -443,6 +447,7 @@ class ReferenceModel:
             origin_units=manifest.get("origin_units", "regions"),
             zone_members={k: [list(p) for p in v] for k, v in manifest.get("zones", {}).get("members", {}).items()},
             zone_reach_km=float(manifest.get("zones", {}).get("reach_km", 0.0)),
+            phones={str(k): int(v) for k, v in manifest.get("phones", {}).items()},
             created_at=manifest.get("created_at", ""),
             inputs_hash=manifest.get("inputs_hash", ""),
             version=manifest.get("version", ""),
@@ -506,12 +511,23 @@ class ReferenceModel:
         model = replace(
             self,
             species=new_species,
+            phones=_count_phones([lot.device or "" for lot in new_lots], self.phones),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             inputs_hash=digest.hexdigest()[:16],
             path=None,
         )
         model.version = model.compute_version()
         return model
+
+
+def _count_phones(devices: Sequence[str], start: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Lots per named phone (unknown phones, "", are not counted), added to `start`."""
+    counts = dict(start or {})
+    names, seen = np.unique(np.asarray(devices, dtype=str), return_counts=True)  # one pass, even at 1M lots
+    for name, n in zip(names.tolist(), seen.tolist(), strict=True):
+        if name:
+            counts[name] = counts.get(name, 0) + int(n)
+    return dict(sorted(counts.items()))
 
 
 def _already_present(lot_ids: Sequence[str], existing: Sequence[np.ndarray]) -> set[str]:
@@ -842,6 +858,7 @@ def fit_reference_arrays(
         origin_adjacency=adjacency,
         region_set=region_set,
         origin_units=origin_unit_kind,
+        phones=_count_phones(table.devices.tolist()),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         inputs_hash=inputs_digest.hexdigest()[:16],
     )

@@ -142,6 +142,7 @@ def submit_verification(
         backbone_id=backbone_id,
         warnings=warnings,
         nearest_lots=runtime.nearest_lots.index_for(model),
+        device=request.claim.device,
     )
     photo_hashes = [runtime.photos.put(photo.data) for photo in request.photos]
     row = Verification(
