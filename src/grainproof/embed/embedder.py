@@ -31,7 +31,7 @@ BATCH_SIZE = 8
 #: kernels measured describes the photo, not where the grain grew).
 MEASURED_FEATURES: tuple[str, ...] = tuple(f for f in MORPHOMETRIC_FEATURES if f != "kernel_count")
 #: Bump when the kernel measurements change: it is part of the cache key, like PREPROCESS_VERSION.
-MEASUREMENT_VERSION = "kernels-v2"
+MEASUREMENT_VERSION = "kernels-v4"
 _MEASURED_INDEX = np.array([MORPHOMETRIC_FEATURES.index(f) for f in MEASURED_FEATURES])
 _COUNT_INDEX = MORPHOMETRIC_FEATURES.index("kernel_count")
 _LENGTH_INDEX = MORPHOMETRIC_FEATURES.index("log_length_mm")

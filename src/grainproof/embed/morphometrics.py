@@ -78,6 +78,12 @@ CHAFF_REDNESS = -0.25
 CHAFF_WIDTH = 0.62
 #: Dark spot: a pixel darker than this share of its along-axis closing (spots darken by up to 45 %).
 SPOT_DEPTH = 0.80
+#: Side (canvas px) of the median filter dark spots are read through. Specks of a pixel or two (a noisy, coarse
+#: phone's grain and JPEG blocks) vanish, spots (0.5 mm across and more) stay. Without it, lots from the two
+#: noisiest of 14 simulated phones, held out together, were flagged 23-31 % of the time at alpha 0.05 and the
+#: realised rate was 0.061 / 0.057 (two worlds); with it, 0.049 / 0.042 at no loss of AUROC. Wrinkles, finer,
+#: are read without it (it cut a shrivelled lot's measured share from 0.17 to 0.12).
+SPOT_MEDIAN_PX = 3
 #: Length (mm) of the line element that closes dark spots along the kernel axis but not the crease.
 SPOT_CLOSING_MM = 1.2
 #: Half-width (log size) of the band of typical grains the photo's reference grain is taken over.
@@ -256,8 +262,11 @@ def measure_kernels(reflectance: np.ndarray, mask: np.ndarray, px_per_mm: float)
     # Edge pixels mix kernel and tray (and a shadow that leaked in): colours and spots are measured inside.
     edge_px = max(1, round(EDGE_MM * px_per_mm))
     interior = cv2.erode(binary, np.ones((3, 3), np.uint8), iterations=edge_px).astype(bool)
-    # Luminance lightly smoothed so single-pixel sensor noise does not read as dark spots.
-    luminance = cv2.GaussianBlur(image.mean(axis=2), (0, 0), 0.7)
+    grey = image.mean(axis=2)
+    # Luminance lightly smoothed so single-pixel sensor noise does not read as wrinkles ...
+    luminance = cv2.GaussianBlur(grey, (0, 0), 0.7)
+    # ... and, for dark spots, first median-filtered (SPOT_MEDIAN_PX): a noisy phone's specks are not spots.
+    spot_luminance = cv2.GaussianBlur(cv2.medianBlur(grey, SPOT_MEDIAN_PX), (0, 0), 0.7)
     closing_px = max(3, round(SPOT_CLOSING_MM * px_per_mm) | 1)
     pad = closing_px // 2 + 1
 
@@ -294,10 +303,13 @@ def measure_kernels(reflectance: np.ndarray, mask: np.ndarray, px_per_mm: float)
         colour[row] = image[y0:y1, x0:x1][inner].mean(axis=0)
         # Dark spots are features shorter than the closing element along the kernel's axis; the crease runs
         # along the axis, so the closing does not fill it and it does not count as weathering.
+        element = _line_element(closing_px, axis)
+        spots = np.where(inside, spot_luminance[y0:y1, x0:x1], 0.0).astype(np.float32)
+        closed = cv2.morphologyEx(spots, cv2.MORPH_CLOSE, element)
+        dark_share[row] = float(np.mean(1.0 - spots[inner] / np.maximum(closed[inner], 1e-6) > 1.0 - SPOT_DEPTH))
         lum = np.where(inside, luminance[y0:y1, x0:x1], 0.0).astype(np.float32)
-        closed = cv2.morphologyEx(lum, cv2.MORPH_CLOSE, _line_element(closing_px, axis))
+        closed = cv2.morphologyEx(lum, cv2.MORPH_CLOSE, element)
         darkening = 1.0 - lum[inner] / np.maximum(closed[inner], 1e-6)
-        dark_share[row] = float(np.mean(darkening > 1.0 - SPOT_DEPTH))
         quartile = len(darkening) * 3 // 4
         wrinkle[row] = float(np.partition(darkening, quartile)[quartile])
 
