@@ -79,7 +79,7 @@ def unseen_phone_warnings(model: ReferenceModel, device: str | None) -> list[str
 
     Calibration holds whole phones out, so most new phones keep the false-alarm rate; a phone unlike all
     of them does not (on the simulated world the two coarsest, noisiest phones, both unseen, had their
-    lots flagged 23-31 % of the time at alpha 0.05).
+    lots flagged 16-20 % of the time at alpha 0.05).
     """
     if not device or not model.phones or device in model.phones:
         return []
