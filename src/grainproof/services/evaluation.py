@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from grainproof.domain import LotRecord, measured_feature_count
+from grainproof.domain import LotRecord
 from grainproof.errors import ClaimError
 from grainproof.progress import ProgressCallback
 from grainproof.reference import ModelOptions, ReferenceModel, fit_reference_model
+from grainproof.reference.space import MEASURED
 from grainproof.scoring.conformal import conformal_p_value
 from grainproof.scoring.evaluation import EvalClaim, MethodResult, far_from, neighbour_of, origin_distances, summarise
 from grainproof.scoring.peers import PeerScorer, default_peers
@@ -136,8 +137,6 @@ def evaluate_lots(
     # The backbone id says how the features are laid out (kernel measurements first): the reference space
     # weighs them accordingly, as `reference build` does.
     backbone_id = backbone_column(lots)
-    n_measured = measured_feature_count(backbone_id)
-    measured = [n_measured == 0 or any(x != 0 for x in (lot.features or ())[:n_measured]) for lot in lots]
     claim_measured: list[bool] = []
     for f in range(n_folds):
         train = [lot for lot, r, k in zip(lots, roles, fold, strict=True) if r == "genuine" and k != f]
@@ -161,7 +160,11 @@ def evaluate_lots(
             for name, p in _score_peers(model, train, lots, claims, seed).items():
                 peers_p[name].extend(p)
         kinds.extend(c.kind for c in claims)
-        claim_measured.extend(measured[c.row] for c in claims)
+        # Measured or not as the reference space itself tells (one definition: calibration_strata).
+        claim_measured.extend(
+            bool(model.species[c.species].space.calibration_strata(np.asarray([lots[c.row].features]))[0] == MEASURED)
+            for c in claims
+        )
         if progress is not None:
             progress(f + 1, n_folds)
     methods = [summarise(OURS, kinds, np.asarray(ours_p), alpha)]
