@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,11 +41,9 @@ def _p(model: ReferenceModel, lot, origin: str | None = None) -> float:
     ).plausibility
 
 
-def test_saved_model_loads_quickly_with_the_same_version_and_scores(model: ReferenceModel, tmp_path: Path) -> None:
+def test_saved_model_loads_with_the_same_version_and_scores(model: ReferenceModel, tmp_path: Path) -> None:
     path = model.save(tmp_path / "model")
-    start = time.perf_counter()
-    loaded = ReferenceModel.load(path)
-    assert time.perf_counter() - start < 1.0
+    loaded = ReferenceModel.load(path)  # how fast: `grainproof bench scoring` (model load vs np.load)
     assert loaded.version == model.version
     assert loaded.varieties == model.varieties
     manifest = json.loads((path / "manifest.json").read_text())
@@ -174,8 +171,9 @@ def test_kernel_measurements_survive_pca_beside_a_thousand_network_features() ->
     measured = rng.normal(size=(500, 3))
     network = rng.normal(size=(500, 1)) @ np.ones((1, 400)) + 0.1 * rng.normal(size=(500, 400))
     x = np.hstack([measured, network])
-    assert fit_reduced_space(x).dim == 1  # one block: the network's common direction is 97 % of the variance
-    space = fit_reduced_space(x, blocks=(3, 400))
+    # One block: the network's common direction is 97 % of the variance.
+    assert fit_reduced_space(x, variance_kept=0.95).dim == 1
+    space = fit_reduced_space(x, blocks=(3, 400), variance_kept=0.95)
     z = space.transform(x)
     # Each measurement is still (almost) a linear function of the reduced coordinates.
     for column in range(3):

@@ -1,10 +1,18 @@
-"""Reference cells (variety, origin unit, season): an additive hierarchical mean and a pooled covariance.
+"""Reference cells (variety, origin unit, season): an additive hierarchical mean, and a covariance per origin.
 
 A cell's mean is variety + origin + season + origin x season + variety x origin effects. Every
 effect but the variety's is shrunk toward its prior (zero, or for origins the mean of their
 spatial neighbours) in proportion to how little evidence it has, so a cell with one lot, or none
 when its origin and season are each seen elsewhere, still has a mean, with a wider uncertainty.
-Everything is fitted from sufficient statistics (counts, sums, one scatter matrix), which is what
+
+Lots of one origin may spread differently from another's (a wetter region, a coarser phone mix), so
+each variety x origin group has its own within-cell covariance, shrunk toward the pooled one by a
+conjugate (normal-inverse-Wishart) prior whose strength is estimated from the groups themselves: a
+group with few lots keeps the pooled shape, a well-populated one earns its own. A lot's density in a
+cell is then the posterior predictive, a multivariate Student t, which is heavier-tailed where the
+group's covariance is less certain.
+
+Everything is fitted from sufficient statistics (counts, sums, scatter matrices), which is what
 makes incremental updates and cross-conformal folds cheap: a fold's model is the total minus the fold.
 """
 
@@ -14,12 +22,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import sparse
+from scipy import sparse, special
+from scipy.special import gammaln
+
+from grainproof.reference.space import oas_covariance
 
 #: The additive terms, in backfitting order.
 TERMS: tuple[str, ...] = ("variety", "origin", "season", "origin_season", "variety_origin")
 #: Backfitting sweeps; the fit is linear, so this converges quickly.
 _SWEEPS = 30
+
+
+#: Up to this many lots, `log_densities` computes every origin at once; beyond, origin by origin (each lot
+#: needs only its shortlist).
+_FEW_LOTS = 16
+
+
+def log_tail_f(x: np.ndarray, k: int, dof: float | np.ndarray) -> np.ndarray:
+    """log P(F(k, dof) >= x), accurate far into the tail (where the plain survival function underflows to 0)."""
+    values, dof_values = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(dof, dtype=np.float64))
+    with np.errstate(divide="ignore"):
+        out = np.log(special.fdtrc(k, dof_values, np.maximum(values, 0.0)))
+    far = ~np.isfinite(out)
+    if far.any():
+        # Beyond ~1e-300 the law is (nearly) chi-square / k: the upper incomplete gamma's asymptotic expansion,
+        # which is steeper than the F tail, so the surprise keeps rising with x.
+        a = 0.5 * k
+        y = a * values[far]
+        out[far] = (a - 1.0) * np.log(y) - y - special.gammaln(a) + np.log1p(max(a - 1.0, 0.0) / y)
+    return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,21 +65,13 @@ class CellStatistics:
     counts: np.ndarray  # (C,)
     sums: np.ndarray  # (C, k)
     scatter: np.ndarray  # (k, k): sum of z z^T over all lots
+    #: (G, k, k): sum of z z^T over the lots of each variety x origin group (group_of_cell gives a cell's group).
+    group_scatter: np.ndarray
+    group_of_cell: np.ndarray  # (C,) int
 
     @property
     def total(self) -> int:
         return round(float(self.counts.sum()))
-
-
-def oas_shrink(covariance: np.ndarray, n_samples: float) -> np.ndarray:
-    """Oracle Approximating Shrinkage toward a scaled identity (Chen et al. 2010), from a covariance alone."""
-    k = covariance.shape[0]
-    mu = float(np.trace(covariance)) / k
-    alpha = float(np.mean(covariance**2))
-    num = alpha + mu**2
-    den = (n_samples + 1.0) * (alpha - mu**2 / k)
-    shrinkage = 1.0 if den <= 0 else min(num / den, 1.0)
-    return (1.0 - shrinkage) * covariance + shrinkage * mu * np.eye(k)
 
 
 def _term_keys(keys: np.ndarray, sizes: tuple[int, int, int]) -> dict[str, tuple[np.ndarray, int]]:
@@ -64,47 +87,143 @@ def _term_keys(keys: np.ndarray, sizes: tuple[int, int, int]) -> dict[str, tuple
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class _Grid:
+    """The cells of one variety (O' origins x S' seasons) with what scoring a lot against them needs."""
+
+    means: np.ndarray  # (O', S', k)
+    variance: np.ndarray  # (O', S'): each cell mean's variance factor v
+    groups: np.ndarray  # (O',): the row of group_whiteners each origin is measured with
+    dof: np.ndarray  # (O',): Student t degrees of freedom of each origin's predictive
+    centres: np.ndarray  # (O', S', k): cell means whitened by their origin's group
+    centres_squared: np.ndarray  # (O', S')
+    constant: np.ndarray  # (O', S'): log density's normalising constant of each cell
+    pooled_centres: np.ndarray  # (O' * S', k): cell means whitened by the pooled covariance
+    pooled_squared: np.ndarray  # (O' * S',)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CellModel:
-    """Fitted cell means and covariance of one species; `grid(variety)` gives every (origin, season) cell."""
+    """Fitted cell means and covariances of one species; `grid(variety)` gives every (origin, season) cell,
+    `log_densities` a lot's predictive log density and tail surprise in each of them."""
 
     sizes: tuple[int, int, int]
     effects: dict[str, np.ndarray]  # term -> (keys, k)
     evidence: dict[str, np.ndarray]  # term -> (keys,) lot counts
     shrinkage: dict[str, float]  # term -> lambda (lots' worth of prior weight)
     origin_neighbours: tuple[tuple[int, ...], ...]
-    covariance: np.ndarray  # pooled within-cell, shrunk
-    whitener: np.ndarray  # L with inv(covariance) = L @ L.T
+    covariance: np.ndarray  # pooled within-cell, shrunk (the prior's centre)
+    whitener: np.ndarray  # L with inv(covariance) = L @ L.T: the space nearest lots and admixture are read in
     log_det: float
-    outside_distance: float  # tau: scaled squared distance beyond which a lot is "outside every reference"
+    #: (V, O) int: the row of group_whiteners for each variety x origin; the last row (the prior) for a pair the
+    #: reference has no lots of.
+    group_index: np.ndarray
+    group_whiteners: np.ndarray  # (G + 1, k, k): L_g with inv(predictive scale_g) = L_g @ L_g.T
+    group_log_det: np.ndarray  # (G + 1,): log det of each predictive scale
+    group_dof: np.ndarray  # (G + 1,): Student t degrees of freedom of each group's predictive
+    prior_dof: float  # nu_0 of the inverse-Wishart prior on group covariances (its weight, in lots)
     cell_counts: np.ndarray  # (V, O, S)
-    #: whitened_grid's results: they depend on the fitted model alone and every claim needs them.
-    _whitened_grids: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    #: grid results per (variety, extras): they depend on the fitted model alone and every claim needs them.
+    _grids: dict[tuple[object, ...], _Grid] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def dim(self) -> int:
         return int(self.covariance.shape[0])
 
-    def whitened_grid(
+    def cached_grid(
         self, variety: int, *, extra_origin_neighbours: Sequence[int] | None = None, extra_season: bool = False
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`grid`'s cell means whitened (O'*S', k), their squared norms (O'*S',) and the variance factors
-        (O', S'); computed once per model and grid (read-only arrays)."""
+    ) -> _Grid:
+        """`grid`'s cells of a variety with everything a lot's densities need that does not depend on the lot,
+        computed once per model and grid (read-only arrays)."""
         key = (variety, None if extra_origin_neighbours is None else tuple(extra_origin_neighbours), extra_season)
-        cached = self._whitened_grids.get(key)
+        cached = self._grids.get(key)
         if cached is None:
             means, variance = self.grid(
                 variety, extra_origin_neighbours=extra_origin_neighbours, extra_season=extra_season
             )
-            centres = means.reshape(-1, means.shape[-1]) @ self.whitener
-            cached = (centres, (centres**2).sum(1), variance)
-            for array in cached:
-                array.flags.writeable = False
-            if len(self._whitened_grids) >= 1024:  # unseen origins each add a grid: stay bounded
-                self._whitened_grids.clear()
-            self._whitened_grids[key] = cached
+            k = self.dim
+            groups = np.full(means.shape[0], len(self.group_whiteners) - 1, dtype=np.int64)
+            groups[: self.sizes[1]] = self.group_index[variety]
+            dof = self.group_dof[groups]
+            own = np.einsum("osk,okj->osj", means, self.group_whiteners[groups])  # each origin in its own metric
+            constant = (
+                gammaln((dof + k) / 2.0)
+                - gammaln(dof / 2.0)
+                - 0.5 * k * np.log(dof * np.pi)
+                - 0.5 * self.group_log_det[groups]
+            )[:, None] - 0.5 * k * np.log1p(variance)
+            pooled = means.reshape(-1, k) @ self.whitener
+            cached = _Grid(
+                means=means,
+                variance=variance,
+                groups=groups,
+                dof=dof,
+                centres=own,
+                centres_squared=(own**2).sum(-1),
+                constant=constant,
+                pooled_centres=pooled,
+                pooled_squared=(pooled**2).sum(-1),
+            )
+            for name in _Grid.__dataclass_fields__:
+                getattr(cached, name).flags.writeable = False
+            if len(self._grids) >= 1024:  # unseen origins each add a grid: stay bounded
+                self._grids.clear()
+            self._grids[key] = cached
         return cached
+
+    def log_densities(
+        self,
+        z: np.ndarray,
+        variety: int,
+        *,
+        origins: np.ndarray | None = None,
+        extra_origin_neighbours: Sequence[int] | None = None,
+        extra_season: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predictive log density (n, O', S') of lots z (n, k) in every cell of a variety, and the tail surprise
+        -log P(a genuine lot of the cell lies at least as far out), both -inf / +inf where not computed.
+
+        `origins` (n, O') bool or None: which origin rows to compute for each lot (all when None). A cell's
+        predictive is a Student t around its shrunk mean, with its group's covariance widened by the mean's
+        own uncertainty (1 + v); its tail is exact: q / k follows an F(k, dof) law for a genuine lot.
+        """
+        grid = self.cached_grid(variety, extra_origin_neighbours=extra_origin_neighbours, extra_season=extra_season)
+        zz = np.atleast_2d(np.asarray(z, dtype=np.float64))
+        n, (n_o, n_s) = len(zz), grid.variance.shape
+        k = self.dim
+        log_density = np.full((n, n_o, n_s), -np.inf)
+        surprise = np.full((n, n_o, n_s), np.inf)
+        wanted = np.ones((n, n_o), dtype=bool) if origins is None else np.asarray(origins, dtype=bool)
+        needed = np.flatnonzero(wanted.any(axis=0))
+        if n <= _FEW_LOTS:
+            # A claim: every needed origin at once (no Python loop), masked afterwards.
+            y = zz[None, :, :] @ self.group_whiteners[grid.groups[needed]]  # (m, n, k)
+            cross = np.einsum("mnk,msk->nms", y, grid.centres[needed])
+            squared = (y**2).sum(-1).T[:, :, None] - 2.0 * cross + grid.centres_squared[needed][None]
+            distance = np.maximum(squared, 0.0) / (1.0 + grid.variance[needed])[None]
+            dof = grid.dof[needed][None, :, None]
+            keep = wanted[:, needed][:, :, None]
+            log_density[:, needed] = np.where(
+                keep, grid.constant[needed][None] - 0.5 * (dof + k) * np.log1p(distance / dof), -np.inf
+            )
+            surprise[:, needed] = np.where(keep, -log_tail_f(distance / k, k, dof), np.inf)
+            return log_density, surprise
+        for o in needed:
+            lots = np.flatnonzero(wanted[:, o])
+            dof_o = float(grid.dof[o])
+            y2 = zz[lots] @ self.group_whiteners[grid.groups[o]]
+            squared2 = (y2**2).sum(1)[:, None] - 2.0 * y2 @ grid.centres[o].T + grid.centres_squared[o][None, :]
+            distance2 = np.maximum(squared2, 0.0) / (1.0 + grid.variance[o])[None, :]
+            log_density[lots, o] = grid.constant[o][None, :] - 0.5 * (dof_o + k) * np.log1p(distance2 / dof_o)
+            surprise[lots, o] = -log_tail_f(distance2 / k, k, dof_o)
+        return log_density, surprise
+
+    def pooled_distances(self, z: np.ndarray, variety: int) -> np.ndarray:
+        """Squared Mahalanobis distances (n, O, S) of lots to every seen cell of a variety under the pooled
+        covariance: one whitening for all cells, cheap enough to shortlist cells for `log_densities`."""
+        grid = self.cached_grid(variety)
+        y = np.atleast_2d(np.asarray(z, dtype=np.float64)) @ self.whitener
+        squared = (y**2).sum(1)[:, None] - 2.0 * y @ grid.pooled_centres.T + grid.pooled_squared[None, :]
+        return np.maximum(squared, 0.0).reshape(len(y), *grid.variance.shape) / (1.0 + grid.variance)[None]
 
     def _variance(self, term: str, key: int | np.ndarray) -> np.ndarray:
         return 1.0 / (self.evidence[term][key] + self.shrinkage[term])
@@ -158,9 +277,14 @@ class CellModel:
 
 
 def fit_cell_model(
-    stats: CellStatistics, *, origin_neighbours: Sequence[Sequence[int]] | None = None, outside_scale: float = 3.0
+    stats: CellStatistics, *, origin_neighbours: Sequence[Sequence[int]] | None = None, prior_dof: float | None = None
 ) -> CellModel:
-    """Fit the shrunk additive cell means and the pooled within-cell covariance from sufficient statistics."""
+    """Fit the shrunk additive cell means, the pooled within-cell covariance and each variety x origin group's
+    covariance from sufficient statistics.
+
+    `prior_dof` fixes the weight of the pooled covariance in each group's (in lots); by default it is
+    estimated from the groups (empirical Bayes).
+    """
     n_o = stats.sizes[1]
     k = stats.sums.shape[1]
     neighbours = tuple(tuple(int(j) for j in nb) for nb in (origin_neighbours or [() for _ in range(n_o)]))
@@ -222,16 +346,19 @@ def fit_cell_model(
         means = fitted()
         within = (stats.scatter - sums.T @ means - means.T @ sums + (means * counts[:, None]).T @ means) / dof
     within = (within + within.T) / 2.0
-    covariance = oas_shrink(within, dof)
+    covariance = oas_covariance(within, dof)
     whitener, log_det = _whitener(covariance)
-    # "Outside every reference" starts where genuine lots rarely go: the mean distance of a lot to its
-    # own cell, trace(inv(covariance) @ within) (about k for Gaussian cells), plus `outside_scale`
-    # standard deviations of a chi-square with that many degrees of freedom.
-    typical = max(float(np.trace(whitener.T @ within @ whitener)), 1.0)
-    outside_distance = typical + outside_scale * np.sqrt(2.0 * typical)
+    group_scatter = _group_within_scatter(stats, cell_means)
+    group_dof = np.bincount(stats.group_of_cell, weights=counts, minlength=len(group_scatter)) - np.bincount(
+        stats.group_of_cell, weights=occupied.astype(float), minlength=len(group_scatter)
+    )
+    nu0 = prior_dof if prior_dof is not None else estimate_prior_dof(covariance, group_scatter, group_dof)
+    whiteners, log_dets, dofs = _group_predictives(covariance, group_scatter, group_dof, nu0)
     cell_counts = np.zeros(stats.sizes)
     v, o, s = stats.cell_keys.T
     np.add.at(cell_counts, (v, o, s), counts)
+    group_index = np.full(stats.sizes[:2], len(group_scatter), dtype=np.int64)
+    group_index[v, o] = stats.group_of_cell
     return CellModel(
         sizes=stats.sizes,
         effects=effects,
@@ -241,9 +368,77 @@ def fit_cell_model(
         covariance=covariance,
         whitener=whitener,
         log_det=log_det,
-        outside_distance=outside_distance,
+        group_index=group_index,
+        group_whiteners=whiteners,
+        group_log_det=log_dets,
+        group_dof=dofs,
+        prior_dof=nu0,
         cell_counts=cell_counts,
     )
+
+
+def _group_within_scatter(stats: CellStatistics, cell_means: np.ndarray) -> np.ndarray:
+    """(G, k, k) scatter of each group's lots about their own cells' raw means."""
+    groups = len(stats.group_scatter)
+    cells, k = stats.sums.shape
+    cell_part = (stats.sums[:, :, None] * cell_means[:, None, :]).reshape(cells, k * k)  # n_c mean mean^T
+    summer = sparse.csr_matrix((np.ones(cells), (stats.group_of_cell, np.arange(cells))), shape=(groups, cells))
+    scatter = stats.group_scatter - np.asarray(summer @ cell_part).reshape(groups, k, k)
+    return (scatter + np.swapaxes(scatter, 1, 2)) / 2.0
+
+
+#: Most groups the prior weight is estimated from (the largest): one number needs few, and each costs an
+#: eigen-decomposition.
+_PRIOR_GROUPS = 24
+
+
+def estimate_prior_dof(covariance: np.ndarray, group_scatter: np.ndarray, group_dof: np.ndarray) -> float:
+    """nu_0 of the inverse-Wishart prior (centred on the pooled covariance) that makes the groups' own
+    within-cell scatters most likely (type-II maximum likelihood over a grid).
+
+    Groups whose covariances all match the pooled one drive it to the top of the grid (every group gets
+    the pooled shape); groups that differ earn a small nu_0 (each keeps its own).
+    """
+    k = covariance.shape[0]
+    usable = np.flatnonzero(group_dof >= 1)
+    top = float(1e6 + k + 1)
+    if not len(usable):
+        return top
+    usable = usable[np.lexsort((usable, -group_dof[usable]))][:_PRIOR_GROUPS]
+    root_inverse, _ = _whitener(covariance)
+    relative = root_inverse.T[None] @ group_scatter[usable] @ root_inverse[None]
+    eigen = np.clip(np.linalg.eigvalsh((relative + np.swapaxes(relative, 1, 2)) / 2.0), 0.0, None)  # (g, k)
+    dof = group_dof[usable]
+    grid = np.geomspace(1.0, 1e6, 49)
+    nu0 = grid + k + 1.0  # (grid,)
+    # log of the multivariate gamma function, for every grid value and group at once.
+    half = 0.5 * (1.0 - np.arange(1, k + 1))
+    lgamma_k = lambda a: special.gammaln(a[..., None] + half).sum(-1)  # noqa: E731
+    value = (
+        0.5 * nu0[:, None] * k * np.log(grid)[:, None]
+        - 0.5 * (nu0[:, None] + dof[None, :]) * np.log(grid[:, None, None] + eigen[None]).sum(-1)
+        + lgamma_k(0.5 * (nu0[:, None] + dof[None, :]))
+        - lgamma_k(0.5 * nu0)[:, None]
+    ).sum(axis=1)
+    return float(nu0[int(np.argmax(value))])
+
+
+def _group_predictives(
+    covariance: np.ndarray, group_scatter: np.ndarray, group_dof: np.ndarray, nu0: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whiteners (G + 1, k, k), log determinants and Student t degrees of freedom of each group's posterior
+    predictive covariance, the last row being the prior's (a group without lots)."""
+    k = covariance.shape[0]
+    c = nu0 - k - 1.0
+    scatter = np.concatenate([group_scatter, np.zeros((1, k, k))])
+    dof_n = nu0 + np.append(group_dof, 0.0)
+    t_dof = dof_n - k + 1.0
+    scales = (c * covariance[None] + scatter) / t_dof[:, None, None]
+    scales = (scales + np.swapaxes(scales, 1, 2)) / 2.0 + 1e-12 * np.trace(covariance) / k * np.eye(k)[None]
+    lower = np.linalg.cholesky(scales)
+    whiteners = np.swapaxes(np.linalg.inv(lower), 1, 2)
+    log_dets = 2.0 * np.log(np.diagonal(lower, axis1=1, axis2=2)).sum(axis=1)
+    return whiteners, log_dets, t_dof
 
 
 def _estimate_shrinkage(residual_sums: np.ndarray, n_key: np.ndarray, prior: np.ndarray, sigma2: float) -> float:

@@ -25,10 +25,11 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # i
 
 from grainproof.domain import LotRecord
 from grainproof.errors import ClaimError, ModelError
+from grainproof.reference.calibration import SCORE_COLUMNS
+from grainproof.reference.calibration_groups import CalibrationGroups, calibration_groups
 from grainproof.reference.cells import CellModel, CellStatistics, fit_cell_model
 from grainproof.reference.runner import ChunkRunner, LocalRunner
 from grainproof.reference.space import (
-    MEASURED,
     ReducedSpace,
     affine_map_of,
     feature_blocks,
@@ -39,14 +40,15 @@ from grainproof.reference.vectors import (
     CHUNK_ROWS,
     ReferenceTable,
     VectorSource,
-    calibration_groups,
     checked_origin_units,
+    fold_groups,
     fold_of_groups,
     season_value,
     table_and_vectors,
 )
 
-FORMAT_VERSION = 2
+#: 3: per-origin covariances (group statistics), four nonconformity columns, calibration groups that partition.
+FORMAT_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.npz"
 ProgressCallback = Callable[[int, int], None]
@@ -67,30 +69,33 @@ class ModelOptions:
     """Hyperparameters of a reference model (stored in its manifest)."""
 
     folds: int = 5
-    variance_kept: float = 0.95
+    #: Share of the variance the principal components keep (1: every direction the caps allow; directions that
+    #: separate cells are kept first whatever their variance, see reference.space).
+    variance_kept: float = 1.0
     max_components: int = 64
-    #: Lots per reduced dimension at least, so the pooled covariance stays well estimated. 5 raised every AUROC
-    #: of the simulated worlds (far origin 0.80 -> 0.84) but lowered the flag rate of a left-out real rice
-    #: variety (15 % -> 12 % at alpha 0.05, 28 % -> 16 % at 0.1): kept at 10 (docs/scoring.md).
+    #: Lots per reduced dimension at least when the features must be reduced (embeddings), so the space keeps
+    #: the leading directions and not the noise of single photos (docs/scoring.md).
     lots_per_dimension: int = 10
+    #: Every feature is kept, unreduced, when there are at least this many lots per feature (measurement
+    #: tables, a dozen kernel traits): each is a measured quantity, and the shrunk covariances estimate well.
+    lots_per_feature: int = 3
     #: Lots sampled (deterministically) to fit the reduced space and nuisance remover at scale.
     max_basis_lots: int = 20_000
     #: A calibration group (cell, or variety x origin, or variety x season) needs this many lots to be used alone.
     min_calibration: int = 50
     #: A declared cell with fewer reference lots is reported as low-confidence.
     min_cell_lots: int = 3
-    #: Prior probability that a lot comes from outside every reference cell.
-    outside_prior: float = 0.02
-    #: "Outside every reference" begins this many chi-square standard deviations beyond a typical genuine lot.
-    outside_scale: float = 3.0
+    #: A lot in the outer `outside_tail` of its cell's predictive counts as outside it: the level at which a
+    #: lot's distance weighs as much as another cell fitting it better (reference.calibration).
+    outside_tail: float = 0.02
 
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ModelError("Cross-conformal calibration needs at least 2 folds.")
         if not 0.0 < self.variance_kept <= 1.0:
             raise ModelError("variance_kept must lie in (0, 1].")
-        if not 0.0 < self.outside_prior < 1.0:
-            raise ModelError("outside_prior must lie in (0, 1).")
+        if not 0.0 < self.outside_tail < 1.0:
+            raise ModelError("outside_tail must lie in (0, 1).")
 
 
 #: Fewest calibration lots of one stratum a species-level p-value is ranked among (p-values down to 1/21).
@@ -109,23 +114,25 @@ class SpeciesReference:
     seasons: list[int | None]
     space: ReducedSpace
     cell_keys: np.ndarray  # (C, 3) int64: variety, origin, season indices
+    cell_groups: np.ndarray  # (C,) int64: each cell's variety x origin group (a row of group_keys)
+    group_keys: np.ndarray  # (G, 2) int64: variety, origin indices
     fold_counts: np.ndarray  # (F, C)
     fold_sums: np.ndarray  # (F, C, k)
     fold_scatter: np.ndarray  # (F, k, k)
+    fold_group_scatter: np.ndarray  # (F, G, k, k): sum of z z^T per variety x origin group
     lot_ids: np.ndarray  # (n,) str
     lot_z: np.ndarray  # (n, k) float32, for nearest reference lots
     lot_cells: np.ndarray  # (n,) int64 index into cell_keys
     lot_folds: np.ndarray  # (n,) int64 cross-conformal fold of each lot
     lot_strata: np.ndarray  # (n,) int8 calibration stratum (reference.space: MEASURED or NETWORK_ONLY)
-    calibration: np.ndarray  # (n, 3): joint, origin, season nonconformity (season NaN without dates)
+    calibration: np.ndarray  # (n, 4): joint, origin, season, inside nonconformity (season NaN without dates)
     origin_neighbours: list[list[int]]
     cells: CellModel | None = None
     #: One model per fold, fitted without that fold: calibration lots and new claims are scored alike.
     fold_cells: list[CellModel] = field(default_factory=list)
-    _groups: dict[tuple[int, int, bool], dict[tuple[int, ...], list[np.ndarray]]] = field(default_factory=dict)
+    _partitions: dict[int, CalibrationGroups] = field(default_factory=dict)
+    _groups: dict[int, dict[int, list[np.ndarray]]] = field(default_factory=dict)
     _whitened: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    #: Whether lot_strata holds more than one stratum: asked on every claim, so found once (lot_strata is fixed).
-    _mixed_strata: bool | None = None
 
     @property
     def dim(self) -> int:
@@ -133,28 +140,31 @@ class SpeciesReference:
 
     def statistics(self, exclude_fold: int | None = None) -> CellStatistics:
         counts, sums, scatter = self.fold_counts.sum(0), self.fold_sums.sum(0), self.fold_scatter.sum(0)
+        group_scatter = self.fold_group_scatter.sum(0)
         if exclude_fold is not None:
             counts = counts - self.fold_counts[exclude_fold]
             sums = sums - self.fold_sums[exclude_fold]
             scatter = scatter - self.fold_scatter[exclude_fold]
+            group_scatter = group_scatter - self.fold_group_scatter[exclude_fold]
         return CellStatistics(
             sizes=(len(self.varieties), len(self.origins), len(self.seasons)),
             cell_keys=self.cell_keys,
             counts=counts,
             sums=sums,
             scatter=scatter,
+            group_scatter=group_scatter,
+            group_of_cell=self.cell_groups,
         )
 
     def fit_cells(self, options: ModelOptions, exclude_fold: int | None = None) -> CellModel:
-        return fit_cell_model(
-            self.statistics(exclude_fold), origin_neighbours=self.origin_neighbours, outside_scale=options.outside_scale
-        )
+        return fit_cell_model(self.statistics(exclude_fold), origin_neighbours=self.origin_neighbours)
 
     def fit(self, options: ModelOptions) -> SpeciesReference:
         """Fit the full cell model and one per fold from the stored statistics; returns self."""
         # Small (k x k) linear algebra: BLAS threads only add contention (10x slower on a busy machine).
         with threadpool_limits(limits=1, user_api="blas"):
             self._fit_all(options)
+        self._partitions.clear()
         self._groups.clear()
         self._whitened.clear()
         return self
@@ -168,37 +178,38 @@ class SpeciesReference:
             for f in range(self.fold_counts.shape[0])
         ]
 
-    def calibration_scores(
-        self, kind: int, key: tuple[int, ...], min_lots: int, stratum: int = MEASURED
-    ) -> list[np.ndarray]:
-        """Per fold, sorted genuine calibration scores of a kind (0 joint, 1 origin, 2 season), at the finest
-        level with at least `min_lots` lots.
+    def partition(self, kind: int, options: ModelOptions) -> CalibrationGroups:
+        """The calibration groups of one score kind (cached; they depend on the reference alone)."""
+        if kind not in self._partitions:
+            self._partitions[kind] = calibration_groups(
+                self.lot_strata,
+                self.cell_keys[self.lot_cells, 0],
+                np.isfinite(self.calibration[:, kind]),
+                min_lots=options.min_calibration,
+                min_stratum=MIN_STRATUM_LOTS,
+            )
+        return self._partitions[kind]
 
-        Levels: the cell (joint), the variety x origin (origin) or variety x season (season); then the
-        variety; then the species. Each is tried first among lots of the claim's calibration `stratum`
-        (Mondrian conformal: measured lots are ranked among measured ones), then among all lots. At the
-        species level the claim's own stratum is used from MIN_STRATUM_LOTS on: few lots give coarse
-        p-values, but valid ones, where all lots would rank an unmeasured lot among tighter measured ones.
-        Exchangeability holds at each level, so each gives valid p-values; which level is used depends on
-        the reference alone, never on the claim's score.
-        """
-        variety = key[0]
+    def calibration_scores(self, kind: int, options: ModelOptions, *, stratum: int, variety: int) -> list[np.ndarray]:
+        """Per fold, sorted genuine calibration scores of a kind (JOINT, ORIGIN, SEASON or INSIDE) in the
+        calibration group the declaration maps to (reference.calibration_groups)."""
+        partition = self.partition(kind, options)
+        group = partition.group_of(stratum, variety)
+        if kind not in self._groups:
+            n_folds = self.fold_counts.shape[0]
+            scores = self.calibration[:, kind]
+            by_group: dict[int, list[np.ndarray]] = {}
+            assigned = np.flatnonzero(partition.lot_group >= 0)
+            order = assigned[np.lexsort((scores[assigned], self.lot_folds[assigned], partition.lot_group[assigned]))]
+            keys = np.column_stack([partition.lot_group[order], self.lot_folds[order]])
+            change = np.flatnonzero(np.any(keys[1:] != keys[:-1], axis=1)) + 1 if len(order) else np.zeros(0, int)
+            for start, stop in zip(np.r_[0, change], np.r_[change, len(order)], strict=True):
+                if stop > start:
+                    per_fold = by_group.setdefault(int(keys[start, 0]), [np.zeros(0) for _ in range(n_folds)])
+                    per_fold[int(keys[start, 1])] = scores[order[start:stop]]
+            self._groups[kind] = by_group
         empty = [np.zeros(0) for _ in range(self.fold_counts.shape[0])]
-        levels = (key, (variety,), ())
-        if self._mixed_strata is None:
-            self._mixed_strata = bool(len(self.lot_strata)) and bool(np.any(self.lot_strata != self.lot_strata[0]))
-        if self._mixed_strata:
-            for level in levels:
-                groups = self._group_index(kind, len(level), stratified=True)
-                scores = groups.get((int(stratum), *(int(x) for x in level)), empty)
-                if sum(len(s) for s in scores) >= (min_lots if level else min(min_lots, MIN_STRATUM_LOTS)):
-                    return scores
-        for level in levels:
-            groups = self._group_index(kind, len(level))
-            scores = groups.get(tuple(int(x) for x in level), empty)
-            if sum(len(s) for s in scores) >= min_lots or level == ():
-                return scores
-        raise AssertionError("unreachable")
+        return self._groups[kind].get(group, empty)
 
     def whitened_lots(self, variety: int) -> tuple[np.ndarray, np.ndarray]:
         """Positions of a variety's reference lots and their whitened coordinates (cached), for nearest lots."""
@@ -208,37 +219,6 @@ class SpeciesReference:
             rows = np.flatnonzero(self.cell_keys[self.lot_cells, 0] == variety)
             self._whitened[variety] = (rows, self.lot_z[rows].astype(np.float64) @ self.cells.whitener)
         return self._whitened[variety]
-
-    def _group_index(
-        self, kind: int, depth: int, *, stratified: bool = False
-    ) -> dict[tuple[int, ...], list[np.ndarray]]:
-        """Per-fold sorted calibration scores of every group at one level, built once for all groups;
-        `stratified` groups are keyed by (stratum, *level)."""
-        cache_key = (kind, depth, stratified)
-        if cache_key not in self._groups:
-            n_folds = self.fold_counts.shape[0]
-            columns = {0: (0, 1, 2), 1: (0, 1), 2: (0, 2)}[kind][:depth]
-            level_keys = self.cell_keys[self.lot_cells][:, list(columns)]
-            if stratified:
-                level_keys = np.column_stack([self.lot_strata.astype(np.int64), level_keys])
-                depth += 1
-            keys = np.column_stack([level_keys, self.lot_folds])
-            scores = self.calibration[:, kind]
-            valid = np.isfinite(scores)
-            keys, scores = keys[valid], scores[valid]
-            groups: dict[tuple[int, ...], list[np.ndarray]] = {}
-            if len(scores):
-                order = np.lexsort((scores, *[keys[:, c] for c in reversed(range(depth + 1))]))
-                keys, scores = keys[order], scores[order]
-                change = np.flatnonzero(np.any(keys[1:] != keys[:-1], axis=1)) + 1
-                for start, stop in zip(np.r_[0, change], np.r_[change, len(scores)], strict=True):
-                    group = tuple(int(x) for x in keys[start, :depth])
-                    per_fold = groups.setdefault(group, [np.zeros(0) for _ in range(n_folds)])
-                    per_fold[int(keys[start, depth])] = scores[start:stop]
-            if depth == 0 and () not in groups:
-                groups[()] = [np.zeros(0) for _ in range(n_folds)]
-            self._groups[cache_key] = groups
-        return self._groups[cache_key]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -259,10 +239,17 @@ class ReferenceModel:
     #: Reference lots per phone (EXIF model or the manifest's `device`): a claim photographed with a phone
     #: not in it is told so (its quirks are not in the calibration).
     phones: dict[str, int] = field(default_factory=dict)
+    #: sha256 of every reference lot's photos (when the build saw them): a claim sending one of these photos
+    #: is told its verdict compares it with itself.
+    photo_hashes: frozenset[str] = frozenset()
     created_at: str = ""
     inputs_hash: str = ""
     version: str = ""
     path: Path | None = None
+
+    def holds_lot(self, lot_id: str) -> bool:
+        """Whether a lot of this id is one of the model's reference lots."""
+        return bool(_already_present([lot_id], [ref.lot_ids for ref in self.species.values()]))
 
     @property
     def varieties(self) -> list[tuple[str, str]]:
@@ -288,7 +275,7 @@ class ReferenceModel:
     # ----- persistence -------------------------------------------------------------------------
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, np.ndarray] = {"photo_hashes": np.asarray(sorted(self.photo_hashes), dtype=str)}
         for i, name in enumerate(sorted(self.species)):
             ref = self.species[name]
             for key, value in (
@@ -297,9 +284,12 @@ class ReferenceModel:
                 ("explained", ref.space.explained_variance_ratio),
                 ("measured_fill", ref.space.measured_fill),
                 ("cell_keys", ref.cell_keys),
+                ("cell_groups", ref.cell_groups),
+                ("group_keys", ref.group_keys),
                 ("fold_counts", ref.fold_counts),
                 ("fold_sums", ref.fold_sums),
                 ("fold_scatter", ref.fold_scatter),
+                ("fold_group_scatter", ref.fold_group_scatter),
                 ("lot_ids", ref.lot_ids.astype(str)),
                 ("lot_z", ref.lot_z),
                 ("lot_cells", ref.lot_cells),
@@ -423,9 +413,12 @@ class ReferenceModel:
                         measured_fill=arrays.get(f"s{i}_measured_fill", np.zeros(0)),
                     ),
                     cell_keys=arrays[f"s{i}_cell_keys"],
+                    cell_groups=arrays[f"s{i}_cell_groups"],
+                    group_keys=arrays[f"s{i}_group_keys"],
                     fold_counts=arrays[f"s{i}_fold_counts"],
                     fold_sums=arrays[f"s{i}_fold_sums"],
                     fold_scatter=arrays[f"s{i}_fold_scatter"],
+                    fold_group_scatter=arrays[f"s{i}_fold_group_scatter"],
                     lot_ids=arrays[f"s{i}_lot_ids"],
                     lot_z=arrays[f"s{i}_lot_z"],
                     lot_cells=arrays[f"s{i}_lot_cells"],
@@ -448,6 +441,7 @@ class ReferenceModel:
             zone_members={k: [list(p) for p in v] for k, v in manifest.get("zones", {}).get("members", {}).items()},
             zone_reach_km=float(manifest.get("zones", {}).get("reach_km", 0.0)),
             phones={str(k): int(v) for k, v in manifest.get("phones", {}).items()},
+            photo_hashes=frozenset(str(h) for h in arrays.get("photo_hashes", np.zeros(0, dtype=str)).tolist()),
             created_at=manifest.get("created_at", ""),
             inputs_hash=manifest.get("inputs_hash", ""),
             version=manifest.get("version", ""),
@@ -579,7 +573,7 @@ def _lot_arrays(
         list(origin_units),
         [lot.claim.season for lot in lots],
         [lot.lot_id for lot in lots],
-        list(groups) if groups is not None else calibration_groups(lots),
+        list(groups) if groups is not None else fold_groups(lots),
     )
 
 
@@ -619,27 +613,32 @@ def _add_lots(
         dtype=np.int64,
     ).reshape(-1, 3)
     known = (keys[:, 0] < len(ref.varieties)) & (keys[:, 1] < len(ref.origins)) & (keys[:, 2] < len(ref.seasons))
-    calibration = np.full((len(keys), 3), np.nan)
+    calibration = np.full((len(keys), SCORE_COLUMNS), np.nan)
     fold_array = np.asarray(folds, dtype=np.int64)
     for f, fold_model in enumerate(ref.fold_cells):
         rows = np.flatnonzero(known & (fold_array == f))
         if len(rows):
             calibration[rows] = nonconformity_for_lots(
-                fold_model, z[rows], keys[rows], seasons=ref.seasons, outside_prior=options.outside_prior
+                fold_model, z[rows], keys[rows], seasons=ref.seasons, outside_tail=options.outside_tail
             )
     # Lots in a new variety, origin or season cannot be scored out-of-sample by the current model;
     # they enter the statistics but not the calibration until the next full rebuild.
     cell_index = {tuple(int(x) for x in key): i for i, key in enumerate(ref.cell_keys)}
     cell_keys = [tuple(int(x) for x in key) for key in ref.cell_keys]
     lot_cells = np.array([_index_map(cell_index, cell_keys, tuple(int(x) for x in key)) for key in keys])
-    n_cells, k = len(cell_keys), ref.dim
+    all_cell_keys = np.asarray(cell_keys, dtype=np.int64).reshape(-1, 3)
+    cell_groups, group_keys = _cell_groups(all_cell_keys, ref.group_keys)
+    n_cells, n_groups, k = len(cell_keys), len(group_keys), ref.dim
     fold_counts = np.zeros((options.folds, n_cells))
     fold_sums = np.zeros((options.folds, n_cells, k))
+    fold_group_scatter = np.zeros((options.folds, n_groups, k, k))
     fold_counts[:, : ref.fold_counts.shape[1]] = ref.fold_counts
     fold_sums[:, : ref.fold_sums.shape[1]] = ref.fold_sums
+    fold_group_scatter[:, : ref.fold_group_scatter.shape[1]] = ref.fold_group_scatter
     fold_scatter = ref.fold_scatter.copy()
     np.add.at(fold_counts, (fold_array, lot_cells), 1.0)
     np.add.at(fold_sums, (fold_array, lot_cells), z)
+    fold_group_scatter += _group_scatter(z, fold_array, cell_groups[lot_cells], options.folds, n_groups)
     for f in range(options.folds):
         rows = z[fold_array == f]
         fold_scatter[f] += rows.T @ rows
@@ -649,10 +648,13 @@ def _add_lots(
         origins=origins_list,
         seasons=seasons_list,
         space=ref.space,
-        cell_keys=np.asarray(cell_keys, dtype=np.int64).reshape(-1, 3),
+        cell_keys=all_cell_keys,
+        cell_groups=cell_groups,
+        group_keys=group_keys,
         fold_counts=fold_counts,
         fold_sums=fold_sums,
         fold_scatter=fold_scatter,
+        fold_group_scatter=fold_group_scatter,
         lot_ids=np.concatenate([ref.lot_ids.astype(str), np.asarray(lot_ids, dtype=str)]),
         lot_z=np.vstack([ref.lot_z, z.astype(np.float32)]),
         lot_cells=np.concatenate([ref.lot_cells, lot_cells]),
@@ -662,6 +664,28 @@ def _add_lots(
         origin_neighbours=_neighbour_lists(origins_list, adjacency),
     )
     return updated.fit(options)
+
+
+def _cell_groups(cell_keys: np.ndarray, existing: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's variety x origin group (C,) and the groups' keys (G, 2); `existing` groups keep their rows."""
+    keys = [tuple(int(x) for x in row) for row in (existing if existing is not None else np.zeros((0, 2)))]
+    index = {key: i for i, key in enumerate(keys)}
+    groups = np.array([_index_map(index, keys, (int(v), int(o))) for v, o, _ in cell_keys], dtype=np.int64)
+    return groups, np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+
+
+def _group_scatter(z: np.ndarray, folds: np.ndarray, groups: np.ndarray, n_folds: int, n_groups: int) -> np.ndarray:
+    """(F, G, k, k) sum of z z^T of the lots of each fold and variety x origin group."""
+    k = z.shape[1]
+    out = np.zeros((n_folds, n_groups, k, k))
+    order = np.lexsort((groups, folds))
+    keys = np.column_stack([folds[order], groups[order]])
+    change = np.flatnonzero(np.any(keys[1:] != keys[:-1], axis=1)) + 1 if len(order) else np.zeros(0, dtype=int)
+    for start, stop in zip(np.r_[0, change], np.r_[change, len(order)], strict=True):
+        if stop > start:
+            rows = z[order[start:stop]]
+            out[keys[start, 0], keys[start, 1]] = rows.T @ rows
+    return out
 
 
 def _index_map(index: dict[tuple[int, ...], int], keys: list[tuple[int, ...]], key: tuple[int, ...]) -> int:
@@ -689,7 +713,7 @@ def fit_reference_model(
     """Fit a reference model from lots with feature vectors (pure: arrays in, model out, nothing written).
 
     `origin_units` gives each lot's origin unit (default: its region code); `groups` the unit of
-    cross-conformal folds (default: `calibration_groups`: the phone, else the field); `nuisance_factory`
+    cross-conformal folds (default: `fold_groups`: the phone, else the field); `nuisance_factory`
     makes a device nuisance remover, fitted per species when lots carry at least two devices.
     The result does not depend on the order of `lots`. `runner` runs the per-chunk steps elsewhere (Ray).
     """
@@ -778,7 +802,12 @@ def fit_reference_arrays(
         keys = np.stack([variety_index, origin_index, season_index], axis=1).astype(np.int64)
         cell_keys, lot_cells = np.unique(keys, axis=0, return_inverse=True)
         lot_cells = lot_cells.reshape(-1)
-        max_by_lots = max(1, (len(rows) - len(cell_keys)) // options.lots_per_dimension)
+        spare = len(rows) - len(cell_keys)
+        max_by_lots = (
+            vectors.dim
+            if vectors.dim * options.lots_per_feature <= spare
+            else max(1, spare // options.lots_per_dimension)
+        )
         blocks = feature_blocks(backbone_id, vectors.dim)
         space = fit_reduced_space(
             basis_x,
@@ -808,6 +837,10 @@ def fit_reference_arrays(
             start += len(chunk)
         del projected
         folds = all_folds[rows]
+        if len(rows) >= 2 and len(np.unique(folds)) < 2:
+            # Every lot of the species in one fold (one field, or one phone) leaves nothing to calibrate them
+            # against: hold out lots one by one instead.
+            folds = fold_of_groups(np.asarray([f"lot:{lot_id}" for lot_id in species_ids]), options.folds)
         season_list = [season_value(c) for c in season_codes]
         n_cells, k = len(cell_keys), space.dim
         fold_counts = np.zeros((options.folds, n_cells))
@@ -815,6 +848,7 @@ def fit_reference_arrays(
         np.add.at(fold_counts, (folds, lot_cells), 1.0)
         np.add.at(fold_sums, (folds, lot_cells), z)
         fold_scatter = np.stack([_scatter(z[folds == f]) for f in range(options.folds)])
+        cell_groups, group_keys = _cell_groups(cell_keys)
         ref = SpeciesReference(
             species=name,
             varieties=[str(v) for v in variety_list],
@@ -822,15 +856,18 @@ def fit_reference_arrays(
             seasons=season_list,
             space=space,
             cell_keys=cell_keys.astype(np.int64),
+            cell_groups=cell_groups,
+            group_keys=group_keys,
             fold_counts=fold_counts,
             fold_sums=fold_sums,
             fold_scatter=fold_scatter,
+            fold_group_scatter=_group_scatter(z, folds, cell_groups[lot_cells], options.folds, len(group_keys)),
             lot_ids=species_ids,
             lot_z=z.astype(np.float32),
             lot_cells=lot_cells.astype(np.int64),
             lot_folds=folds,
             lot_strata=lot_strata,
-            calibration=np.full((len(rows), 3), np.nan),
+            calibration=np.full((len(rows), SCORE_COLUMNS), np.nan),
             origin_neighbours=_neighbour_lists([str(o) for o in origin_list], adjacency),
         )
         # Cross-conformal calibration: each lot is scored by the model fitted without its fold.
@@ -839,12 +876,13 @@ def fit_reference_arrays(
             in_fold = folds == f
             if in_fold.any() and (~in_fold).sum() >= 2:
                 ref.calibration[in_fold] = runner.score(
-                    ref.fold_cells[f], z[in_fold], cell_keys[lot_cells[in_fold]], ref.seasons, options.outside_prior
+                    ref.fold_cells[f], z[in_fold], cell_keys[lot_cells[in_fold]], ref.seasons, options.outside_tail
                 )
             step += 1
             if progress:
                 progress(step, total_steps)
         del z
+        ref._partitions.clear()
         ref._groups.clear()
         species_models[name] = ref
         step += 1

@@ -39,10 +39,10 @@ def project_rows(space: ReducedSpace, vectors: VectorSource, rows: np.ndarray) -
 
 
 def score_chunk(
-    cells: CellModel, z: np.ndarray, keys: np.ndarray, seasons: Sequence[int | None], outside_prior: float
+    cells: CellModel, z: np.ndarray, keys: np.ndarray, seasons: Sequence[int | None], outside_tail: float
 ) -> np.ndarray:
-    """Calibration nonconformity (n, 3) of a chunk of lots against their own cells."""
-    return nonconformity_for_lots(cells, z, keys, seasons=list(seasons), outside_prior=outside_prior)
+    """Calibration nonconformity (n, 4) of a chunk of lots against their own cells."""
+    return nonconformity_for_lots(cells, z, keys, seasons=list(seasons), outside_tail=outside_tail)
 
 
 class ChunkRunner(Protocol):
@@ -58,7 +58,7 @@ class ChunkRunner(Protocol):
         z: np.ndarray,
         keys: np.ndarray,
         seasons: Sequence[int | None],
-        outside_prior: float,
+        outside_tail: float,
     ) -> np.ndarray: ...
 
 
@@ -76,6 +76,6 @@ class LocalRunner:
         z: np.ndarray,
         keys: np.ndarray,
         seasons: Sequence[int | None],
-        outside_prior: float,
+        outside_tail: float,
     ) -> np.ndarray:
-        return score_chunk(cells, z, keys, seasons, outside_prior)
+        return score_chunk(cells, z, keys, seasons, outside_tail)

@@ -106,7 +106,7 @@ def choose_dimension(
 ) -> int:
     """Smallest number of components keeping `variance_kept` of the variance, within the caps.
 
-    The cap by lots keeps the pooled covariance well estimated (several lots per dimension).
+    The cap by lots keeps the covariances well estimated (several lots per dimension).
     """
     cumulative = np.cumsum(explained_ratio)
     by_variance = int(np.searchsorted(cumulative, variance_kept - 1e-12) + 1)
@@ -118,14 +118,18 @@ def fit_reduced_space(
     vectors: np.ndarray,
     *,
     nuisance: tuple[np.ndarray, np.ndarray] | None = None,
-    variance_kept: float = 0.95,
+    variance_kept: float = 1.0,
     max_components: int = 64,
     max_by_lots: int | None = None,
     blocks: Sequence[int] = (),
     measured: int = 0,
 ) -> ReducedSpace:
-    """Fit standardisation + PCA on (a sample of) a species' reference vectors, after the nuisance map.
+    """Fit standardisation + a basis on (a sample of) a species' reference vectors, after the nuisance map.
 
+    By default (`variance_kept` 1) every principal direction the caps allow is kept: when the features fit
+    within the caps the space is the whole standardised space, rotated, nothing dropped, because a direction
+    of small variance can be the one that separates two origins. The caps (by lots, and `max_components`)
+    keep the covariances estimable when there are more features than lots can support.
     `blocks` (sizes summing to the dimension) are groups of features that each get the same total weight
     before PCA: a dozen kernel measurements beside 1,280 network features would otherwise hold 1 % of
     the variance and be dropped with the noise, though they carry most of the origin signal.
@@ -158,6 +162,7 @@ def fit_reduced_space(
         scale = scale * block_scale(blocks)
     standard = (x - mean) / scale
     n = standard.shape[0]
+    # Work in coordinates of the data's own span: all of it when n > dim, else the n - 1 directions it has.
     if n <= dim:
         _, singular, components_t = np.linalg.svd(standard, full_matrices=False)
         variances = singular**2 / max(n - 1, 1)
@@ -172,11 +177,22 @@ def fit_reduced_space(
     )
     basis = components[:, :k]
     # Fix each component's sign so the same data always gives the same coordinates.
-    signs = np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(k)])
+    signs = np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(basis.shape[1])])
     basis = basis * np.where(signs == 0, 1.0, signs)
     weights = (a_matrix / scale) @ basis
     offset = ((b_offset - mean) / scale) @ basis
     return ReducedSpace(weights=weights, offset=offset, explained_variance_ratio=ratio[:k].copy(), measured_fill=fill)
+
+
+def oas_covariance(covariance: np.ndarray, n_samples: float) -> np.ndarray:
+    """Oracle Approximating Shrinkage toward a scaled identity (Chen et al. 2010), from a covariance alone."""
+    k = covariance.shape[0]
+    mu = float(np.trace(covariance)) / k
+    alpha = float(np.mean(covariance**2))
+    num = alpha + mu**2
+    den = (n_samples + 1.0) * (alpha - mu**2 / k)
+    shrinkage = 1.0 if den <= 0 else min(num / den, 1.0)
+    return (1.0 - shrinkage) * covariance + shrinkage * mu * np.eye(k)
 
 
 def significant_nuisance_directions(

@@ -201,7 +201,7 @@ def table_and_vectors(
         varieties=[lot.claim.variety for lot in lots],
         origins=list(origin_units),
         seasons=[lot.claim.season for lot in lots],
-        groups=list(groups) if groups is not None else calibration_groups(lots),
+        groups=list(groups) if groups is not None else fold_groups(lots),
         devices=[lot.device or "" for lot in lots],
     )
     return table, InMemoryVectors(np.asarray([lot.features for lot in lots], dtype=np.float64))
@@ -224,16 +224,23 @@ def fold_of_groups(groups: np.ndarray, folds: int) -> np.ndarray:
 MIN_PHONES_FOR_PHONE_FOLDS = 5
 
 
-def calibration_groups(lots: Sequence[LotRecord]) -> list[str]:
+def fold_groups(lots: Sequence[LotRecord]) -> list[str]:
     """The unit each lot's cross-conformal fold is drawn by: its phone, else its field, else itself.
 
     Holding out whole phones makes calibration lots look to their fold's model as a new phone's lots
     look to the full model, so the false-alarm rate stays honest for phones the reference never saw.
     Without enough phones, whole fields are held out so a field's lots never calibrate each other.
+    The choice is made per species: a species photographed with one or two phones would otherwise put
+    all its lots in one fold, leaving nothing to calibrate them with.
     """
-    phones = {lot.device for lot in lots if lot.device}
-    if len(phones) >= MIN_PHONES_FOR_PHONE_FOLDS:
-        return [
-            f"phone:{lot.device}" if lot.device else f"field:{lot.extra.get('field_id') or lot.lot_id}" for lot in lots
-        ]
-    return [f"field:{lot.extra.get('field_id') or lot.lot_id}" for lot in lots]
+    phones: dict[str, set[str]] = {}
+    for lot in lots:
+        if lot.device:
+            phones.setdefault(lot.claim.species, set()).add(lot.device)
+    by_phone = {species for species, seen in phones.items() if len(seen) >= MIN_PHONES_FOR_PHONE_FOLDS}
+    return [
+        f"phone:{lot.device}"
+        if lot.device and lot.claim.species in by_phone
+        else f"field:{lot.extra.get('field_id') or lot.lot_id}"
+        for lot in lots
+    ]

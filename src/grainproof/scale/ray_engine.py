@@ -24,6 +24,7 @@ import numpy as np
 from grainproof.embed.vectors import PhotoEmbedding
 from grainproof.errors import GrainproofError
 from grainproof.progress import ProgressCallback
+from grainproof.reference.calibration import SCORE_COLUMNS
 from grainproof.reference.cells import CellModel
 from grainproof.reference.runner import project_rows, score_chunk
 from grainproof.reference.space import ReducedSpace
@@ -216,14 +217,14 @@ class _ProjectChunks:
 class _ScoreChunks:
     """Ray Data actor: holds one fold's cell model; scores chunks of calibration lots."""
 
-    def __init__(self, cells: CellModel, seasons: list[int | None], outside_prior: float) -> None:
+    def __init__(self, cells: CellModel, seasons: list[int | None], outside_tail: float) -> None:
         self.cells = cells
         self.seasons = seasons
-        self.outside_prior = outside_prior
+        self.outside_tail = outside_tail
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         scores = [
-            _pack(score_chunk(self.cells, _unpack(z), _unpack(keys), self.seasons, self.outside_prior))
+            _pack(score_chunk(self.cells, _unpack(z), _unpack(keys), self.seasons, self.outside_tail))
             for z, keys in zip(batch["z"], batch["keys"], strict=True)
         ]
         return {"chunk": np.asarray(batch["chunk"], dtype=np.int64), "scores": _column(scores)}
@@ -274,13 +275,13 @@ class RayRunner:
         z: np.ndarray,
         keys: np.ndarray,
         seasons: Sequence[int | None],
-        outside_prior: float,
+        outside_tail: float,
     ) -> np.ndarray:
         if not len(z):
-            return np.zeros((0, 3))
+            return np.zeros((0, SCORE_COLUMNS))
         items = [
             {"chunk": i, "z": _pack(z[start : start + SCORE_CHUNK]), "keys": _pack(keys[start : start + SCORE_CHUNK])}
             for i, start in enumerate(range(0, len(z), SCORE_CHUNK))
         ]
-        rows = self._run(_ScoreChunks, (cells, list(seasons), outside_prior), items)
+        rows = self._run(_ScoreChunks, (cells, list(seasons), outside_tail), items)
         return np.vstack([_unpack(row["scores"]) for row in rows])

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from grainproof.reference.cells import oas_shrink
+from grainproof.reference.space import oas_covariance
 
 #: Score given to a claim for a cell the peer never saw: the most suspicious possible.
 UNSEEN = np.inf
@@ -102,7 +102,7 @@ class CellMahalanobisPeer:
             rows = z[labels == cell]
             mean = rows.mean(axis=0)
             if len(rows) >= 2:
-                covariance = oas_shrink(np.cov(rows, rowvar=False).reshape(z.shape[1], z.shape[1]), len(rows))
+                covariance = oas_covariance(np.cov(rows, rowvar=False).reshape(z.shape[1], z.shape[1]), len(rows))
             else:
                 covariance = np.eye(z.shape[1]) * spread
             covariance += np.eye(z.shape[1]) * 1e-6 * max(spread, 1e-12)
