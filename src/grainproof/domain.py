@@ -140,6 +140,16 @@ class NearestReference:
     distance: float
 
 
+#: What a verdict says of a declaration (`Verdict.status`):
+#: flagged: its plausibility is at or below alpha;
+#: plausible: above alpha, where the reference could have flagged it;
+#: cannot_flag: too few calibration lots for any p-value to reach alpha (low confidence, never "plausible");
+#: uncalibrated: no genuine reference lot could calibrate it at all (never "plausible").
+VERDICT_STATUSES: tuple[str, ...] = ("flagged", "plausible", "cannot_flag", "uncalibrated")
+#: Who set a verdict's alpha: the service's setting, or an admin or auditor for this one request.
+ALPHA_SOURCES: tuple[str, ...] = ("server", "request")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Verdict:
     """What grainproof says about a claim: calibrated p-values, the flag, and the evidence behind it."""
@@ -149,11 +159,22 @@ class Verdict:
     origin_plausibility: float
     season_plausibility: float | None
     flagged: bool
+    status: str
     alpha: float
+    alpha_source: str
+    #: The smallest p-value this declaration's calibration group can give, 1 / (calibration lots + 1).
+    min_reachable_p: float
+    calibration_lots: int
     reasons: tuple[str, ...]
     alternatives: tuple[Alternative, ...]
-    outside_reference_probability: float
+    #: Conformal p-value that the lot lies inside the reference (small: it fits no reference cell).
+    outside_reference_p_value: float
+    #: Whether the verdict reports the lot as outside every reference (that p-value at or below alpha).
+    outside_reference: bool
+    #: Share of the lot's kernels that look like another origin, and its interval: only when significant.
     admixture: float | None
+    admixture_interval: tuple[float, float] | None
+    admixture_source: str | None
     nearest_reference_lots: tuple[NearestReference, ...]
     declared_origin_unit: str
     low_confidence: bool
@@ -161,7 +182,7 @@ class Verdict:
     warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("plausibility", "origin_plausibility", "outside_reference_probability"):
+        for name in ("plausibility", "origin_plausibility", "outside_reference_p_value", "min_reachable_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is outside [0, 1]")
@@ -169,10 +190,17 @@ class Verdict:
             raise ValueError("season_plausibility is outside [0, 1]")
         if self.admixture is not None and not 0.0 <= self.admixture <= 1.0:
             raise ValueError("admixture is outside [0, 1]")
+        if self.status not in VERDICT_STATUSES:
+            raise ValueError(f"status {self.status!r} is not one of {', '.join(VERDICT_STATUSES)}")
+        if self.alpha_source not in ALPHA_SOURCES:
+            raise ValueError(f"alpha_source {self.alpha_source!r} is not one of {', '.join(ALPHA_SOURCES)}")
+        if self.flagged != (self.status == "flagged"):
+            raise ValueError("a verdict is flagged exactly when its status is 'flagged'")
 
     def as_dict(self) -> dict[str, Any]:
         """The verdict as JSON-ready plain data (the shape of `verify` output and the API response)."""
         data = asdict(self)
         data["reasons"] = list(self.reasons)
         data["warnings"] = list(self.warnings)
+        data["admixture_interval"] = list(self.admixture_interval) if self.admixture_interval else None
         return data

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from typing import Any
 
@@ -12,14 +11,9 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 
 from grainproof.errors import GrainproofError, ManifestError
+from grainproof.services.verification import error_kind
 
 logger = logging.getLogger("grainproof.api")
-
-
-def error_kind(exc: BaseException) -> str:
-    """A stable snake_case name for the error class (ClaimError -> claim, PhotoTooLargeError -> photo_too_large)."""
-    name = type(exc).__name__.removesuffix("Exception").removesuffix("Error") or "error"
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def grainproof_error(_: Request[Any, Any, Any], exc: GrainproofError) -> Response[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -34,8 +35,10 @@ def build(
     """Fit a reference model from reference lots and save it as a versioned directory."""
     from grainproof.manifest import read_manifest
     from grainproof.reference import ModelOptions
+    from grainproof.reference.report import build_warnings
     from grainproof.scale.engines import chunk_runner, photo_embedder
     from grainproof.services.references import build_reference_model
+    from grainproof.settings import get_settings
 
     runner = chunk_runner(engine, ray_address)
     lots = read_manifest(manifest)
@@ -66,20 +69,35 @@ def build(
             str(ref.dim),
         )
     console.print(table)
+    for warning in build_warnings(model, get_settings().alpha):
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 @app.command("verify")
 def verify(
     model_dir: Path = typer.Argument(..., help="Reference model directory (from `grainproof reference build`)."),
     claims: Path = typer.Argument(..., help="Manifest CSV of claims to verify (f_* features, or photos)."),
-    out: Path = typer.Option(..., "--out", help="JSON lines file: one verdict per claim."),
-    alpha: float | None = typer.Option(None, "--alpha", help="Flag when plausibility <= alpha (default setting)."),
+    out: Path = typer.Option(..., "--out", help="JSON lines file: one verdict (or error record) per claim."),
+    alpha: float | None = typer.Option(
+        None, "--alpha", help="Flag when plausibility <= alpha (default: the GRAINPROOF_ALPHA setting)."
+    ),
     fdr: float | None = typer.Option(None, "--fdr", help="Also flag the batch at this false-discovery rate (BH)."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Exit 2 when any claim could not be verified (default: record it and go on)."
+    ),
+    exit_code: bool = typer.Option(
+        False, "--exit-code", help="Exit 1 when at least one lot was flagged (for scripts), as `git diff` does."
+    ),
 ) -> None:
-    """Score every claim of a manifest and write one JSON verdict per line."""
+    """Score every claim of a manifest and write one JSON verdict per line.
+
+    A claim that cannot be verified gets an error record in its place and the batch goes on. Exit status:
+    0 when the batch was verified; 1 with --exit-code when at least one lot was flagged; 2 when the run failed,
+    or with --strict when any claim could not be verified.
+    """
     from grainproof.manifest import read_manifest
     from grainproof.reference import ReferenceModel
-    from grainproof.services.verification import batch_flags, verify_lots
+    from grainproof.services.verification import ClaimFailure, batch_flags, verify_lots
 
     if alpha is not None and not 0.0 < alpha < 1.0:
         raise GrainproofError(f"--alpha {alpha} must lie strictly between 0 and 1.")
@@ -88,33 +106,54 @@ def verify(
     model = ReferenceModel.load(model_dir)
     lots = read_manifest(claims)
     with progress_bar("verifying claims", len(lots)) as update:
-        verdicts = verify_lots(model, lots, alpha=alpha, base_dir=claims.parent, progress=update)
-    flags_fdr = batch_flags(verdicts, fdr) if fdr is not None else None
+        results = verify_lots(model, lots, alpha=alpha, base_dir=claims.parent, progress=update)
+    verdicts = [r for r in results if not isinstance(r, ClaimFailure)]
+    failures = [r for r in results if isinstance(r, ClaimFailure)]
+    flags_fdr = dict(zip((v.lot_id for v in verdicts), batch_flags(verdicts, fdr), strict=True)) if fdr else None
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for i, verdict in enumerate(verdicts):
-            row = verdict.as_dict()
-            if flags_fdr is not None:
-                row["flagged_fdr"] = flags_fdr[i]
+        for result in results:
+            row = result.as_dict()
+            if flags_fdr is not None and not isinstance(result, ClaimFailure):
+                row["flagged_fdr"] = flags_fdr[result.lot_id]
                 row["fdr"] = fdr
             handle.write(json.dumps(row) + "\n")
     os.replace(tmp, out)
     flagged = sum(v.flagged for v in verdicts)
-    table = Table(title=f"{len(verdicts)} claims verified against model {model.version} -> {out}")
+    shown = sorted(verdicts, key=lambda v: v.plausibility)[:SHOWN_VERDICTS]
+    title = f"{len(verdicts)} claims verified against model {model.version} -> {out}"
+    if len(verdicts) > len(shown):
+        title += f" (the {len(shown)} lowest plausibilities of {len(verdicts)})"
+    table = Table(title=title)
     table.add_column("lot")
     table.add_column("plausibility", justify="right")
-    table.add_column("flagged")
+    table.add_column("verdict")
     table.add_column("reason")
-    for verdict in sorted(verdicts, key=lambda v: v.plausibility)[:20]:
-        table.add_row(
-            verdict.lot_id, f"{verdict.plausibility:.3g}", "yes" if verdict.flagged else "", verdict.reasons[0]
-        )
+    for verdict in shown:
+        table.add_row(verdict.lot_id, f"{verdict.plausibility:.3g}", verdict.status, verdict.reasons[0])
     console.print(table)
-    summary = f"{flagged} of {len(verdicts)} flagged at alpha={verdicts[0].alpha:g}" if verdicts else "no claims"
+    for failure in failures:
+        err_console.print(f"[red]could not verify {failure.lot_id}:[/] {failure.detail}", highlight=False)
+    statuses = Counter(v.status for v in verdicts)
+    level = f"alpha={verdicts[0].alpha:g}" if verdicts else f"alpha={alpha if alpha is not None else 'setting'}"
+    summary = f"{len(results)} claims: {flagged} flagged at {level}"
+    for status in ("cannot_flag", "uncalibrated"):
+        if statuses[status]:
+            summary += f", {statuses[status]} {status.replace('_', ' ')}"
+    if failures:
+        summary += f", {len(failures)} could not be verified (error records in {out})"
     if flags_fdr is not None:
-        summary += f"; {sum(flags_fdr)} flagged at FDR {fdr:g} (Benjamini-Hochberg)"
+        summary += f"; {sum(flags_fdr.values())} flagged at FDR {fdr:g} (Benjamini-Hochberg)"
     err_console.print(summary)
+    if strict and failures:
+        raise typer.Exit(2)
+    if exit_code and flagged:
+        raise typer.Exit(1)
+
+
+#: Verdicts `verify` prints (the lowest plausibilities); every one is in the output file.
+SHOWN_VERDICTS = 20
 
 
 @app.command("evaluate")

@@ -44,6 +44,9 @@ def simulate(
         help="Départements kept out of the reference (lots for missing-origin claims); default 08,41,79; '' for none.",
     ),
     fraud_rate: float = typer.Option(0.3, "--fraud-rate", help="Share of false claims in claims.csv."),
+    intake_share: float = typer.Option(
+        0.2, "--intake-share", help="Share of fields whose lots are the day's intake (intake.csv), not reference."
+    ),
     fraud_kinds: str | None = typer.Option(
         None, "--fraud-kinds", help="False-claim kinds to inject, comma-separated (default: all the world allows)."
     ),
@@ -55,7 +58,12 @@ def simulate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a world already in --out."),
     list_profiles: bool = typer.Option(False, "--list-profiles", help="List phone profiles and trays, then exit."),
 ) -> None:
-    """Render a synthetic world of grain lots: photos, lots.csv (truth), claims.csv (declarations)."""
+    """Render a synthetic world of grain lots: photos, lots.csv (truth), claims.csv (declarations).
+
+    Also reference.csv (the truth of the reference lots) and intake.csv (the declarations of the other lots,
+    from other fields): build a reference from the first and verify the second, so no lot is scored against
+    itself.
+    """
     from grainproof.simulate import DEFAULT_REGIONS, DEFAULT_UNREFERENCED, WorldConfig, simulate_world
     from grainproof.simulate.devices import PHONE_PROFILES
     from grainproof.simulate.render import TRAYS
@@ -78,6 +86,7 @@ def simulate(
         regions=_split(regions) or DEFAULT_REGIONS,
         unreferenced_regions=DEFAULT_UNREFERENCED if unreferenced is None else _split(unreferenced) or (),
         fraud_rate=fraud_rate,
+        intake_share=intake_share,
         fraud_kinds=_split(fraud_kinds),
         trays=_split(trays) or tuple(t.name for t in TRAYS),
         max_photo_side=max_side,
@@ -95,6 +104,7 @@ def simulate(
         f"seasons {', '.join(str(s) for s in summary.lots_per_season)}, {len(summary.devices)} phone profiles."
     )
     console.print(f"Truth: {summary.lots_csv}  Declarations: {summary.claims_csv}")
+    console.print(f"Reference lots: {summary.reference_csv}  Intake (declarations to verify): {summary.intake_csv}")
 
 
 @bench_app.command("simulate")

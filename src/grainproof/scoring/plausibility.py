@@ -11,10 +11,12 @@ import numpy as np
 
 from grainproof.domain import Alternative, NearestReference
 from grainproof.errors import ClaimError, ModelError, UnknownVarietyError
-from grainproof.reference.calibration import cell_distances, cell_log_posterior, declaration_nonconformity
+from grainproof.reference.calibration import INSIDE, JOINT, ORIGIN, SEASON, score_declarations, shortlist
+from grainproof.reference.cells import CellModel
 from grainproof.reference.model import ReferenceModel, SpeciesReference
 from grainproof.reference.space import NETWORK_ONLY
 from grainproof.scoring.conformal import conformal_p_value
+from grainproof.scoring.mixture import ShareEstimate, gaussian_positions_share
 
 #: Said of a lot whose photos gave no kernel measurements, though the reference was built with them.
 UNMEASURED_WARNING = (
@@ -36,10 +38,17 @@ class ClaimScore:
     declared_season: int | None
     declared_probability: float
     alternatives: tuple[Alternative, ...]
-    outside_reference_probability: float
-    admixture: float | None
+    #: Conformal p-value that the lot lies inside the reference: small when no reference cell fits it as well as
+    #: genuine lots fit theirs (an origin missing from the reference, or not this species at all).
+    outside_reference_p: float
+    #: Share of the lot's units from another origin (None without units that can tell): an estimate with its
+    #: interval and its p-value against "none"; verdicts show it only when significant.
+    admixture: ShareEstimate | None
     admixture_source: tuple[str, int | None] | None
     nearest_reference_lots: tuple[NearestReference, ...]
+    #: Genuine calibration lots the joint p-value is ranked among, and the smallest p-value they allow.
+    calibration_lots: int
+    min_reachable_p: float
     low_confidence: bool  # thin reference for the declared cell, or the kernels could not be measured
     thin_reference: bool  # few or no reference lots for the declared cell (or its origin or season unseen)
     measured: bool  # the lot's kernel measurements are in its vector (False: the image features alone)
@@ -137,72 +146,19 @@ def score_claim(
     stratum = int(ref.space.calibration_strata(raw[None, :])[0])
     measured = stratum != NETWORK_ONLY
     grid = {"extra_origin_neighbours": extra_origin, "extra_season": extra_season}
-    outside_prior = model.options.outside_prior
-    # Conformal p-values compare the lot's score under each fold's model with that fold's calibration
-    # lots, scored by the same model: the lot and those lots are exchangeable (cross-conformal).
-    fold_distances = np.stack(
-        [cell_distances(fold, z, variety_index, **grid)[0][0] for fold in ref.fold_cells]  # type: ignore[arg-type]
-    )
-    # Every fold at once: one row per fold, each with its own tau.
-    fold_taus = np.array([fold.outside_distance for fold in ref.fold_cells])
-    n_folds = len(fold_taus)
-    fold_scores = declaration_nonconformity(
-        fold_distances,
-        fold_taus,
-        np.full(n_folds, origin_index),
-        np.full(n_folds, season_index),
-        np.full(n_folds, undated),
-    )
-    distances = cell_distances(cells, z, variety_index, **grid)[0]  # type: ignore[arg-type]
-    joint_score = float(
-        declaration_nonconformity(
-            distances, cells.outside_distance, np.array([origin_index]), np.array([season_index]), np.array([undated])
-        )[0, 0]
-    )
-    min_cal = model.options.min_calibration
-    origin_p = _p(ref.calibration_scores(1, (variety_index, origin_index), min_cal, stratum), fold_scores[:, 1])
-    season_p = (
-        None
-        if undated
-        else _p(ref.calibration_scores(2, (variety_index, season_index), min_cal, stratum), fold_scores[:, 2])
-    )
-    joint_p = (
-        origin_p
-        if undated
-        else _p(
-            ref.calibration_scores(0, (variety_index, origin_index, season_index), min_cal, stratum),
-            fold_scores[:, 0],
-        )
-    )
-    declared_count = (
-        float(cells.cell_counts[variety_index, origin_index, season_index])
-        if origin_index < n_o and season_index < n_s
-        else 0.0
-    )
-    if declared_count < model.options.min_cell_lots:
-        low_confidence = True
-    thin_reference = low_confidence
-    if not measured:
-        # Still calibrated (among unmeasured lots), but with little power: on the simulated world such lots'
-        # false claims were told from genuine ones hardly better than chance (docs/scoring.md).
-        low_confidence = True
-        warnings.append(UNMEASURED_WARNING)
-    # The reported posterior weights cells by their share of the reference (a production-share proxy).
-    shape = distances.shape[1:]
+    options = model.options
+    # The posterior over the variety's cells weights each by its share of the reference (a production-share
+    # proxy) and reads the same predictive densities the scores do; its top cells are the alternatives.
+    # Only the origins near the lot (the same shortlist the scores use): the others' posterior is nil anyway.
+    near = shortlist(cells, z, variety_index, np.array([origin_index]), n_o + (extra_origin is not None))
+    log_density, _ = cells.log_densities(z, variety_index, origins=near, **grid)  # type: ignore[arg-type]
+    shape = log_density.shape[1:]
     prior = np.full(shape, 0.5)
-    prior[:n_o, :n_s] += cells.cell_counts.sum(axis=0)
-    shared_post, shared_outside = cell_log_posterior(
-        cells,
-        z,
-        variety_index,
-        outside_prior=outside_prior,
-        prior=prior,
-        **grid,  # type: ignore[arg-type]
-    )
-    cell_posterior = np.exp(shared_post[0])
-    outside = float(np.exp(shared_outside[0]))
-    labels_o = [*ref.origins, origin_unit] if extra_origin is not None else list(ref.origins)
-    labels_s = [*ref.seasons, season] if extra_season else list(ref.seasons)
+    prior[:n_o, :n_s] += cells.cell_counts[variety_index]
+    joint_log = log_density[0] + np.log(prior / prior.sum())
+    with np.errstate(invalid="ignore"):
+        cell_posterior = np.exp(joint_log - joint_log.max())
+    cell_posterior /= cell_posterior.sum()
     picks: list[tuple[int, int]] = []
     for flat in np.argsort(-cell_posterior.ravel(), kind="stable"):
         if len(picks) >= n_alternatives:
@@ -210,29 +166,64 @@ def score_claim(
         o, s = divmod(int(flat), shape[1])
         if o != origin_index or (not undated and s != season_index):
             picks.append((o, s))
-    # Each alternative's joint score under each fold, in one call: row f * len(picks) + j.
-    alt_scores = np.zeros((n_folds, 0))
-    if picks:
-        alt_origins = np.tile(np.array([o for o, _ in picks], dtype=np.int64), n_folds)
-        alt_seasons = np.tile(np.array([s for _, s in picks], dtype=np.int64), n_folds)
-        alt_scores = declaration_nonconformity(
-            np.repeat(fold_distances, len(picks), axis=0),
-            np.repeat(fold_taus, len(picks)),
-            alt_origins,
-            alt_seasons,
-            np.zeros(len(alt_origins), dtype=bool),
-        )[:, 0].reshape(n_folds, len(picks))
-    alternatives: list[Alternative] = []
-    for j, (o, s) in enumerate(picks):
-        p_alt = _p(ref.calibration_scores(0, (variety_index, o, s), min_cal, stratum), alt_scores[:, j])
-        alternatives.append(
-            Alternative(
-                origin_unit=labels_o[o],
-                season=labels_s[s],
-                probability=_clip(float(cell_posterior[o, s])),
-                p_value=p_alt,
+    # Conformal p-values compare the lot's score under each fold's model with that fold's calibration lots,
+    # scored by the same model and rule (score_lots): they are exchangeable (cross-conformal). Row 0 is the
+    # declaration, the others its alternatives as if they had been declared.
+    origins = np.array([origin_index, *(o for o, _ in picks)], dtype=np.int64)
+    seasons = np.array([season_index, *(s for _, s in picks)], dtype=np.int64)
+    undated_rows = np.array([undated] + [False] * len(picks))
+    fold_scores = np.stack(
+        [
+            score_declarations(
+                fold,
+                z,
+                variety_index,
+                origins,
+                seasons,
+                undated_rows,
+                outside_tail=options.outside_tail,
+                **grid,  # type: ignore[arg-type]
             )
+            for fold in ref.fold_cells
+        ]
+    )  # (F, 1 + picks, 4)
+
+    def p_value(kind: int, scores: np.ndarray) -> float:
+        return _p(ref.calibration_scores(kind, options, stratum=stratum, variety=variety_index), scores)
+
+    declared_scores = fold_scores[:, 0]
+    origin_p = p_value(ORIGIN, declared_scores[:, ORIGIN])
+    season_p = None if undated else p_value(SEASON, declared_scores[:, SEASON])
+    joint_p = origin_p if undated else p_value(JOINT, declared_scores[:, JOINT])
+    inside_p = p_value(INSIDE, declared_scores[:, INSIDE])
+    calibration_lots = sum(
+        len(c)
+        for c in ref.calibration_scores(ORIGIN if undated else JOINT, options, stratum=stratum, variety=variety_index)
+    )
+    declared_count = (
+        float(cells.cell_counts[variety_index, origin_index, season_index])
+        if origin_index < n_o and season_index < n_s
+        else 0.0
+    )
+    if declared_count < options.min_cell_lots:
+        low_confidence = True
+    thin_reference = low_confidence
+    if not measured:
+        # Still calibrated (among unmeasured lots), but with little power: on the simulated world such lots'
+        # false claims were told from genuine ones hardly better than chance (docs/scoring.md).
+        low_confidence = True
+        warnings.append(UNMEASURED_WARNING)
+    labels_o = [*ref.origins, origin_unit] if extra_origin is not None else list(ref.origins)
+    labels_s = [*ref.seasons, season] if extra_season else list(ref.seasons)
+    alternatives = tuple(
+        Alternative(
+            origin_unit=labels_o[o],
+            season=labels_s[s],
+            probability=_clip(float(cell_posterior[o, s])),
+            p_value=p_value(JOINT, fold_scores[:, j + 1, JOINT]),
         )
+        for j, (o, s) in enumerate(picks)
+    )
     declared_probability = float(
         cell_posterior[origin_index].sum() if undated else cell_posterior[origin_index, season_index]
     )
@@ -255,15 +246,17 @@ def score_claim(
         plausibility=joint_p,
         origin_plausibility=origin_p,
         season_plausibility=season_p,
-        nonconformity=joint_score,
+        nonconformity=float(np.median(declared_scores[:, JOINT])),
         declared_origin=origin_unit,
         declared_season=season,
         declared_probability=_clip(declared_probability),
-        alternatives=tuple(alternatives),
-        outside_reference_probability=_clip(outside),
+        alternatives=alternatives,
+        outside_reference_p=inside_p,
         admixture=admixture,
         admixture_source=source,
         nearest_reference_lots=nearest,
+        calibration_lots=calibration_lots,
+        min_reachable_p=1.0 / (calibration_lots + 1.0),
         low_confidence=low_confidence,
         thin_reference=thin_reference,
         measured=measured,
@@ -286,7 +279,7 @@ def _clip(value: float) -> float:
 
 def _admixture(
     ref: SpeciesReference,
-    cells: object,
+    cells: CellModel,
     variety: int,
     z: np.ndarray,
     origin_index: int,
@@ -297,69 +290,49 @@ def _admixture(
     unit_vectors: np.ndarray | None,
     labels_o: list[str],
     labels_s: list[int | None],
-) -> tuple[float | None, tuple[str, int | None] | None]:
-    """Share of the lot better explained by another origin: a two-component mixture on the segment
-    from the declared cell's mean to the other origin's cell that explains the lot best.
-
-    The share is the lot vector's position on that segment; with per-photo/per-kernel unit vectors tight
-    enough to separate the two ends, it is the EM mixing weight of the units along the segment.
+) -> tuple[ShareEstimate | None, tuple[str, int | None] | None]:
+    """Share of the lot's units better explained by another origin, with its interval: a two-component
+    mixture along the segment from the declared cell's mean to the other origin's cell that explains the
+    lot best. None without units that resolve the two ends: a lot vector alone cannot tell a blend of two
+    origins from a lot of an origin in between.
     """
-    from grainproof.reference.cells import CellModel
-
-    assert isinstance(cells, CellModel)
+    if unit_vectors is None:
+        return None, None
+    units = np.asarray(unit_vectors, dtype=np.float64)
+    if units.ndim != 2 or units.shape[1] != ref.space.input_dim:
+        raise ModelError(f"Unit vectors must have shape (m, {ref.space.input_dim}); got {units.shape}.")
+    if not np.all(np.isfinite(units)):
+        raise ClaimError("The per-photo unit vectors have NaN or infinite values; re-embed the photos.")
+    others = np.array([o != origin_index for o in range(shape[0])])
+    if len(units) < MIN_ADMIXTURE_UNITS or not others.any():
+        return None, None
     means, _ = cells.grid(variety, extra_origin_neighbours=extra_origin, extra_season=extra_season)
     whitened = means @ cells.whitener
-    s_decl = season_index if season_index is not None else None
-    if s_decl is None:
-        # No declared season: the declared cell is the origin's season closest to the lot.
-        y0 = z @ cells.whitener
-        s_decl = int(np.argmin(((whitened[origin_index] - y0) ** 2).sum(-1)))
+    y0 = z @ cells.whitener
+    # No declared season: the declared cell is the origin's season closest to the lot.
+    s_decl = season_index if season_index is not None else int(np.argmin(((whitened[origin_index] - y0) ** 2).sum(-1)))
     centre = whitened[origin_index, s_decl]
-    y = z @ cells.whitener - centre
-    others = np.array([o != origin_index for o in range(shape[0])])
-    if not others.any():
-        return None, None
-    directions = whitened[others] - centre  # (O-1, S, k)
-    flat = directions.reshape(-1, directions.shape[-1])
+    y = y0 - centre
+    flat = (whitened[others] - centre).reshape(-1, whitened.shape[-1])
     norms = np.maximum((flat**2).sum(1), 1e-12)
     shares = np.clip(flat @ y / norms, 0.0, 1.0)
-    residual = ((y[None, :] - shares[:, None] * flat) ** 2).sum(1)
-    best = int(np.argmin(residual))
+    best = int(np.argmin(((y[None, :] - shares[:, None] * flat) ** 2).sum(1)))
     other_origins = np.flatnonzero(others)
     o_best, s_best = other_origins[best // shape[1]], best % shape[1]
-    share = float(shares[best])
-    if unit_vectors is not None and len(unit_vectors) >= 2:
-        units = np.asarray(unit_vectors, dtype=np.float64)
-        if units.ndim != 2 or units.shape[1] != ref.space.input_dim:
-            raise ModelError(f"Unit vectors must have shape (m, {ref.space.input_dim}); got {units.shape}.")
-        if not np.all(np.isfinite(units)):
-            raise ClaimError("The per-photo unit vectors have NaN or infinite values; re-embed the photos.")
-        positions = (ref.space.transform(units) @ cells.whitener - centre) @ flat[best] / norms[best]
-        # Unit vectors (one kernel or patch) live at another scale than lot vectors: keep only their
-        # spread around the lot's own position, and trust them only when they resolve the two ends.
-        positions = positions - positions.mean() + shares[best]
-        if float(positions.std()) <= MAX_UNIT_SPREAD:
-            share = _mixture_weight(positions)
-    return _clip(share), (labels_o[o_best], labels_s[s_best])
+    # Sorted: the units' order (photo order) must not move the estimate's last digits.
+    positions = np.sort((ref.space.transform(units) @ cells.whitener - centre) @ flat[best] / norms[best])
+    # Units (one kernel or patch) live at another scale than lot vectors: keep only their spread around the
+    # lot's own position, and trust them only when they resolve the two ends.
+    positions = positions - positions.mean() + shares[best]
+    if float(positions.std()) > MAX_UNIT_SPREAD:
+        return None, None
+    return gaussian_positions_share(positions), (labels_o[o_best], labels_s[s_best])
 
 
 #: Units spread wider than this along the declared-to-other segment (its length is 1) cannot tell the two apart.
 MAX_UNIT_SPREAD = 0.5
-
-
-def _mixture_weight(positions: np.ndarray, iterations: int = 50) -> float:
-    """EM weight of the component at 1 in a two-Gaussian mixture with means fixed at 0 and 1, shared variance."""
-    x = np.asarray(positions, dtype=np.float64)
-    weight = float(np.clip(x.mean(), 0.05, 0.95))
-    variance = max(float(x.var()), 1e-3)
-    for _ in range(iterations):
-        log_a = np.log(max(1.0 - weight, 1e-12)) - 0.5 * x**2 / variance
-        log_b = np.log(max(weight, 1e-12)) - 0.5 * (x - 1.0) ** 2 / variance
-        top = np.maximum(log_a, log_b)
-        resp = np.exp(log_b - top) / (np.exp(log_a - top) + np.exp(log_b - top))
-        weight = float(resp.mean())
-        variance = max(float(np.mean((1 - resp) * x**2 + resp * (x - 1.0) ** 2)), 1e-3)
-    return weight
+#: Fewest units an admixture share is estimated from.
+MIN_ADMIXTURE_UNITS = 4
 
 
 def nearest_reference_lots(ref: SpeciesReference, variety: int, z: np.ndarray, n: int) -> tuple[NearestReference, ...]:

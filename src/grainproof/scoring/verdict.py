@@ -1,16 +1,18 @@
-"""The verdict policy: flag at alpha and explain the scores in sentences a miller or auditor can act on."""
+"""The verdict policy: flag at alpha and explain the scores in sentences a miller or auditor can act on.
+
+Every sentence and every headline number of a verdict comes from one reading of the scores (`read_score`),
+made at the verdict's alpha: a verdict never says "plausible" when it could not have said otherwise, never
+names an alternative that does not itself fit, and shows "outside every reference" and an admixture share
+only when they are significant at that alpha.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from grainproof.domain import Verdict
+from grainproof.domain import Alternative, Verdict
 from grainproof.scoring.plausibility import ClaimScore
-
-#: Admixture share above which a flagged verdict mentions it.
-ADMIXTURE_REASON_SHARE = 0.25
-#: "Outside every reference" probability above which a verdict mentions a possibly missing origin.
-OUTSIDE_REASON_PROBABILITY = 0.5
 
 
 def cell_label(origin: str, season: int | None) -> str:
@@ -21,47 +23,99 @@ def _p(value: float) -> str:
     return f"{value:.3g}"
 
 
-def reasons_for(score: ClaimScore, alpha: float, flagged: bool) -> tuple[str, ...]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScoreReading:
+    """What a score says at one alpha: the single source of a verdict's flag, status, numbers and reasons."""
+
+    status: str
+    #: The alternative that fits better than the declaration and well enough itself (p above alpha), if any.
+    better: Alternative | None
+    origin_wrong: bool  # the season fits some origin, the declared origin fits in no season
+    season_wrong: bool  # the origin fits some season, the declared season fits no origin
+    outside: bool  # no reference cell fits the lot as well as genuine lots fit theirs
+    admixture: bool  # a significant share of the lot's units look like another origin
+
+
+def read_score(score: ClaimScore, alpha: float) -> ScoreReading:
+    """The reading of a score at `alpha` that the flag, the reasons and the shown numbers all follow."""
+    if score.calibration_lots == 0:
+        status = "uncalibrated"
+    elif score.plausibility <= alpha:
+        status = "flagged"
+    elif score.min_reachable_p > alpha:
+        status = "cannot_flag"
+    else:
+        status = "plausible"
+    flagged = status == "flagged"
+    fitting = [a for a in score.alternatives if a.p_value > max(alpha, score.plausibility)]
+    better = max(fitting, key=lambda a: a.p_value) if flagged and fitting else None
+    season_p = score.season_plausibility
+    return ScoreReading(
+        status=status,
+        better=better,
+        origin_wrong=flagged and season_p is not None and score.origin_plausibility <= alpha < season_p,
+        season_wrong=flagged and season_p is not None and season_p <= alpha < score.origin_plausibility,
+        # "Outside every reference" is only said of a flagged lot no alternative explains.
+        outside=flagged and better is None and score.outside_reference_p <= alpha,
+        admixture=score.admixture is not None
+        and score.admixture_source is not None
+        and score.admixture.significant(alpha)
+        and status in ("flagged", "plausible"),
+    )
+
+
+def reasons_for(score: ClaimScore, alpha: float, reading: ScoreReading) -> tuple[str, ...]:
     """Sentences explaining the verdict: what was declared, what fits better, which part looks wrong."""
     declared = cell_label(score.declared_origin, score.declared_season)
     reasons: list[str] = []
-    if not flagged:
+    if reading.status == "uncalibrated":
+        reasons.append(
+            f"Declared {declared} cannot be judged: no genuine reference lot of this variety could calibrate it. "
+            "Rebuild the reference with more lots of the variety."
+        )
+    elif reading.status == "cannot_flag":
+        reasons.append(
+            f"Declared {declared} cannot be flagged at alpha={alpha:g}: only {score.calibration_lots} reference "
+            f"lots calibrate this variety, so no p-value can fall below {_p(score.min_reachable_p)} "
+            f"(p={_p(score.plausibility)}). Add reference lots of the variety before trusting this verdict."
+        )
+    elif reading.status == "plausible":
         reasons.append(f"Declared {declared} is plausible (p={_p(score.plausibility)}, above alpha={alpha:g}).")
+    elif reading.better is not None:
+        better = reading.better
+        reasons.append(
+            f"Declared {declared}; the photos fit {cell_label(better.origin_unit, better.season)} "
+            f"(p={_p(better.p_value)}) far better than {declared} (p={_p(score.plausibility)})."
+        )
+    elif reading.outside:
+        reasons.append(
+            f"Declared {declared}; the photos are unusual for it (p={_p(score.plausibility)}) and fit no reference "
+            f"origin as well as genuine lots fit theirs (p={_p(score.outside_reference_p)}): the lot may come from "
+            "an origin missing from the reference."
+        )
     else:
-        better = max(score.alternatives, key=lambda a: a.p_value, default=None)
-        if better is not None and better.p_value > score.plausibility:
-            reasons.append(
-                f"Declared {declared}; the photos fit {cell_label(better.origin_unit, better.season)} "
-                f"(p={_p(better.p_value)}) far better than {declared} (p={_p(score.plausibility)})."
-            )
-        else:
-            reasons.append(
-                f"Declared {declared}; the photos are unusual for it (p={_p(score.plausibility)}, "
-                f"at or below alpha={alpha:g}) and no other reference cell fits them better."
-            )
-        season_p = score.season_plausibility
-        if season_p is not None:
-            if season_p <= alpha < score.origin_plausibility:
-                reasons.append(
-                    f"The origin fits some season (p={_p(score.origin_plausibility)}) but the declared season "
-                    f"{score.declared_season} does not fit any origin (p={_p(season_p)}): check the harvest date."
-                )
-            elif score.origin_plausibility <= alpha < season_p:
-                reasons.append(
-                    f"The season fits (p={_p(season_p)}) but {score.declared_origin} does not fit in any season "
-                    f"(p={_p(score.origin_plausibility)}): check the declared origin."
-                )
-        if score.outside_reference_probability >= OUTSIDE_REASON_PROBABILITY:
-            reasons.append(
-                "The photos fit no reference origin well (probability outside every reference "
-                f"{score.outside_reference_probability:.2f}): the lot may come from an origin missing from the "
-                "reference."
-            )
-        if score.admixture is not None and score.admixture >= ADMIXTURE_REASON_SHARE and score.admixture_source:
-            reasons.append(
-                f"About {score.admixture:.0%} of the lot looks like {cell_label(*score.admixture_source)} "
-                "rather than the declared origin (possible admixture)."
-            )
+        reasons.append(
+            f"Declared {declared}; the photos are unusual for it (p={_p(score.plausibility)}, at or below "
+            f"alpha={alpha:g}) and no other reference cell fits them well enough to name."
+        )
+    if reading.season_wrong:
+        reasons.append(
+            f"The origin fits some season (p={_p(score.origin_plausibility)}) but the declared season "
+            f"{score.declared_season} does not fit any origin (p={_p(score.season_plausibility or 0.0)}): "
+            "check the harvest date."
+        )
+    if reading.origin_wrong:
+        reasons.append(
+            f"The season fits (p={_p(score.season_plausibility or 0.0)}) but {score.declared_origin} does not fit "
+            f"in any season (p={_p(score.origin_plausibility)}): check the declared origin."
+        )
+    if reading.admixture and score.admixture is not None and score.admixture_source is not None:
+        share = score.admixture
+        reasons.append(
+            f"About {share.share:.0%} ({share.low:.0%}–{share.high:.0%}) of the lot's kernels look like "
+            f"{cell_label(*score.admixture_source)} rather than the declared origin (possible admixture, "
+            f"p={_p(share.p_value)})."
+        )
     if not score.measured:
         reasons.append(
             "The kernels in the photos could not be measured, so this verdict rests on image features alone: treat "
@@ -78,26 +132,37 @@ def make_verdict(
     lot_id: str,
     alpha: float,
     model_version: str,
+    alpha_source: str = "server",
     warnings: Sequence[str] = (),
 ) -> Verdict:
     """The Verdict for a scored claim: flagged when the joint plausibility is at or below alpha."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha={alpha} must lie strictly between 0 and 1")
-    flagged = score.plausibility <= alpha
+    reading = read_score(score, alpha)
+    admixture = score.admixture if reading.admixture else None
     return Verdict(
         lot_id=lot_id,
         plausibility=score.plausibility,
         origin_plausibility=score.origin_plausibility,
         season_plausibility=score.season_plausibility,
-        flagged=flagged,
+        flagged=reading.status == "flagged",
+        status=reading.status,
         alpha=alpha,
-        reasons=reasons_for(score, alpha, flagged),
+        alpha_source=alpha_source,
+        min_reachable_p=score.min_reachable_p,
+        calibration_lots=score.calibration_lots,
+        reasons=reasons_for(score, alpha, reading),
         alternatives=score.alternatives,
-        outside_reference_probability=score.outside_reference_probability,
-        admixture=score.admixture,
+        outside_reference_p_value=score.outside_reference_p,
+        outside_reference=reading.outside,
+        admixture=admixture.share if admixture is not None else None,
+        admixture_interval=(admixture.low, admixture.high) if admixture is not None else None,
+        admixture_source=cell_label(*score.admixture_source)
+        if admixture is not None and score.admixture_source
+        else None,
         nearest_reference_lots=score.nearest_reference_lots,
         declared_origin_unit=score.declared_origin,
-        low_confidence=score.low_confidence,
+        low_confidence=score.low_confidence or reading.status in ("cannot_flag", "uncalibrated"),
         model_version=model_version,
         warnings=tuple(dict.fromkeys([*score.warnings, *warnings])),
     )

@@ -12,6 +12,7 @@ from grainproof.domain import LotRecord
 from grainproof.errors import ClaimError, ModelError
 from grainproof.progress import ProgressCallback
 from grainproof.reference import ModelOptions, ReferenceModel, fit_reference_model
+from grainproof.reference.report import uncalibrated_varieties
 from grainproof.services.features import ensure_features
 from grainproof.services.origins import (
     ORIGIN_UNIT_KINDS,
@@ -20,6 +21,7 @@ from grainproof.services.origins import (
     lot_origin_units,
     zone_origin_units,
 )
+from grainproof.store.photos import content_hash
 
 
 def device_nuisance_factory() -> Any:
@@ -86,8 +88,25 @@ def build_reference_model(
     )
     if zones is not None:
         model.zone_members, model.zone_reach_km = zones.members, zones.reach_km
+    model.photo_hashes = frozenset(_photo_hashes(lots, base_dir))
+    problems = uncalibrated_varieties(model)
+    if problems:
+        # A variety without calibration would get p = 1 and "plausible" for every claim: refuse the model.
+        raise ModelError("The reference model was not saved:\n" + "\n".join(f"  - {p}" for p in problems))
     model.save(out_dir)
     return model
+
+
+def _photo_hashes(lots: Sequence[LotRecord], base_dir: Path | None) -> set[str]:
+    """sha256 of every photo file the lots name that can be read (photos of feature manifests may be gone)."""
+    root = base_dir or Path.cwd()
+    hashes = set()
+    for lot in lots:
+        for photo in lot.photos:
+            path = root / photo
+            if path.is_file():
+                hashes.add(content_hash(path.read_bytes()))
+    return hashes
 
 
 def update_reference_model(

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from grainproof.domain import Claim, LotRecord, Verdict
-from grainproof.errors import ModelError
+from grainproof.errors import GrainproofError, ModelError
 from grainproof.progress import ProgressCallback
 from grainproof.reference import ReferenceModel
 from grainproof.scoring import benjamini_hochberg
@@ -19,6 +20,7 @@ from grainproof.scoring.verdict import make_verdict
 from grainproof.services.features import ensure_features
 from grainproof.services.origins import claim_origin_unit, load_regions
 from grainproof.settings import get_settings
+from grainproof.store.photos import content_hash
 from grainproof.store.vector_index import NearestLotIndex
 
 #: Nearest reference lots shown with each verdict.
@@ -39,6 +41,9 @@ def verify_vectors(
 ) -> Verdict:
     """The verdict on one claim from its lot vector (d,) and optional unit vectors (m, d); a few ms.
 
+    `alpha` None uses the service's setting (GRAINPROOF_ALPHA); a value given here is recorded on the verdict
+    as set for this request (alpha_source "request").
+
     `nearest_lots` searches the evidence's nearest reference lots (the API passes pgvector's index on
     PostgreSQL); without it the scoring core searches them exactly in memory. `device`, the phone the
     photos were taken with, is checked against the phones of the reference lots.
@@ -48,6 +53,7 @@ def verify_vectors(
             f"The photos were embedded with {backbone_id} but the reference model was built with "
             f"{model.backbone_id}; embed them with the model's backbone or use a matching model."
         )
+    alpha_source = "server" if alpha is None else "request"
     alpha = get_settings().alpha if alpha is None else alpha
     origin_unit, origin_warnings = claim_origin_unit(
         claim, load_regions(model.region_set), zone_members=model.zone_members, zone_reach_km=model.zone_reach_km
@@ -69,6 +75,7 @@ def verify_vectors(
         score,
         lot_id=claim.lot_id,
         alpha=alpha,
+        alpha_source=alpha_source,
         model_version=model.version,
         warnings=[*origin_warnings, *warnings, *unseen_phone_warnings(model, device)],
     )
@@ -90,6 +97,18 @@ def unseen_phone_warnings(model: ReferenceModel, device: str | None) -> list[str
     ]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimFailure:
+    """A claim of a batch that could not be verified, and why (the batch goes on without it)."""
+
+    lot_id: str
+    error: str  # the kind of problem (unknown_variety, claim, model, ...)
+    detail: str  # the sentence saying what was wrong and what to do
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lot_id": self.lot_id, "status": "error", "error": self.error, "detail": self.detail}
+
+
 def verify_lots(
     model: ReferenceModel,
     lots: Sequence[LotRecord],
@@ -98,28 +117,65 @@ def verify_lots(
     base_dir: Path | None = None,
     embedder: Any = None,
     progress: ProgressCallback | None = None,
-) -> list[Verdict]:
-    """Verdicts for a batch of lots, in order; photos are embedded first where lots have no features."""
+) -> list[Verdict | ClaimFailure]:
+    """Verdicts for a batch of lots, in order; photos are embedded first where lots have no features.
+
+    A claim that cannot be verified (an unknown variety, an origin outside the region set...) becomes a
+    ClaimFailure in its place, so one bad row does not stop a day's batch.
+    """
     lots, units, photo_warnings, embedded_backbone = ensure_features(
         lots, base_dir=base_dir, embedder=embedder, progress=progress
     )
-    verdicts = []
+    results: list[Verdict | ClaimFailure] = []
     for i, lot in enumerate(lots):
-        verdicts.append(
-            verify_vectors(
-                model,
-                lot.claim,
-                np.asarray(lot.features, dtype=np.float64),
-                units.get(lot.lot_id),
-                alpha=alpha,
-                backbone_id=embedded_backbone if lot.lot_id in units else lot.extra.get("backbone") or None,
-                warnings=photo_warnings.get(lot.lot_id, ()),
-                device=lot.device,
+        try:
+            results.append(
+                verify_vectors(
+                    model,
+                    lot.claim,
+                    np.asarray(lot.features, dtype=np.float64),
+                    units.get(lot.lot_id),
+                    alpha=alpha,
+                    backbone_id=embedded_backbone if lot.lot_id in units else lot.extra.get("backbone") or None,
+                    warnings=[*photo_warnings.get(lot.lot_id, ()), *reference_overlap_warnings(model, lot, base_dir)],
+                    device=lot.device,
+                )
             )
-        )
+        except GrainproofError as exc:
+            results.append(ClaimFailure(lot_id=lot.lot_id, error=error_kind(exc), detail=str(exc)))
         if progress is not None and not units:
             progress(i + 1, len(lots))
-    return verdicts
+    return results
+
+
+def reference_overlap_warnings(model: ReferenceModel, lot: LotRecord, base_dir: Path | None) -> list[str]:
+    """Warnings when a claim is (or shares photos with) one of the model's own reference lots: its verdict
+    would compare the lot with itself, its nearest reference lot at distance ~0."""
+    warnings = []
+    if model.holds_lot(lot.lot_id):
+        warnings.append(
+            f"Lot {lot.lot_id} is itself one of this model's reference lots, so its verdict compares it with itself; "
+            "verify lots that are not in the reference (grainproof simulate writes intake.csv for that)."
+        )
+    if model.photo_hashes and lot.photos:
+        root = base_dir or Path.cwd()
+        shared = [
+            photo
+            for photo in lot.photos
+            if (root / photo).is_file() and content_hash((root / photo).read_bytes()) in model.photo_hashes
+        ]
+        if shared:
+            warnings.append(
+                f"Photo(s) {', '.join(shared[:3])} of lot {lot.lot_id} are photos of reference lots of this model: "
+                "the verdict compares the sample with itself."
+            )
+    return warnings
+
+
+def error_kind(exc: BaseException) -> str:
+    """A stable snake_case name for an error class (UnknownVarietyError -> unknown_variety)."""
+    name = type(exc).__name__.removesuffix("Exception").removesuffix("Error") or "error"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def batch_flags(verdicts: Sequence[Verdict], fdr: float) -> list[bool]:

@@ -9,6 +9,7 @@ of workers: same seed, byte-identical CSVs and photos.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import multiprocessing
 import os
@@ -70,6 +71,9 @@ class WorldConfig:
     regions: tuple[str, ...] = DEFAULT_REGIONS
     unreferenced_regions: tuple[str, ...] = DEFAULT_UNREFERENCED
     fraud_rate: float = 0.3
+    #: Share of the fields whose lots arrive as the day's intake (intake.csv) rather than as reference lots
+    #: (reference.csv); lots of unreferenced regions are always intake.
+    intake_share: float = 0.2
     #: False-claim kinds to inject; None: every kind the world allows (wrong_season needs 2+ seasons,
     #: missing_origin needs unreferenced regions).
     fraud_kinds: tuple[str, ...] | None = None
@@ -83,6 +87,8 @@ class WorldConfig:
     def __post_init__(self) -> None:
         if self.lots < 1:
             raise GrainproofError(f"--lots must be at least 1 (got {self.lots}).")
+        if not 0.0 < self.intake_share < 1.0:
+            raise GrainproofError(f"--intake-share must lie strictly between 0 and 1 (got {self.intake_share}).")
         if not 1 <= self.photos_per_lot <= 20:
             raise GrainproofError(f"--photos-per-lot must lie in 1..20 (got {self.photos_per_lot}).")
         if not self.seasons:
@@ -177,6 +183,14 @@ class WorldSummary:
     @property
     def claims_csv(self) -> Path:
         return self.out_dir / "claims.csv"
+
+    @property
+    def reference_csv(self) -> Path:
+        return self.out_dir / "reference.csv"
+
+    @property
+    def intake_csv(self) -> Path:
+        return self.out_dir / "intake.csv"
 
 
 @dataclass(slots=True)
@@ -388,6 +402,24 @@ def _records(
     return truth, claims
 
 
+def split_reference_and_intake(
+    truth: list[LotRecord], claims: list[LotRecord], intake_share: float, seed: int
+) -> tuple[list[LotRecord], list[LotRecord]]:
+    """Reference lots (the truth of referenced lots) and the day's intake (the declarations of the others),
+    sharing no lot and no field: whole fields go one way, by a seeded hash, and every lot of an unreferenced
+    region is intake (the reference is not meant to know it). So the batch flow never scores a lot against
+    itself or its field mates."""
+    reference, intake = [], []
+    for lot, claim in zip(truth, claims, strict=True):
+        field_id = lot.extra.get("field_id") or lot.lot_id
+        draw = int.from_bytes(hashlib.sha256(f"{seed}:intake:{field_id}".encode()).digest()[:8], "big") / 2**64
+        if lot.extra.get("referenced") == "false" or draw < intake_share:
+            intake.append(claim)
+        else:
+            reference.append(lot)
+    return reference, intake
+
+
 def _write_latent_traits(path: Path, lots: _Lots) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -442,7 +474,7 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
                 "that is not a simulated world. Choose another --out folder."
             )
         shutil.rmtree(photos, ignore_errors=True)
-        for name in ("lots.csv", "claims.csv", "latent_traits.csv", "world.json"):
+        for name in ("lots.csv", "claims.csv", "reference.csv", "intake.csv", "latent_traits.csv", "world.json"):
             (out_dir / name).unlink(missing_ok=True)
     photos.mkdir(parents=True, exist_ok=True)
 
@@ -504,6 +536,9 @@ def simulate_world(
     truth, claims = _records(config, lots, declarations, photo_names)
     write_manifest(out_dir / "lots.csv", truth)
     write_manifest(out_dir / "claims.csv", claims)
+    reference, intake = split_reference_and_intake(truth, claims, config.intake_share, config.seed)
+    write_manifest(out_dir / "reference.csv", reference)
+    write_manifest(out_dir / "intake.csv", intake)
     _write_latent_traits(out_dir / "latent_traits.csv", lots)
     (out_dir / "world.json").write_text(json.dumps(_world_json(config, lots), indent=2, sort_keys=True) + "\n")
     return WorldSummary(

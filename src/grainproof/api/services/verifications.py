@@ -120,6 +120,12 @@ def submit_verification(
             earlier = _replay(session, caller, idempotency_key, fingerprint)
             if earlier is not None:
                 return SubmitResult(body=earlier, replayed=True)
+    if request.alpha is not None and caller.role != "admin":
+        raise ForbiddenError(
+            "alpha is the service's setting (GRAINPROOF_ALPHA, set by an admin), so that every verdict in the "
+            "auditors' queue is flagged at the same level; an intake key cannot change it. Send the request "
+            "without alpha."
+        )
     with read_connection(runtime.engine) as connection:
         model_id, model = runtime.active_model(connection)
     _check_variety(model, request.claim)

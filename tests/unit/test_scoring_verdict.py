@@ -1,0 +1,138 @@
+"""The verdict policy: one reading of the scores, so a verdict never contradicts itself or its flag."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from grainproof.domain import Alternative
+from grainproof.scoring.mixture import ShareEstimate, mixture_share
+from grainproof.scoring.plausibility import ClaimScore
+from grainproof.scoring.verdict import make_verdict
+
+probability = st.floats(0.0, 1.0, allow_nan=False)
+
+
+@st.composite
+def claim_scores(draw: st.DrawFn) -> ClaimScore:
+    calibration_lots = draw(st.integers(0, 400))
+    min_p = 1.0 / (calibration_lots + 1)
+    p = draw(st.floats(min_p, 1.0)) if calibration_lots else 1.0
+    dated = draw(st.booleans())
+    alternatives = tuple(
+        Alternative(origin_unit=f"R{i}", season=2024 if dated else None, probability=draw(probability), p_value=q)
+        for i, q in enumerate(draw(st.lists(st.floats(min_p, 1.0), max_size=5)))
+    )
+    share = draw(st.none() | st.tuples(probability, probability, probability))
+    admixture = None
+    if share is not None:
+        low, mid, high = sorted(share)
+        admixture = ShareEstimate(share=mid, low=low, high=high, p_value=draw(probability), units=12)
+    return ClaimScore(
+        plausibility=p,
+        origin_plausibility=draw(st.floats(p, 1.0)),
+        season_plausibility=draw(st.floats(p, 1.0)) if dated else None,
+        nonconformity=0.0,
+        declared_origin="R9",
+        declared_season=2024 if dated else None,
+        declared_probability=draw(probability),
+        alternatives=alternatives,
+        outside_reference_p=draw(st.floats(min_p, 1.0)),
+        admixture=admixture,
+        admixture_source=("R1", 2024) if admixture is not None else None,
+        nearest_reference_lots=(),
+        calibration_lots=calibration_lots,
+        min_reachable_p=min_p,
+        low_confidence=draw(st.booleans()),
+        thin_reference=draw(st.booleans()),
+        measured=draw(st.booleans()),
+        warnings=(),
+    )
+
+
+@given(score=claim_scores(), alpha=st.sampled_from([0.001, 0.01, 0.05, 0.1]))
+def test_a_verdicts_reasons_and_numbers_never_contradict_its_flag(score: ClaimScore, alpha: float) -> None:
+    verdict = make_verdict(score, lot_id="L", alpha=alpha, model_version="v")
+    text = " ".join(verdict.reasons)
+    assert verdict.flagged == (verdict.status == "flagged")
+    # "plausible" only when the reference could have flagged it and did not.
+    assert ("is plausible" in text) == (verdict.status == "plausible")
+    if verdict.status == "plausible":
+        assert score.plausibility > alpha >= score.min_reachable_p
+    if "cannot be flagged" in text:
+        assert verdict.status == "cannot_flag" and verdict.low_confidence and score.min_reachable_p > alpha
+    if verdict.status == "uncalibrated":
+        assert "cannot be judged" in text and verdict.low_confidence and not verdict.flagged
+    # A named better fit is itself plausible, and better than the declaration.
+    if "far better than" in text:
+        named = [a for a in score.alternatives if f"fit {a.origin_unit}" in text]
+        assert named and all(a.p_value > alpha >= score.plausibility for a in named)
+    # "Outside every reference" only on a flagged verdict that names no better fit, at a significant p-value.
+    assert verdict.outside_reference == ("fit no reference origin" in text)
+    if verdict.outside_reference:
+        assert verdict.flagged and "far better than" not in text and score.outside_reference_p <= alpha
+    # An admixture share is shown only when significant, with its interval around it.
+    if verdict.admixture is not None:
+        assert score.admixture is not None and score.admixture.p_value <= alpha
+        assert verdict.admixture_interval is not None
+        low, high = verdict.admixture_interval
+        assert low <= verdict.admixture <= high
+        assert "possible admixture" in text
+    else:
+        assert "possible admixture" not in text
+
+
+def test_a_reference_too_small_to_reach_alpha_never_says_plausible() -> None:
+    score = ClaimScore(
+        plausibility=1 / 32,
+        origin_plausibility=1 / 32,
+        season_plausibility=None,
+        nonconformity=9.0,
+        declared_origin="51",
+        declared_season=None,
+        declared_probability=0.0,
+        alternatives=(),
+        outside_reference_p=1 / 32,
+        admixture=None,
+        admixture_source=None,
+        nearest_reference_lots=(),
+        calibration_lots=31,
+        min_reachable_p=1 / 32,
+        low_confidence=False,
+        thin_reference=False,
+        measured=True,
+        warnings=(),
+    )
+    verdict = make_verdict(score, lot_id="L", alpha=0.01, model_version="v")
+    assert verdict.status == "cannot_flag" and verdict.low_confidence and not verdict.flagged
+    assert "cannot be flagged at alpha=0.01: only 31 reference lots" in verdict.reasons[0]
+    assert not any("plausible" in reason for reason in verdict.reasons)
+
+
+@given(
+    own=st.lists(st.floats(-3, 3), min_size=2, max_size=40),
+    foreign=st.lists(st.floats(-3, 3), min_size=0, max_size=40),
+)
+def test_purity_lies_in_the_unit_interval_and_adding_foreign_units_never_raises_it(
+    own: list[float], foreign: list[float]
+) -> None:
+    # Units as log-likelihood ratios other/own: "own" units favour the declared component, foreign ones the other.
+    own_units = -np.abs(np.asarray(own)) - 0.1
+    foreign_units = np.abs(np.asarray(foreign)) + 0.1
+    before = mixture_share(np.zeros(len(own_units)), own_units)
+    after = mixture_share(np.zeros(len(own_units) + len(foreign_units)), np.r_[own_units, foreign_units])
+    for estimate in (before, after):
+        assert 0.0 <= estimate.low <= estimate.share <= estimate.high <= 1.0
+    # A lot of units that all look like its own kind: the share of others' interval contains 0 (purity 1).
+    assert before.low == 0.0 and before.share == 0.0
+    assert after.share >= before.share
+
+
+def test_admixture_share_and_interval_cover_a_known_blend() -> None:
+    rng = np.random.default_rng(4)
+    units = np.r_[rng.normal(0.0, 0.2, 70), rng.normal(1.0, 0.2, 30)]
+    estimate = mixture_share(-0.5 * units**2 / 0.04, -0.5 * (units - 1.0) ** 2 / 0.04)
+    assert estimate.low <= 0.3 <= estimate.high and estimate.share == pytest.approx(0.3, abs=0.08)
+    assert estimate.p_value < 1e-6
