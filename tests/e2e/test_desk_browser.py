@@ -180,10 +180,15 @@ def test_named_auditor_sorts_exports_reviews_and_meets_the_four_eyes_rule(
             assert set(shown) == expected, "the default queue lists exactly the open flagged lots"
             expect(page.locator("footer .zone")).to_have_text(f"times in {BROWSER_ZONE}")
 
+            page.select_option("select[name=status]", "all")
+            page.select_option("select[name=flagged]", "all")
+            page.click("form.filters button[type=submit]")
+            expect(page.locator("a.lot-link")).to_have_count(len(live_service.verifications))
             page.click("th a.sort:has-text('Plausibility')")
             expect(page).to_have_url(re.compile(r"sort=least_plausible"))
             by_plausibility = page.locator("a.lot-link").all_inner_texts()
-            assert [plausibility[i] for i in by_plausibility] == sorted(plausibility[i] for i in by_plausibility)
+            assert [plausibility[i] for i in by_plausibility] == sorted(plausibility.values())
+            assert len(set(plausibility.values())) > 2, "genuine and false lots differ in plausibility"
             page.screenshot(path=str(ARTIFACTS / "desk-queue.png"), full_page=True)
 
             with page.expect_download() as download_info:
