@@ -21,7 +21,7 @@ import anyio
 from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from jinja2.runtime import Context
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Stream
 from litestar.static_files import create_static_files_router
@@ -181,6 +181,29 @@ def _check_csrf(runtime: Runtime, cookie: str, token: Any) -> None:
         raise GrainproofError("This form has expired or did not come from the desk; reload the page and try again.")
 
 
+def _queue_query(
+    status: FromQuery[str] = "open",
+    flagged: FromQuery[str] = "flagged",
+    site: FromQuery[str] = "",
+    variety: FromQuery[str] = "",
+    date_from: FromQuery[str] = "",
+    date_to: FromQuery[str] = "",
+    sort: FromQuery[str] = "newest",
+    page: FromQuery[int] = 1,
+) -> QueueQuery:
+    """The queue's filters from the query string: the page and its CSV export read the same ones."""
+    return QueueQuery(
+        status=status,
+        flagged=flagged,
+        site=site,
+        variety=variety,
+        date_from=date_from,
+        date_to=date_to,
+        sort=sort,
+        page=page,
+    )
+
+
 class DeskController(Controller):
     """Pages for auditors: log in, the queue of flagged lots, one lot's evidence and the decision form."""
 
@@ -188,6 +211,7 @@ class DeskController(Controller):
     include_in_schema = False
     opt = {"exclude_from_auth": True}  # noqa: RUF012 - litestar reads this class attribute
     exception_handlers = {LoginRequiredError: _to_login, GrainproofError: _error_page}  # noqa: RUF012
+    dependencies = {"queue_query": Provide(_queue_query, sync_to_thread=False)}  # noqa: RUF012
 
     @get("/login", sync_to_thread=False)
     def login_form(self, next: FromQuery[str | None] = None) -> Response[str]:
@@ -254,29 +278,12 @@ class DeskController(Controller):
         self,
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
-        status: FromQuery[str] = "open",
-        flagged: FromQuery[str] = "flagged",
-        site: FromQuery[str] = "",
-        variety: FromQuery[str] = "",
-        date_from: FromQuery[str] = "",
-        date_to: FromQuery[str] = "",
-        sort: FromQuery[str] = "newest",
-        page: FromQuery[int] = 1,
+        queue_query: NamedDependency[QueueQuery],
     ) -> Response[str]:
         user, cookie = _current_user(request, runtime)
-        query = QueueQuery(
-            status=status,
-            flagged=flagged,
-            site=site,
-            variety=variety,
-            date_from=date_from,
-            date_to=date_to,
-            sort=sort,
-            page=page,
-        )
         zone = _zone(request, runtime)
         with read_scope(runtime.engine) as session:
-            context = queue_page(runtime, session, query, caller=user, zone=zone)
+            context = queue_page(runtime, session, queue_query, caller=user, zone=zone)
         return _render("queue.html", user=user, csrf=_csrf(runtime, cookie), urlencode=urlencode, zone=zone, **context)
 
     @get("/queue.csv", sync_to_thread=True)
@@ -284,26 +291,17 @@ class DeskController(Controller):
         self,
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
-        status: FromQuery[str] = "open",
-        flagged: FromQuery[str] = "flagged",
-        site: FromQuery[str] = "",
-        variety: FromQuery[str] = "",
-        date_from: FromQuery[str] = "",
-        date_to: FromQuery[str] = "",
-        sort: FromQuery[str] = "newest",
+        queue_query: NamedDependency[QueueQuery],
     ) -> Stream:
-        """Every lot the queue's filters match (all pages), in the queue's order, as CSV."""
+        """Every lot the queue's filters match (all pages, whatever `page` says), in the queue's order, as CSV."""
         user, _ = _current_user(request, runtime)
-        query = QueueQuery(
-            status=status, flagged=flagged, site=site, variety=variety, date_from=date_from, date_to=date_to, sort=sort
-        )
         zone = _zone(request, runtime)
 
         def lines() -> Iterator[str]:
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\r\n")
             with read_scope(runtime.engine) as session:
-                for row in export_rows(runtime, session, query, caller=user, zone=zone):
+                for row in export_rows(runtime, session, queue_query, caller=user, zone=zone):
                     writer.writerow(row)
                     yield buffer.getvalue()
                     buffer.seek(0)
