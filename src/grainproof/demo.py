@@ -73,11 +73,17 @@ class IntakeLot:
     true_season: int
 
 
+#: The desk account the demo creates (its password is random and printed once).
+DEMO_AUDITOR = "demo-auditor"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DemoKeys:
     admin: str
     auditor: str
     intake: str
+    #: The password of the desk account DEMO_AUDITOR.
+    auditor_password: str
 
 
 def world_config(config: DemoConfig) -> Any:
@@ -219,16 +225,21 @@ def demo_settings(base: Settings, data_dir: Path) -> Settings:
 
 
 def create_demo_keys(runtime: Any) -> DemoKeys:
-    """One key per role (the demo prints the auditor's so a person can log in to the desk)."""
+    """One key per role, and a desk account whose password the demo prints so a person can log in to the desk."""
+    import secrets
+
     from grainproof.store.database import session_scope
     from grainproof.store.keys import create_key
+    from grainproof.store.users import create_user
 
-    secrets: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    password = secrets.token_urlsafe(12)
     with session_scope(runtime.engine) as session:
         for role in ("admin", "auditor", "intake"):
             site = DEMO_SITE if role == "intake" else None
-            _, secrets[role] = create_key(session, role=role, name=f"demo {role}", site=site)
-    return DemoKeys(**secrets)
+            _, keys[role] = create_key(session, role=role, name=f"demo {role}", site=site)
+        create_user(session, username=DEMO_AUDITOR, password=password, role="auditor")
+    return DemoKeys(**keys, auditor_password=password)
 
 
 class LiveServer:
@@ -285,7 +296,6 @@ def _checked(response: Any, what: str) -> dict[str, Any]:
 
 def load_reference(
     client: Any,
-    runtime: Any,
     keys: DemoKeys,
     *,
     manifest: Path,
@@ -294,13 +304,14 @@ def load_reference(
     stage: Stage,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Import the reference through the API, keep its photos for the desk, build and activate a model."""
+    """Import the reference through the API with its photos (the desk shows them), build and activate a model."""
     admin = {"Authorization": f"Bearer {keys.admin}"}
-    files: dict[str, Any] = {"manifest": (manifest.name, manifest.read_bytes(), "text/csv")}
+    files: list[tuple[str, Any]] = [("manifest", (manifest.name, manifest.read_bytes(), "text/csv"))]
     if units.is_file():
-        files["units"] = (units.name, units.read_bytes(), "application/octet-stream")
+        files.append(("units", (units.name, units.read_bytes(), "application/octet-stream")))
+    for lot in read_manifest(manifest, check_photos=False):
+        files.extend(("photos", (path, (world_dir / path).read_bytes(), "image/jpeg")) for path in lot.photos)
     imported = _checked(client.post("/v1/reference-lots/import", files=files, headers=admin), "Importing the reference")
-    attach_reference_photos(runtime, read_manifest(manifest, check_photos=False), base_dir=world_dir)
     build = _checked(client.post("/v1/reference-models", json={"seed": seed}, headers=admin), "Requesting a model")
     with stage(f"Building a reference model from {imported['imported']} lots", None) as progress:
         while True:
@@ -312,25 +323,6 @@ def load_reference(
     if model["status"] != "ready":
         raise GrainproofError(f"The reference model build failed: {model['error']}")
     return _checked(client.post(f"/v1/reference-models/{model['id']}/activate", headers=admin), "Activating the model")
-
-
-def attach_reference_photos(runtime: Any, lots: Sequence[LotRecord], *, base_dir: Path) -> int:
-    """Store the reference lots' photos by content hash, so the desk can show the nearest ones.
-
-    The manifest import keeps vectors only; photos of reference lots are evidence for people.
-    """
-    from sqlmodel import col, select
-
-    from grainproof.store.database import session_scope
-    from grainproof.store.tables import ReferenceLot
-
-    hashes = {lot.lot_id: [runtime.photos.put((base_dir / p).read_bytes()) for p in lot.photos] for lot in lots}
-    with session_scope(runtime.engine) as session:
-        rows = session.exec(select(ReferenceLot).where(col(ReferenceLot.lot_id).in_(list(hashes))))
-        for row in rows:
-            row.photo_hashes_json = json.dumps(hashes[row.lot_id])
-            session.add(row)
-    return sum(len(h) for h in hashes.values())
 
 
 def claim_json(lot: LotRecord, *, site: str = DEMO_SITE) -> dict[str, Any]:

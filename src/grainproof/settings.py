@@ -46,6 +46,8 @@ class Settings:
     geo_dir: Path = field(default_factory=_default_geo_dir)
     # The auditor's desk: signs browser session cookies; set it when several service processes share users.
     session_secret: str | None = field(default=None, repr=False)
+    # The desk shows times in the browser's zone; this one (an IANA name) until the browser has said it.
+    desk_timezone: str = "UTC"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -68,6 +70,7 @@ class Settings:
             gs1_gtin=_env("GS1_GTIN", "09506000134352"),
             geo_dir=Path(_env("GEO_DIR", str(_default_geo_dir()))).expanduser(),
             session_secret=os.environ.get("GRAINPROOF_SESSION_SECRET") or None,
+            desk_timezone=_env("DESK_TIMEZONE", "UTC"),
         )
 
     @property

@@ -53,10 +53,28 @@ def make_world(seed: int = 7) -> World:
     )
 
 
-def reference_manifest(world: World, *, seed: int = 11, prefix: str = "ref") -> str:
-    """A manifest CSV (text) of reference lots with f_* columns."""
+def reference_photo_path(origin: str, season: int) -> str:
+    """The photo a reference manifest names for its lots of one cell (`with_photos`)."""
+    return f"photos/{origin}-{season}.jpg"
+
+
+def reference_photos() -> dict[str, bytes]:
+    """One synthetic tray photo per reference cell, keyed by the path the manifest names it by."""
+    from synthetic_trays import jpeg_bytes, tray_photo
+
+    return {
+        reference_photo_path(origin, season): jpeg_bytes(tray_photo(seed=i * 10 + j, width=640, height=480))
+        for i, origin in enumerate(ORIGINS)
+        for j, season in enumerate(SEASONS)
+    }
+
+
+def reference_manifest(world: World, *, seed: int = 11, prefix: str = "ref", with_photos: bool = False) -> str:
+    """A manifest CSV (text) of reference lots with f_* columns (and a photos column `with_photos`)."""
     rng = np.random.default_rng(seed)
     columns = ["lot_id", "species", "variety", "region", "harvest_date", "device", *feature_columns(DIM)]
+    if with_photos:
+        columns.insert(6, "photos")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -66,8 +84,18 @@ def reference_manifest(world: World, *, seed: int = 11, prefix: str = "ref") -> 
             for season in SEASONS:
                 for _ in range(LOTS_PER_CELL):
                     vector = world.vector(variety, origin, season, rng)
+                    photo = [reference_photo_path(origin, season)] if with_photos else []
                     writer.writerow(
-                        [f"{prefix}{n:04d}", SPECIES, variety, origin, f"{season}-07-20", "phoneA", *map(repr, vector)]
+                        [
+                            f"{prefix}{n:04d}",
+                            SPECIES,
+                            variety,
+                            origin,
+                            f"{season}-07-20",
+                            "phoneA",
+                            *photo,
+                            *map(repr, vector),
+                        ]
                     )
                     n += 1
     return buffer.getvalue()
@@ -160,14 +188,22 @@ def start_service(
     return client, runtime, keys
 
 
-def bootstrap_reference(client: Any, keys: dict[str, str], world: World) -> str:
-    """Import the synthetic reference through the API, build a model in the background, activate it."""
+def bootstrap_reference(
+    client: Any, keys: dict[str, str], world: World, *, photos: dict[str, bytes] | None = None
+) -> str:
+    """Import the synthetic reference through the API (with `photos`: as a multipart upload naming one photo
+    per cell), build a model in the background, activate it."""
     admin = {"Authorization": f"Bearer {keys['admin']}"}
-    response = client.post(
-        "/v1/reference-lots/import",
-        content=reference_manifest(world).encode(),
-        headers={**admin, "Content-Type": "text/csv"},
-    )
+    if photos is None:
+        response = client.post(
+            "/v1/reference-lots/import",
+            content=reference_manifest(world).encode(),
+            headers={**admin, "Content-Type": "text/csv"},
+        )
+    else:
+        files = [("manifest", ("reference.csv", reference_manifest(world, with_photos=True).encode(), "text/csv"))]
+        files += [("photos", (path, data, "image/jpeg")) for path, data in photos.items()]
+        response = client.post("/v1/reference-lots/import", files=files, headers=admin)
     assert response.status_code == 201, response.text
     build = client.post("/v1/reference-models", json={"seed": 0}, headers=admin)
     assert build.status_code == 202, build.text
@@ -206,3 +242,68 @@ def postgres_schema(prefix: str) -> Iterator[tuple[str, str]]:
         with engine.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+#: Desk accounts the service tests create: username -> (password, role).
+DESK_USERS = {
+    "alice": ("alice-correct-horse", "auditor"),
+    "bob": ("bob-battery-staple", "auditor"),
+}
+
+
+def create_desk_users(runtime: Any, users: dict[str, tuple[str, str]] = DESK_USERS) -> None:
+    """Named desk accounts, as `grainproof users create` makes them."""
+    from grainproof.store.database import session_scope
+    from grainproof.store.users import create_user
+
+    with session_scope(runtime.engine) as session:
+        for username, (password, role) in users.items():
+            create_user(session, username=username, password=password, role=role)
+
+
+def store_photo_verification(runtime: Any, template_id: str, *, lot_id: str, photos: dict[str, bytes]) -> str:
+    """A verification of `lot_id` with stored photos, scored like `template_id` (the same vector, hence the same
+    verdict) plus the warnings the real photo checks give for these photos, appended to the audit log.
+
+    The service tests' reference has 8-dimensional synthetic vectors, which no photo embeds to; this stores what
+    an intake with photos stores, so the desk's photo evidence can be seen.
+    """
+    import json
+    import uuid
+
+    from grainproof.embed.photos import prepare_photo
+    from grainproof.store.audit import append_entry, canonical_json, verification_payload
+    from grainproof.store.database import session_scope
+    from grainproof.store.tables import Verification, utc_now
+
+    warnings = [w for name, data in photos.items() for w in prepare_photo(data, name).warnings]
+    with session_scope(runtime.engine) as session:
+        template = session.get(Verification, template_id)
+        assert template is not None
+        claim = {**json.loads(template.claim_json), "lot_id": lot_id}
+        verdict = json.loads(template.verdict_json)
+        verdict["lot_id"] = lot_id
+        verdict["warnings"] = list(dict.fromkeys([*verdict.get("warnings", []), *warnings]))
+        row = Verification(
+            id=str(uuid.uuid4()),
+            lot_id=lot_id,
+            species=template.species,
+            variety=template.variety,
+            site=template.site,
+            claim_json=canonical_json(claim),
+            photo_hashes_json=canonical_json([runtime.photos.put(data) for data in photos.values()]),
+            verdict_json=canonical_json(verdict),
+            plausibility=template.plausibility,
+            flagged=template.flagged,
+            model_version=template.model_version,
+            reference_model_id=template.reference_model_id,
+            backbone_id=template.backbone_id,
+            vector=template.vector,
+            unit_vectors=template.unit_vectors,
+            requested_by=template.requested_by,
+            created_at=utc_now(),
+        )
+        session.add(row)
+        session.flush()
+        append_entry(session, kind="verification", record_id=row.id, payload=verification_payload(row))
+        return row.id

@@ -1,5 +1,6 @@
-"""The service's CLI: `db upgrade/downgrade/status`, `keys create/list/revoke`, `audit verify`
-(fails naming the edited entry), `db import-reference` + `db build-model`, `export epcis`."""
+"""The service's CLI: `db upgrade/downgrade/status`, `keys create/list/revoke`, `users create/list/disable/
+enable/password`, `audit verify` (fails naming the edited entry), `db import-reference` (with the manifest's
+photos) + `db build-model`, `export epcis`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
-from service_support import claim, make_world, reference_manifest, write_text
+from service_support import claim, make_world, reference_manifest, reference_photos, write_text
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from grainproof.cli import app
@@ -18,8 +20,8 @@ from grainproof.store.keys import hash_key
 runner = CliRunner()
 
 
-def _run(*args: str) -> tuple[int, str]:
-    result = runner.invoke(app, list(args))
+def _run(*args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, list(args), input=stdin)
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.output
@@ -38,15 +40,85 @@ def test_keys_create_prints_the_key_once_and_stores_only_its_hash(data_dir: Path
     assert _run("keys", "revoke", "1")[0] == 0
 
 
+def test_users_create_reads_the_password_from_stdin_and_stores_only_an_argon2_hash(data_dir: Path) -> None:
+    from grainproof.store.database import create_db_engine, session_scope
+    from grainproof.store.users import password_matches
+
+    password = "a long enough secret"
+    code, output = _run("users", "create", "carol", "--role", "auditor", stdin=password + "\n")
+    assert code == 0 and "created auditor account 'carol'" in output
+    database = (data_dir / "grainproof.db").read_bytes()
+    assert password.encode() not in database
+    rows = sqlite3.connect(data_dir / "grainproof.db").execute("SELECT username, password_hash FROM user_account")
+    [(username, stored)] = rows.fetchall()
+    assert username == "carol" and stored.startswith("$argon2id$")
+    code, listed = _run("users", "list")
+    assert code == 0 and "carol" in listed and "argon2" not in listed
+    assert _run("users", "disable", "carol")[0] == 0
+    assert "carol" in _run("users", "list")[1] and _run("users", "enable", "carol")[0] == 0
+    assert _run("users", "password", "carol", stdin="another long secret\n")[0] == 0
+    engine = create_db_engine(get_settings())
+    with session_scope(engine) as session:
+        from grainproof.store.users import find_user
+
+        assert password_matches(find_user(session, "carol"), "another long secret")
+        assert not password_matches(find_user(session, "carol"), password)
+    engine.dispose()
+
+
+def test_users_create_refuses_short_passwords_bad_names_and_reused_names(data_dir: Path) -> None:
+    short = runner.invoke(app, ["users", "create", "dave"], input="short\n")
+    assert "too short" in str(short.exception)
+    bad = runner.invoke(app, ["users", "create", "Dave Smith"], input="long enough password\n")
+    assert "cannot be used" in str(bad.exception)
+    assert _run("users", "create", "dave", stdin="long enough password\n")[0] == 0
+    again = runner.invoke(app, ["users", "create", "dave"], input="long enough password\n")
+    assert "already an account 'dave'" in str(again.exception)
+    assert "no such option" in runner.invoke(app, ["users", "create", "erin", "--password", "x" * 20]).output.lower()
+
+
+def test_import_reference_stores_the_photos_the_manifest_names(data_dir: Path, tmp_path: Path) -> None:
+    from grainproof.store.database import create_db_engine, session_scope
+    from grainproof.store.tables import ReferenceLot
+
+    photos = reference_photos()
+    for path, data in photos.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(data)
+    manifest = write_text(tmp_path / "reference.csv", reference_manifest(make_world(), with_photos=True))
+    code, output = _run("db", "import-reference", str(manifest))
+    assert code == 0 and "imported 240" in output and "240 photos" in output
+    engine = create_db_engine(get_settings())
+    with session_scope(engine) as session:
+        row = session.exec(select(ReferenceLot).where(ReferenceLot.lot_id == "ref0000")).one()
+        [digest] = json.loads(row.photo_hashes_json)
+    engine.dispose()
+    assert (data_dir / "photos" / digest[:2] / digest).read_bytes() in photos.values()
+
+
+def test_import_reference_names_every_missing_photo_and_writes_nothing(data_dir: Path, tmp_path: Path) -> None:
+    manifest = write_text(tmp_path / "reference.csv", reference_manifest(make_world(), with_photos=True))
+    result = runner.invoke(app, ["db", "import-reference", str(manifest)])
+    assert "photo 'photos/51-2023.jpg' was not found" in str(result.exception)
+    assert "240 problem(s)" in str(result.exception)
+    rows = sqlite3.connect(data_dir / "grainproof.db").execute("SELECT count(*) FROM reference_lot").fetchone()
+    assert rows == (0,)
+    code, output = _run("db", "import-reference", str(manifest), "--no-photos")
+    assert code == 0 and "0 photos" in output
+
+
 def test_unknown_role_is_a_clear_error(data_dir: Path) -> None:
     result = runner.invoke(app, ["keys", "create", "--role", "boss"])
     assert "Unknown role 'boss'" in str(result.exception)
 
 
 def test_db_upgrade_status_and_downgrade(data_dir: Path) -> None:
+    from grainproof.store.database import head_revision
+
+    head = head_revision()
     code, output = _run("db", "upgrade")
-    assert code == 0 and "0001" in output
-    assert "at 0001, newest 0001" in _run("db", "status")[1].replace("\n", "")
+    assert code == 0 and f"migration {head}" in output
+    assert f"at {head}, newest {head}" in _run("db", "status")[1].replace("\n", "")
     assert "add --yes" in str(runner.invoke(app, ["db", "downgrade", "base"]).exception)
     code, output = _run("db", "downgrade", "base", "--yes")
     assert code == 0 and "none" in output

@@ -24,7 +24,17 @@ from grainproof.store.database import (
     upgrade,
 )
 
-TABLES = {"api_key", "reference_lot", "reference_model", "verification", "review", "audit_entry", "idempotency_record"}
+TABLES = {
+    "api_key",
+    "user_account",
+    "login_failure",
+    "reference_lot",
+    "reference_model",
+    "verification",
+    "review",
+    "audit_entry",
+    "idempotency_record",
+}
 
 
 @pytest.fixture()
@@ -81,3 +91,42 @@ def test_default_database_is_a_sqlite_file_in_the_data_dir(tmp_path: Path) -> No
     upgrade(engine)
     assert (tmp_path / "gp" / "grainproof.db").is_file()
     engine.dispose()
+
+
+def test_reviews_recorded_before_0002_still_verify_after_the_upgrade(sqlite_engine: Engine) -> None:
+    """Upgrading adds who-decided columns to reviews; entries hashed before them must keep verifying."""
+    import uuid
+
+    from sqlmodel import Session
+
+    from grainproof.store.audit import append_entry, review_payload, verification_payload, verify_chain
+    from grainproof.store.tables import Review, Verification
+
+    upgrade(sqlite_engine)
+    with Session(sqlite_engine) as session:
+        verification = Verification(
+            id=str(uuid.uuid4()),
+            lot_id="old-lot",
+            species="soft_wheat",
+            variety="apache",
+            claim_json="{}",
+            verdict_json="{}",
+            plausibility=0.004,
+            flagged=True,
+            model_version="m1",
+            vector=b"\0" * 32,
+        )
+        session.add(verification)
+        session.flush()
+        append_entry(
+            session, kind="verification", record_id=verification.id, payload=verification_payload(verification)
+        )
+        review = Review(id=str(uuid.uuid4()), verification_id=verification.id, decision="confirmed_fraud", note="old")
+        session.add(review)
+        session.flush()
+        append_entry(session, kind="review", record_id=review.id, payload=review_payload(review))
+        session.commit()
+    downgrade(sqlite_engine, "0001")
+    upgrade(sqlite_engine)
+    with Session(sqlite_engine) as session:
+        assert verify_chain(session).ok

@@ -165,3 +165,32 @@ def test_appending_after_a_rollback_keeps_the_chain_contiguous(tmp_path: Path) -
         entry = append_entry(session, kind="verification", record_id="real", payload={"x": 2})
         assert entry.seq == 1 and entry.prev_hash == GENESIS_HASH
     engine.dispose()
+
+
+def test_reviews_written_before_named_auditors_keep_the_payload_their_entries_hashed() -> None:
+    """Audit entries written before reviews could name a desk account or an overridden decision must still
+    verify: those fields enter the payload only when set."""
+    from datetime import UTC, datetime
+
+    old = Review(
+        id="r1", verification_id="v1", decision="false_alarm", reviewer=3, created_at=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    assert set(review_payload(old)) == {
+        "id",
+        "verification_id",
+        "decision",
+        "note",
+        "promoted_reference_lot",
+        "reviewer",
+        "created_at",
+    }
+    named = Review(
+        id="r2",
+        verification_id="v1",
+        decision="confirmed_fraud",
+        note="second look",
+        reviewer_user="bob",
+        overrides="r1",
+        created_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    assert review_payload(named)["reviewer_user"] == "bob" and review_payload(named)["overrides"] == "r1"

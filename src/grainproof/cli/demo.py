@@ -56,6 +56,7 @@ def demo(
     from grainproof.api import create_app
     from grainproof.api.runtime import Runtime
     from grainproof.demo import (
+        DEMO_AUDITOR,
         DemoConfig,
         LiveServer,
         create_demo_keys,
@@ -100,7 +101,7 @@ def demo(
     with LiveServer(create_app(settings, runtime=runtime), host=host, port=port) as server:
         with httpx.Client(base_url=server.url, timeout=600) as client:
             model = load_reference(
-                client, runtime, keys, manifest=manifest, units=units, world_dir=world, stage=progress_bar, seed=seed
+                client, keys, manifest=manifest, units=units, world_dir=world, stage=progress_bar, seed=seed
             )
             views = send_intake_lots(client, keys, intake, world_dir=world, stage=progress_bar, alpha=alpha)
 
@@ -120,8 +121,8 @@ def demo(
             f"and {sum(r['flagged'] == 'yes' for r in genuine_rows)} of {len(genuine_rows)} genuine ones "
             f"(alpha {alpha}); {time.monotonic() - started:.0f} s in all."
         )
-        console.print(f"\nAuditor's desk: [bold]{server.url}/desk/[/]  (log in with the auditor key below)")
-        console.print(f"auditor key: {keys.auditor}", highlight=False)
+        console.print(f"\nAuditor's desk: [bold]{server.url}/desk/[/]  (log in with the account below)")
+        console.print(f"username: {DEMO_AUDITOR}   password: {keys.auditor_password}", highlight=False)
         console.print(f"API description: {server.url}/schema   data: {settings.data_dir}", highlight=False)
         if not serve:
             console.print(

@@ -14,10 +14,14 @@ from grainproof.progress import console, err_console
 
 db_app = typer.Typer(help="Database schema: migrate up or down, show the current migration.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys: create (the key is printed once), list, revoke.", no_args_is_help=True)
+users_app = typer.Typer(
+    help="Named accounts for the auditor's desk: create, list, disable, enable, set a password.", no_args_is_help=True
+)
 audit_app = typer.Typer(help="The hash-chained audit log of verifications and reviews.", no_args_is_help=True)
 export_app = typer.Typer(help="Export verifications to traceability formats.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(users_app, name="users")
 app.add_typer(audit_app, name="audit")
 app.add_typer(export_app, name="export")
 
@@ -157,6 +161,92 @@ def keys_revoke(key_id: int = typer.Argument(..., help="The key's id (see `grain
     console.print(f"key #{key_id} revoked")
 
 
+def _read_password(prompt: str) -> str:
+    """A password from the terminal (typed twice, not echoed) or the first line of stdin: never from argv."""
+    import getpass
+    import sys
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"{prompt}: ")
+        if getpass.getpass("Again: ") != password:
+            raise GrainproofError("The two passwords differ; nothing was changed.")
+        return password
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+@users_app.command("create")
+def users_create(
+    username: str = typer.Argument(..., help="The person's username (lower-case letters, digits, '.', '_', '-')."),
+    role: str = typer.Option("auditor", help="auditor (reads every lot, records decisions) or admin."),
+) -> None:
+    """Create a desk account; the password is read from the terminal or stdin (never from the command line)."""
+    from grainproof.store.database import session_scope
+    from grainproof.store.users import check_username, create_user
+
+    engine = _migrated_engine(create=True)
+    check_username(username)  # before asking for a password
+    password = _read_password(f"Password for {username}")
+    with session_scope(engine) as session:
+        user = create_user(session, username=username, password=password, role=role)
+    console.print(f"created {user.role} account {user.username!r}; it logs in at /desk/login")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List desk accounts (never their password hashes)."""
+    from grainproof.store.database import session_scope
+    from grainproof.store.users import list_users
+
+    table = Table("username", "role", "created", "disabled")
+    with session_scope(_migrated_engine()) as session:
+        for user in list_users(session):
+            table.add_row(
+                user.username,
+                user.role,
+                user.created_at.isoformat(timespec="seconds"),
+                user.disabled_at.isoformat(timespec="seconds") if user.disabled_at else "",
+            )
+    console.print(table)
+
+
+@users_app.command("disable")
+def users_disable(username: str = typer.Argument(..., help="The account to disable.")) -> None:
+    """Disable an account: it cannot log in and its open desk sessions end (its decisions keep its name)."""
+    from grainproof.store.database import session_scope
+    from grainproof.store.users import disable_user
+
+    with session_scope(_migrated_engine()) as session:
+        disable_user(session, username)
+    console.print(f"account {username!r} disabled")
+
+
+@users_app.command("enable")
+def users_enable(username: str = typer.Argument(..., help="The account to enable again.")) -> None:
+    """Enable a disabled account."""
+    from grainproof.store.database import session_scope
+    from grainproof.store.users import enable_user
+
+    with session_scope(_migrated_engine()) as session:
+        enable_user(session, username)
+    console.print(f"account {username!r} enabled")
+
+
+@users_app.command("password")
+def users_password(username: str = typer.Argument(..., help="The account whose password to set.")) -> None:
+    """Set a new password (read from the terminal or stdin); the account's open desk sessions end."""
+    from grainproof.store.database import session_scope
+    from grainproof.store.users import find_user, set_password
+
+    engine = _migrated_engine()
+    with session_scope(engine) as session:
+        if find_user(session, username) is None:
+            raise GrainproofError(f"No account {username!r}; `grainproof users list` shows them.")
+    password = _read_password(f"New password for {username}")
+    with session_scope(engine) as session:
+        set_password(session, username, password)
+    console.print(f"password of {username!r} changed; its desk sessions have ended")
+
+
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Recompute the audit chain; exits 1 naming the first entry altered or removed."""
@@ -213,8 +303,11 @@ def export_epcis(
 def db_import_reference(
     manifest: Path = typer.Argument(..., help="A lot manifest with f_* columns (from `grainproof embed`)."),
     units: Path = typer.Option(None, help="The units sidecar .npz (default: <manifest stem>.units.npz if present)."),
+    photos: bool = typer.Option(
+        True, help="Store the photos the manifest names (paths relative to it) for the auditor's desk."
+    ),
 ) -> None:
-    """Add a manifest's lots to the service's reference lots (all or nothing)."""
+    """Add a manifest's lots to the service's reference lots (all or nothing), with their photos."""
     import numpy as np
 
     from grainproof.api.runtime import Runtime
@@ -228,14 +321,25 @@ def db_import_reference(
     if sidecar.is_file():
         with np.load(sidecar, allow_pickle=False) as archive:
             unit_arrays = {key: np.asarray(archive[key]) for key in archive.files}
+
+    def photo_file(path: str) -> bytes | None:
+        file = manifest.parent / path
+        return file.read_bytes() if file.is_file() else None
+
     runtime = Runtime.open(get_settings(), engine=_migrated_engine(create=True))
     try:
         result = import_reference_manifest(
-            runtime, manifest.read_text(encoding="utf-8-sig"), name=str(manifest), units=unit_arrays
+            runtime,
+            manifest.read_text(encoding="utf-8-sig"),
+            name=str(manifest),
+            units=unit_arrays,
+            photos=photo_file if photos else None,
         )
     finally:
         runtime.close()
-    console.print(f"imported {result['imported']} reference lots ({result['dim']} features each)")
+    console.print(
+        f"imported {result['imported']} reference lots ({result['dim']} features each, {result['photos']} photos)"
+    )
 
 
 @db_app.command("build-model")

@@ -100,8 +100,9 @@ def verification_payload(row: Verification) -> dict[str, Any]:
 
 
 def review_payload(row: Review) -> dict[str, Any]:
-    """What the audit log vouches for in a review."""
-    return {
+    """What the audit log vouches for in a review: the decision, the note, and who decided (an API key's id,
+    or a named auditor's username) and which earlier decision it overrode."""
+    payload: dict[str, Any] = {
         "id": row.id,
         "verification_id": row.verification_id,
         "decision": row.decision,
@@ -110,6 +111,12 @@ def review_payload(row: Review) -> dict[str, Any]:
         "reviewer": row.reviewer,
         "created_at": row.created_at.isoformat(),
     }
+    # Added only when set: entries written before these fields existed must still hash the same.
+    if row.reviewer_user is not None:
+        payload["reviewer_user"] = row.reviewer_user
+    if row.overrides is not None:
+        payload["overrides"] = row.overrides
+    return payload
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

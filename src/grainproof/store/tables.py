@@ -15,6 +15,9 @@ from sqlmodel import Field, SQLModel
 #: Roles an API key can carry, from least to most privileged.
 ROLES: tuple[str, ...] = ("intake", "auditor", "admin")
 
+#: Roles a named person's account can carry: the people who work the auditor's desk.
+USER_ROLES: tuple[str, ...] = ("auditor", "admin")
+
 #: Decisions an auditor can record on a verification.
 REVIEW_DECISIONS: tuple[str, ...] = ("confirmed_fraud", "false_alarm", "confirmed_genuine", "inconclusive")
 
@@ -41,6 +44,36 @@ class ApiKey(SQLModel, table=True):
     site: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utc_now)
     revoked_at: datetime | None = None
+
+
+class UserAccount(SQLModel, table=True):
+    """A named person who logs in to the auditor's desk: an argon2 hash of the password, never the password.
+
+    Accounts are disabled, never deleted: reviews name their author by username for good.
+    """
+
+    __tablename__ = "user_account"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True, index=True)
+    password_hash: str = Field(sa_column=Column(Text, nullable=False))
+    role: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utc_now)
+    disabled_at: datetime | None = None
+
+
+class LoginFailure(SQLModel, table=True):
+    """A failed desk login: the throttle counts recent ones per username and per client address.
+
+    Kept in the database, not in memory, so every service process sees the same count.
+    """
+
+    __tablename__ = "login_failure"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, index=True)
+    address: str = Field(max_length=64, index=True)
+    created_at: datetime = Field(default_factory=utc_now, index=True)
 
 
 class ReferenceLot(SQLModel, table=True):
@@ -124,6 +157,10 @@ class Review(SQLModel, table=True):
     note: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     promoted_reference_lot: str | None = Field(default=None, max_length=200)
     reviewer: int | None = Field(default=None, foreign_key="api_key.id")
+    #: The named auditor who decided on the desk (None: an API key decided, see `reviewer`).
+    reviewer_user: str | None = Field(default=None, foreign_key="user_account.username", max_length=64)
+    #: The earlier review this one contradicts (four-eyes: it needed a note and a second auditor).
+    overrides: str | None = Field(default=None, max_length=36)
     created_at: datetime = Field(default_factory=utc_now)
 
 

@@ -61,6 +61,7 @@ class ReferenceLotController(Controller):
     ) -> dict[str, Any]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         units: dict[str, np.ndarray] | None = None
+        photos: dict[str, bytes] = {}
         name = "upload"
         if content_type == "multipart/form-data":
             form = await request.form()
@@ -72,13 +73,20 @@ class ReferenceLotController(Controller):
             units_file = form.get("units")
             if isinstance(units_file, UploadFile):
                 units = _read_units(await units_file.read())
+            # `photos` files named as the manifest's photos column names them: stored for the desk.
+            sent = [f for f in form.getall("photos") if isinstance(f, UploadFile)] if "photos" in form else []
+            photos = {f.filename or "": await f.read() for f in sent}
         else:
             raw = await request.body()
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise RequestError("The manifest is not UTF-8 text; save the CSV as UTF-8.") from None
-        return await anyio.to_thread.run_sync(lambda: import_reference_manifest(runtime, text, name=name, units=units))
+        return await anyio.to_thread.run_sync(
+            lambda: import_reference_manifest(
+                runtime, text, name=name, units=units, photos=photos.get if photos else None
+            )
+        )
 
     @get("/", summary="Reference lots, newest first", guards=_READERS, sync_to_thread=True)
     def index(

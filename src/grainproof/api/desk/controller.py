@@ -1,27 +1,42 @@
 """The auditor's desk: server-rendered pages over the same services as the API.
 
-A browser cannot send an API key header, so the desk has its own login: the auditor pastes an
-auditor or admin key once and gets a signed HttpOnly session cookie (see `session.py`). The API's
-key middleware skips these routes (`exclude_from_auth`); every handler checks the session itself,
+Auditors log in as named people (username and password, `grainproof users create`) and get a
+signed HttpOnly session cookie (see `session.py`); API keys are for machines. The API's key
+middleware skips these routes (`exclude_from_auth`); every handler checks the session itself,
 and every form carries a CSRF token tied to it.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
+from zoneinfo import ZoneInfo
 
 import anyio
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
+from jinja2.runtime import Context
 from litestar import Controller, MediaType, Request, Response, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery
-from litestar.response import Redirect
+from litestar.response import Redirect, Stream
 from litestar.static_files import create_static_files_router
 
-from grainproof.api.desk.pages import DECISION_LABELS, QueueQuery, lot_map, lot_page, queue_page
+from grainproof.api.desk.pages import (
+    DECISION_LABELS,
+    ZONE_COOKIE,
+    QueueQuery,
+    display_zone,
+    export_rows,
+    local_time,
+    lot_map,
+    lot_page,
+    queue_page,
+)
 from grainproof.api.desk.session import (
     COOKIE_NAME,
     SESSION_SECONDS,
@@ -30,17 +45,17 @@ from grainproof.api.desk.session import (
     decode_session,
     encode_session,
     new_session,
-    peek_key_id,
+    peek_user_id,
     session_secret,
 )
 from grainproof.api.runtime import Runtime
 from grainproof.api.services.verifications import record_review
-from grainproof.errors import GrainproofError
-from grainproof.store.database import session_scope
-from grainproof.store.keys import find_key
-from grainproof.store.tables import ApiKey
+from grainproof.errors import GrainproofError, NotFoundError
+from grainproof.store.database import read_scope, session_scope
+from grainproof.store.tables import USER_ROLES, UserAccount
+from grainproof.store.users import AccountDisabledError, LoginAttempt, TooManyLoginsError, log_in
 
-DESK_ROLES = ("auditor", "admin")
+DESK_ROLES = USER_ROLES
 _HERE = Path(__file__).parent
 #: Pages load nothing from elsewhere: no CDN, no inline script.
 _SECURITY_HEADERS = {
@@ -60,13 +75,10 @@ def _p_value(value: float | None) -> str:
     return f"{value:.3g}"
 
 
-def _when(text: str | None) -> str:
-    if not text:
-        return "—"
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+@pass_context
+def _when(context: Context, text: str | datetime | None) -> str:
+    """A moment in the zone the page is shown in (`zone` in the page's context; UTC when absent)."""
+    return local_time(text, context.get("zone") or ZoneInfo("UTC"))
 
 
 def _share(value: float | None) -> str:
@@ -90,9 +102,18 @@ class LoginRequiredError(Exception):
         self.next_path = next_path
 
 
-def _render(template: str, *, status_code: int = 200, **context: Any) -> Response[str]:
+def _render(
+    template: str, *, status_code: int = 200, headers: dict[str, str] | None = None, **context: Any
+) -> Response[str]:
     html = _templates.get_template(template).render(**context)
-    return Response(html, media_type=MediaType.HTML, status_code=status_code, headers=_SECURITY_HEADERS)
+    return Response(
+        html, media_type=MediaType.HTML, status_code=status_code, headers={**_SECURITY_HEADERS, **(headers or {})}
+    )
+
+
+def _zone(request: Request[Any, Any, Any], runtime: Runtime) -> ZoneInfo:
+    # The script URL-encodes the name ("Europe%2FParis").
+    return display_zone(unquote(request.cookies.get(ZONE_COOKIE) or ""), runtime.settings.desk_timezone)
 
 
 def _safe_next(path: str | None) -> str:
@@ -109,29 +130,46 @@ def _to_login(request: Request[Any, Any, Any], exc: LoginRequiredError) -> Respo
 
 
 def _error_page(request: Request[Any, Any, Any], exc: GrainproofError) -> Response[str]:
-    return _render("error.html", status_code=exc.status_code, message=str(exc), user=None, csrf="")
+    """The problem in a sentence, inside the desk's frame: the navigation stays when someone is logged in."""
+    runtime: Runtime = request.app.state.runtime
+    try:
+        user, cookie = _current_user(request, runtime)
+        csrf = _csrf(runtime, cookie)
+    except LoginRequiredError:
+        user, csrf = None, ""
+    back = request.url.path.rsplit("/reviews", 1)[0] if request.url.path.endswith("/reviews") else None
+    return _render(
+        "error.html",
+        status_code=exc.status_code,
+        message=str(exc),
+        not_found=isinstance(exc, NotFoundError),
+        back=back,
+        user=user,
+        csrf=csrf,
+        zone=_zone(request, runtime),
+    )
 
 
 def _current_user(
     request: Request[Any, Any, Any], runtime: Runtime, *, return_to: str | None = None
-) -> tuple[ApiKey, str]:
-    """The logged-in key and its session cookie; LoginRequiredError when there is no valid session.
+) -> tuple[UserAccount, str]:
+    """The logged-in account and its session cookie; LoginRequiredError when there is no valid session.
 
     After logging in the browser comes back to `return_to` (default: this page); a form post
     passes the page the form was on, since the login redirect can only repeat a GET.
     """
     next_path = return_to or request.url.path + (f"?{request.url.query}" if request.url.query else "")
     cookie = request.cookies.get(COOKIE_NAME)
-    key_id = peek_key_id(cookie) if cookie else None
-    if cookie is None or key_id is None:
+    user_id = peek_user_id(cookie) if cookie else None
+    if cookie is None or user_id is None:
         raise LoginRequiredError(next_path)
-    with session_scope(runtime.engine) as session:
-        key = session.get(ApiKey, key_id)
-    if key is None or key.revoked_at is not None or key.role not in DESK_ROLES:
+    with read_scope(runtime.engine) as session:
+        user = session.get(UserAccount, user_id)
+    if user is None or user.disabled_at is not None or user.role not in DESK_ROLES:
         raise LoginRequiredError(next_path)
-    if decode_session(cookie, secret=session_secret(runtime.settings), key_hash=key.key_hash) is None:
+    if decode_session(cookie, secret=session_secret(runtime.settings), bound_to=user.password_hash) is None:
         raise LoginRequiredError(next_path)
-    return key, cookie
+    return user, cookie
 
 
 def _csrf(runtime: Runtime, cookie: str) -> str:
@@ -143,6 +181,29 @@ def _check_csrf(runtime: Runtime, cookie: str, token: Any) -> None:
         raise GrainproofError("This form has expired or did not come from the desk; reload the page and try again.")
 
 
+def _queue_query(
+    status: FromQuery[str] = "open",
+    flagged: FromQuery[str] = "flagged",
+    site: FromQuery[str] = "",
+    variety: FromQuery[str] = "",
+    date_from: FromQuery[str] = "",
+    date_to: FromQuery[str] = "",
+    sort: FromQuery[str] = "newest",
+    page: FromQuery[int] = 1,
+) -> QueueQuery:
+    """The queue's filters from the query string: the page and its CSV export read the same ones."""
+    return QueueQuery(
+        status=status,
+        flagged=flagged,
+        site=site,
+        variety=variety,
+        date_from=date_from,
+        date_to=date_to,
+        sort=sort,
+        page=page,
+    )
+
+
 class DeskController(Controller):
     """Pages for auditors: log in, the queue of flagged lots, one lot's evidence and the decision form."""
 
@@ -150,35 +211,46 @@ class DeskController(Controller):
     include_in_schema = False
     opt = {"exclude_from_auth": True}  # noqa: RUF012 - litestar reads this class attribute
     exception_handlers = {LoginRequiredError: _to_login, GrainproofError: _error_page}  # noqa: RUF012
+    dependencies = {"queue_query": Provide(_queue_query, sync_to_thread=False)}  # noqa: RUF012
 
     @get("/login", sync_to_thread=False)
     def login_form(self, next: FromQuery[str | None] = None) -> Response[str]:
-        return _render("login.html", next=_safe_next(next), error=None, user=None, csrf="")
+        return _render("login.html", next=_safe_next(next), error=None, username="", user=None, csrf="")
 
     @post("/login", status_code=303)
     async def login(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Any]:
         form = await request.form()
-        secret = str(form.get("api_key") or "").strip()
+        username = str(form.get("username") or "").strip().lower()
+        password = str(form.get("password") or "")
         target = _safe_next(str(form.get("next") or ""))
 
-        def lookup() -> ApiKey | None:
-            with session_scope(runtime.engine) as session:
-                return find_key(session, secret) if secret else None
-
-        key = await anyio.to_thread.run_sync(lookup)
-        error = None
-        if not secret:
-            error = "Paste your API key to log in."
-        elif key is None:
-            error = "This API key is unknown or revoked; ask an admin for an auditor key."
-        elif key.role not in DESK_ROLES:
-            error = (
-                f"An {key.role} key cannot open the auditor's desk; log in with an auditor or admin key "
-                "(`grainproof keys create --role auditor`)."
+        def refuse(status: int, error: str, headers: dict[str, str] | None = None) -> Response[Any]:
+            return _render(
+                "login.html",
+                status_code=status,
+                headers=headers,
+                next=target,
+                error=error,
+                username=username,
+                user=None,
+                csrf="",
             )
-        if error is not None or key is None or key.id is None:
-            return _render("login.html", status_code=401, next=target, error=error, user=None, csrf="")
-        cookie = encode_session(new_session(key.id), secret=session_secret(runtime.settings), key_hash=key.key_hash)
+
+        if not username or not password:
+            return refuse(401, "Enter your username and password.")
+        address = request.client.host if request.client else "unknown"
+        attempt = LoginAttempt(username=username, address=address)
+        try:
+            user = await anyio.to_thread.run_sync(lambda: log_in(runtime.engine, attempt, password))
+        except TooManyLoginsError as exc:
+            return refuse(429, str(exc), {"Retry-After": str(exc.retry_after_s)})
+        except AccountDisabledError as exc:
+            return refuse(403, str(exc))
+        if user is None or user.id is None:
+            return refuse(401, "Wrong username or password.")
+        cookie = encode_session(
+            new_session(user.id), secret=session_secret(runtime.settings), bound_to=user.password_hash
+        )
         response: Response[Any] = Redirect(target, status_code=303)
         response.set_cookie(
             COOKIE_NAME,
@@ -206,27 +278,44 @@ class DeskController(Controller):
         self,
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
-        status: FromQuery[str] = "open",
-        flagged: FromQuery[str] = "flagged",
-        site: FromQuery[str] = "",
-        variety: FromQuery[str] = "",
-        date_from: FromQuery[str] = "",
-        date_to: FromQuery[str] = "",
-        page: FromQuery[int] = 1,
+        queue_query: NamedDependency[QueueQuery],
     ) -> Response[str]:
         user, cookie = _current_user(request, runtime)
-        query = QueueQuery(
-            status=status,
-            flagged=flagged,
-            site=site,
-            variety=variety,
-            date_from=date_from,
-            date_to=date_to,
-            page=page,
+        zone = _zone(request, runtime)
+        with read_scope(runtime.engine) as session:
+            context = queue_page(runtime, session, queue_query, caller=user, zone=zone)
+        return _render("queue.html", user=user, csrf=_csrf(runtime, cookie), urlencode=urlencode, zone=zone, **context)
+
+    @get("/queue.csv", sync_to_thread=True)
+    def queue_csv(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        queue_query: NamedDependency[QueueQuery],
+    ) -> Stream:
+        """Every lot the queue's filters match (all pages, whatever `page` says), in the queue's order, as CSV."""
+        user, _ = _current_user(request, runtime)
+        zone = _zone(request, runtime)
+
+        def lines() -> Iterator[str]:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\r\n")
+            with read_scope(runtime.engine) as session:
+                for row in export_rows(runtime, session, queue_query, caller=user, zone=zone):
+                    writer.writerow(row)
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+
+        stamp = datetime.now(zone).strftime("%Y%m%d-%H%M")
+        return Stream(
+            lines(),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                **_SECURITY_HEADERS,
+                "Content-Disposition": f'attachment; filename="grainproof-queue-{stamp}.csv"',
+            },
         )
-        with session_scope(runtime.engine) as session:
-            context = queue_page(runtime, session, query, caller=user)
-        return _render("queue.html", user=user, csrf=_csrf(runtime, cookie), urlencode=urlencode, **context)
 
     @get("/lots/{verification_id:str}", sync_to_thread=True)
     def lot(
@@ -237,7 +326,7 @@ class DeskController(Controller):
         recorded: FromQuery[str | None] = None,
     ) -> Response[str]:
         user, cookie = _current_user(request, runtime)
-        with session_scope(runtime.engine) as session:
+        with read_scope(runtime.engine) as session:
             context = lot_page(runtime, session, verification_id, caller=user)
         return _render(
             "lot.html",
@@ -245,6 +334,7 @@ class DeskController(Controller):
             csrf=_csrf(runtime, cookie),
             recorded=DECISION_LABELS.get(recorded or ""),
             quote=quote,
+            zone=_zone(request, runtime),
             **context,
         )
 
@@ -288,11 +378,17 @@ class DeskController(Controller):
         except ValueError:
             data = None
         if data is None:
-            from grainproof.errors import NotFoundError
-
             raise NotFoundError(f"No photo with sha256 {digest!r} is stored.")
         kind = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
         return Response(data, media_type=kind, headers={"Cache-Control": "private, max-age=31536000, immutable"})
+
+    @get("/{unknown:path}", sync_to_thread=True)
+    def not_found(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], unknown: FromPath[str]
+    ) -> None:
+        """Any other desk address: a page that says so, with the navigation (after login)."""
+        _current_user(request, runtime)
+        raise NotFoundError(f"There is no desk page at {request.url.path}.")
 
 
 @get("/", include_in_schema=False, exclude_from_auth=True, sync_to_thread=False)

@@ -1,26 +1,44 @@
 """What the auditor's pages show: the queue, one lot's evidence, and its map of plausible origins.
 
 These functions read through the same services as the API (`list_verifications`, `get_verification`)
-and only add what a person needs on a page: region names, reference lots' photos, a shaded map.
+and only add what a person needs on a page: region names, reference lots' photos, a shaded map,
+times in the auditor's zone, warnings grouped, the alternatives worth reading.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from grainproof.api.runtime import Runtime
 from grainproof.api.schemas import claim_from_payload
-from grainproof.api.services.verifications import VerificationFilter, get_verification, list_verifications
+from grainproof.api.services.verifications import (
+    QUEUE_ORDERS,
+    Caller,
+    VerificationFilter,
+    get_verification,
+    iter_verification_summaries,
+    list_verifications,
+)
 from grainproof.errors import ClaimError, GrainproofError
 from grainproof.store.arrays import decode_array
-from grainproof.store.tables import REVIEW_DECISIONS, ApiKey, ReferenceLot, ReferenceModelVersion, Verification
+from grainproof.store.tables import (
+    REVIEW_DECISIONS,
+    ApiKey,
+    ReferenceLot,
+    ReferenceModelVersion,
+    Verification,
+)
 
 if TYPE_CHECKING:
     from grainproof.geo import RegionSet
@@ -37,6 +55,21 @@ DECISION_LABELS: dict[str, str] = {
 }
 assert set(DECISION_LABELS) == set(REVIEW_DECISIONS), "every review decision needs a label on the desk"
 
+#: How each sort order reads on the queue page.
+ORDER_LABELS: dict[str, str] = {
+    "newest": "Received, newest first",
+    "oldest": "Received, oldest first",
+    "least_plausible": "Plausibility, lowest first",
+    "most_plausible": "Plausibility, highest first",
+}
+assert set(ORDER_LABELS) == set(QUEUE_ORDERS), "every queue order needs a label on the desk"
+
+#: An alternative origin and season is worth a row when the posterior gives it at least this share...
+MIN_ALTERNATIVE_POSTERIOR = 0.01
+# ...or when its p-value is above the verdict's alpha (declared so, the lot would not have been flagged).
+# Rows below both floors (a posterior that rounds to 0 % and a p-value at or below alpha, often the
+# smallest value the calibration can give, equal across rows) tell an auditor nothing and are left out.
+
 # One map drawing at a time: matplotlib is thread-safe on separate figures, but two requests for the
 # same lot must not write the same file at once, and drawing is CPU-bound anyway.
 _MAP_LOCK = threading.Lock()
@@ -47,11 +80,13 @@ class QueueQuery:
     """The queue's filters as the page's form sends them (empty text means "any")."""
 
     status: str = "open"
+    #: "flagged": flagged lots, and any lot an auditor reviewed (flagged or not); "all": every lot.
     flagged: str = "flagged"
     site: str = ""
     variety: str = ""
     date_from: str = ""
     date_to: str = ""
+    sort: str = "newest"
     page: int = 1
 
     def __post_init__(self) -> None:
@@ -59,6 +94,8 @@ class QueueQuery:
             raise ClaimError(f"Status {self.status!r} is not one of open, reviewed, all.")
         if self.flagged not in ("flagged", "all"):
             raise ClaimError(f"Show {self.flagged!r} is not one of flagged, all.")
+        if self.sort not in ORDER_LABELS:
+            raise ClaimError(f"Sort {self.sort!r} is not one of {', '.join(ORDER_LABELS)}.")
         if self.page < 1:
             raise ClaimError(f"Page {self.page} must be 1 or more.")
         for name in ("date_from", "date_to"):
@@ -69,13 +106,15 @@ class QueueQuery:
                 except ValueError:
                     raise ClaimError(f"{value!r} is not a date: use YYYY-MM-DD.") from None
 
-    def service_filter(self) -> VerificationFilter:
-        """The API service's filter for this page of the queue."""
-        start = datetime.combine(date.fromisoformat(self.date_from), time.min, UTC) if self.date_from else None
+    def service_filter(self, zone: tzinfo = UTC) -> VerificationFilter:
+        """The API service's filter for this page of the queue; dates are days in the auditor's `zone`."""
+        start = datetime.combine(date.fromisoformat(self.date_from), time.min, zone) if self.date_from else None
         # The "to" date is inclusive: everything before the next midnight.
-        end = datetime.combine(date.fromisoformat(self.date_to), time.max, UTC) if self.date_to else None
+        end = datetime.combine(date.fromisoformat(self.date_to), time.max, zone) if self.date_to else None
         return VerificationFilter(
             flagged=True if self.flagged == "flagged" else None,
+            include_reviewed=True,
+            order=self.sort,
             status=None if self.status == "all" else self.status,
             site=self.site or None,
             variety=self.variety or None,
@@ -94,6 +133,7 @@ class QueueQuery:
             "variety": self.variety,
             "date_from": self.date_from,
             "date_to": self.date_to,
+            "sort": self.sort,
             "page": str(self.page),
         }
         values.update({k: str(v) for k, v in changes.items()})
@@ -129,9 +169,11 @@ def region_names(runtime: Runtime, region_set: str | None = None) -> RegionNames
         return RegionNames(None)
 
 
-def queue_page(runtime: Runtime, session: Session, query: QueueQuery, *, caller: ApiKey) -> dict[str, Any]:
-    """One page of the queue, newest first, plus the choices for the filter form."""
-    result = list_verifications(session, query.service_filter(), caller=caller)
+def queue_page(
+    runtime: Runtime, session: Session, query: QueueQuery, *, caller: Caller, zone: tzinfo = UTC
+) -> dict[str, Any]:
+    """One page of the queue in the chosen order, plus the choices for the filter form."""
+    result = list_verifications(session, query.service_filter(zone), caller=caller)
     total = int(result["total"])
     pages = max(1, -(-total // PAGE_SIZE))
     sites = sorted(s for s in session.exec(select(Verification.site).distinct()) if s)
@@ -144,11 +186,175 @@ def queue_page(runtime: Runtime, session: Session, query: QueueQuery, *, caller:
         "query": query,
         "sites": sites,
         "varieties": varieties,
+        "orders": ORDER_LABELS,
         "region_label": region_names(runtime),
     }
 
 
-def lot_page(runtime: Runtime, session: Session, verification_id: str, *, caller: ApiKey) -> dict[str, Any]:
+#: The columns of the queue's CSV export, in order.
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "received",
+    "lot_id",
+    "species",
+    "variety",
+    "declared_origin",
+    "declared_origin_name",
+    "plausibility",
+    "flagged",
+    "site",
+    "status",
+    "decision",
+    "first_reason",
+    "verification_id",
+    "model_version",
+)
+
+
+def export_rows(
+    runtime: Runtime, session: Session, query: QueueQuery, *, caller: Caller, zone: tzinfo = UTC
+) -> Iterator[list[str]]:
+    """The queue as CSV rows (header first): every lot the page's filters match, in its order, not one page.
+
+    Times carry their UTC offset; text a spreadsheet would run as a formula is defused with a leading quote.
+    """
+    labels = region_names(runtime)
+    yield list(EXPORT_COLUMNS)
+    for item in iter_verification_summaries(session, query.service_filter(zone), caller=caller):
+        origin = item["declared_origin_unit"]
+        received = _as_utc(item["created_at"]).astimezone(zone).isoformat(timespec="seconds")
+        values = {
+            "received": received,
+            "lot_id": item["lot_id"],
+            "species": item["species"],
+            "variety": item["variety"],
+            "declared_origin": origin or "",
+            "declared_origin_name": labels(origin) if origin else "",
+            "plausibility": repr(float(item["plausibility"])),
+            "flagged": "yes" if item["flagged"] else "no",
+            "site": item["site"] or "",
+            "status": item["status"],
+            "decision": item["decision"] or "",
+            "first_reason": item["reasons"][0] if item["reasons"] else "",
+            "verification_id": item["id"],
+            "model_version": item["model_version"],
+        }
+        yield [_spreadsheet_safe(values[column]) for column in EXPORT_COLUMNS]
+
+
+def _spreadsheet_safe(text: str) -> str:
+    # Lot ids and sites come from intake clients: "=HYPERLINK(...)" must stay text in a spreadsheet.
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _as_utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+#: The cookie the desk's script sets to the browser's IANA time zone (e.g. Europe/Paris).
+ZONE_COOKIE = "grainproof_tz"
+
+
+def display_zone(browser_zone: str | None, configured: str | None) -> ZoneInfo:
+    """The zone the desk shows times in: the browser's (from its cookie), else the configured one, else UTC."""
+    for name in (browser_zone, configured):
+        if name:
+            try:
+                return ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue  # an unknown or malformed name: try the next one
+    return ZoneInfo("UTC")
+
+
+def local_time(text: str | datetime | None, zone: tzinfo) -> str:
+    """A stored moment as the auditor reads it: local date and time with the zone's abbreviation."""
+    if not text:
+        return "—"
+    moment = _as_utc(text) if isinstance(text, str) else (text if text.tzinfo else text.replace(tzinfo=UTC))
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+_PHOTO_PREFIX = re.compile(r"^(?P<photo>[^:]{1,200}): (?P<message>.+)$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class WarningGroup:
+    """One warning as the page shows it, with the photos it came from when several photos gave it."""
+
+    message: str
+    photos: tuple[str, ...] = ()
+
+
+def group_warnings(warnings: Sequence[str]) -> list[WarningGroup]:
+    """Warnings that differ only in the photo they name ("a.jpg: no calibration card ...") become one line
+    listing the photos; every other warning is kept as it is, in first-seen order."""
+    parsed = [_PHOTO_PREFIX.match(w) for w in warnings]
+    photos_by_message: dict[str, list[str]] = {}
+    for match in parsed:
+        if match:
+            photos_by_message.setdefault(match["message"], []).append(match["photo"])
+    groups: list[WarningGroup] = []
+    shown: set[str] = set()
+    for warning, match in zip(warnings, parsed, strict=True):
+        photos = photos_by_message.get(match["message"], []) if match else []
+        if match and len(photos) > 1:
+            if match["message"] not in shown:
+                shown.add(match["message"])
+                groups.append(WarningGroup(match["message"], tuple(dict.fromkeys(photos))))
+        elif warning not in shown:
+            shown.add(warning)
+            groups.append(WarningGroup(warning))
+    return groups
+
+
+def informative_alternatives(alternatives: Sequence[dict[str, Any]], alpha: float) -> list[dict[str, Any]]:
+    """The alternatives worth a row: posterior at least MIN_ALTERNATIVE_POSTERIOR, or p-value above alpha."""
+    return [
+        alt
+        for alt in alternatives
+        if float(alt.get("probability") or 0.0) >= MIN_ALTERNATIVE_POSTERIOR or float(alt.get("p_value") or 0.0) > alpha
+    ]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelLabel:
+    """A reference model as people name it: its build number, content version, date and what it holds."""
+
+    name: str
+    version: str
+    built_at: datetime | None
+    lot_count: int | None
+    region_set: str | None
+    backbone: str | None
+
+
+def model_label(session: Session, row: ReferenceModelVersion | None, version: str) -> ModelLabel:
+    """ "Reference model 3", version, build date: builds are numbered in the order they were requested."""
+    if row is None:
+        return ModelLabel(
+            name="Reference model (not in this database)",
+            version=version,
+            built_at=None,
+            lot_count=None,
+            region_set=None,
+            backbone=None,
+        )
+    number = session.exec(
+        select(func.count())
+        .select_from(ReferenceModelVersion)
+        .where(col(ReferenceModelVersion.created_at) <= row.created_at)
+    ).one()
+    return ModelLabel(
+        name=f"Reference model {number}",
+        version=row.version or version,
+        built_at=row.finished_at or row.created_at,
+        lot_count=row.lot_count,
+        region_set=row.region_set,
+        backbone=row.backbone_id,
+    )
+
+
+def lot_page(runtime: Runtime, session: Session, verification_id: str, *, caller: Caller) -> dict[str, Any]:
     """A verification with its evidence: region names, and each nearest reference lot's record and photos."""
     view = get_verification(session, verification_id, caller=caller)
     model_row = session.get(ReferenceModelVersion, view["reference_model_id"]) if view["reference_model_id"] else None
@@ -170,21 +376,36 @@ def lot_page(runtime: Runtime, session: Session, verification_id: str, *, caller
                 "in_store": row is not None,
             }
         )
-    reviewer_ids = [r["reviewer"] for r in view["reviews"] if r["reviewer"] is not None]
-    reviewers = {
-        key.id: key.name or f"key {key.prefix}…"
-        for key in session.exec(select(ApiKey).where(col(ApiKey.id).in_(reviewer_ids)))
-    }
+    verdict = view["verdict"]
+    alternatives = verdict.get("alternatives") or []
+    shown_alternatives = informative_alternatives(alternatives, float(verdict["alpha"]))
     return {
         "v": view,
-        "reviewers": reviewers,
-        "verdict": view["verdict"],
+        "reviewers": reviewer_names(session, view["reviews"]),
+        # The history reads forwards: decision 1 is the first one recorded.
+        "review_numbers": {r["id"]: number for number, r in enumerate(view["reviews"], start=1)},
+        "verdict": verdict,
         "claim": view["claim"],
         "references": references,
         "region_label": labels,
         "decisions": DECISION_LABELS,
         "has_map": bool(model_row and model_row.path and model_row.region_set),
+        "warnings": group_warnings(verdict.get("warnings") or []),
+        "alternatives": shown_alternatives,
+        "hidden_alternatives": len(alternatives) - len(shown_alternatives),
+        "min_alternative_posterior": MIN_ALTERNATIVE_POSTERIOR,
+        "model": model_label(session, model_row, view["model_version"]),
     }
+
+
+def reviewer_names(session: Session, reviews: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Review id -> who decided: the auditor's username, or the API key's label for a machine's review."""
+    key_ids = [r["reviewer"] for r in reviews if r["reviewer"] is not None and not r.get("reviewer_user")]
+    keys = {
+        key.id: f"API key {key.name or key.prefix + '…'}"
+        for key in session.exec(select(ApiKey).where(col(ApiKey.id).in_(key_ids)))
+    }
+    return {r["id"]: r.get("reviewer_user") or keys.get(r["reviewer"], f"API key #{r['reviewer']}") for r in reviews}
 
 
 def region_plausibility(model: ReferenceModel, claim_payload: dict[str, Any], vector: Any) -> dict[str, float]:
@@ -215,7 +436,7 @@ def map_path(runtime: Runtime, verification_id: str) -> Path:
     return runtime.settings.data_dir / "desk" / "maps" / f"{verification_id}.png"
 
 
-def lot_map(runtime: Runtime, session: Session, verification_id: str, *, caller: ApiKey) -> Path:
+def lot_map(runtime: Runtime, session: Session, verification_id: str, *, caller: Caller) -> Path:
     """The lot's map (PNG): each region shaded by its plausibility, the declared origin in red; drawn once.
 
     A verification never changes and names its model, so the drawing is cached for good.

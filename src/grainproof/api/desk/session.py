@@ -1,7 +1,8 @@
-"""Browser sessions for the auditor's desk: a signed, HttpOnly cookie naming the API key that logged in.
+"""Browser sessions for the auditor's desk: a signed, HttpOnly cookie naming the account that logged in.
 
-The cookie holds no secret of the key: only its id, an expiry and an HMAC over both (bound to the
-key's hash), so a stolen cookie dies with its expiry and a revoked key ends every session at once.
+The cookie holds no secret: only the account's id, an expiry and an HMAC over both, bound to the
+account's password hash, so a stolen cookie dies with its expiry, and a new password ends every
+session at once (disabling the account does too: the desk checks it on every request).
 The signing secret is GRAINPROOF_SESSION_SECRET when set (several service processes must share it),
 else a random one kept in the data dir.
 """
@@ -49,14 +50,14 @@ def _write_private(path: Path, text: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeskSession:
-    """Who is logged in (an API key id) and until when (unix seconds)."""
+    """Who is logged in (a desk account's id) and until when (unix seconds)."""
 
-    key_id: int
+    user_id: int
     expires_at: int
 
     def __post_init__(self) -> None:
-        if self.key_id < 1:
-            raise ValueError("key_id must be positive")
+        if self.user_id < 1:
+            raise ValueError("user_id must be positive")
 
 
 def _b64(data: bytes) -> str:
@@ -67,36 +68,36 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _signature(secret: bytes, body: str, key_hash: str) -> str:
-    return _b64(hmac.new(secret, f"{body}|{key_hash}".encode("utf-8", "replace"), hashlib.sha256).digest())
+def _signature(secret: bytes, body: str, bound_to: str) -> str:
+    return _b64(hmac.new(secret, f"{body}|{bound_to}".encode("utf-8", "replace"), hashlib.sha256).digest())
 
 
-def encode_session(session: DeskSession, *, secret: bytes, key_hash: str) -> str:
-    """The cookie value for a session of the key whose stored hash is `key_hash`."""
-    body = _b64(json.dumps({"k": session.key_id, "e": session.expires_at}, separators=(",", ":")).encode())
-    return f"{body}.{_signature(secret, body, key_hash)}"
+def encode_session(session: DeskSession, *, secret: bytes, bound_to: str) -> str:
+    """The cookie value for a session of the account whose password hash is `bound_to`."""
+    body = _b64(json.dumps({"u": session.user_id, "e": session.expires_at}, separators=(",", ":")).encode())
+    return f"{body}.{_signature(secret, body, bound_to)}"
 
 
-def peek_key_id(cookie: str) -> int | None:
-    """The key id a cookie claims, before its signature is checked (to look up the key's hash)."""
+def peek_user_id(cookie: str) -> int | None:
+    """The account id a cookie claims, before its signature is checked (to look up what it is bound to)."""
     try:
         body = cookie.split(".", 1)[0]
-        key_id = json.loads(_unb64(body))["k"]
+        user_id = json.loads(_unb64(body))["u"]
     except (ValueError, KeyError, TypeError):
         return None
-    return key_id if isinstance(key_id, int) and key_id > 0 else None
+    return user_id if isinstance(user_id, int) and user_id > 0 else None
 
 
-def decode_session(cookie: str, *, secret: bytes, key_hash: str, now: float | None = None) -> DeskSession | None:
-    """The session a cookie carries, or None when it is forged, altered, for another key or expired."""
+def decode_session(cookie: str, *, secret: bytes, bound_to: str, now: float | None = None) -> DeskSession | None:
+    """The session a cookie carries, or None when it is forged, altered, for another password or expired."""
     body, _, signature = cookie.partition(".")
     # Bytes, not str: compare_digest refuses non-ASCII text, and a cookie may hold anything.
-    expected = _signature(secret, body, key_hash).encode("ascii")
+    expected = _signature(secret, body, bound_to).encode("ascii")
     if not signature or not hmac.compare_digest(signature.encode("utf-8", "replace"), expected):
         return None
     try:
         data = json.loads(_unb64(body))
-        session = DeskSession(key_id=int(data["k"]), expires_at=int(data["e"]))
+        session = DeskSession(user_id=int(data["u"]), expires_at=int(data["e"]))
     except (ValueError, KeyError, TypeError):
         return None
     if session.expires_at <= (time.time() if now is None else now):
@@ -104,8 +105,8 @@ def decode_session(cookie: str, *, secret: bytes, key_hash: str, now: float | No
     return session
 
 
-def new_session(key_id: int, *, now: float | None = None) -> DeskSession:
-    return DeskSession(key_id=key_id, expires_at=int(time.time() if now is None else now) + SESSION_SECONDS)
+def new_session(user_id: int, *, now: float | None = None) -> DeskSession:
+    return DeskSession(user_id=user_id, expires_at=int(time.time() if now is None else now) + SESSION_SECONDS)
 
 
 def csrf_token(cookie: str, *, secret: bytes) -> str:

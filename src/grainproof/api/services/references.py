@@ -7,7 +7,7 @@ import json
 import shutil
 import traceback
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,13 @@ def _existing_dim(session: Session) -> int | None:
     return session.exec(select(ReferenceLot.dim).limit(1)).first()
 
 
-def _lot_row(lot: LotRecord, vector: np.ndarray, units: np.ndarray | None, *, source: str) -> ReferenceLot:
+#: Where an import finds a manifest's photos: the photo path as the manifest writes it -> its bytes (None: absent).
+PhotoSource = Callable[[str], bytes | None]
+
+
+def _lot_row(
+    lot: LotRecord, vector: np.ndarray, units: np.ndarray | None, *, source: str, photo_hashes: Sequence[str] = ()
+) -> ReferenceLot:
     origin = lot.claim.origin
     return ReferenceLot(
         lot_id=lot.lot_id,
@@ -50,6 +56,7 @@ def _lot_row(lot: LotRecord, vector: np.ndarray, units: np.ndarray | None, *, so
         vector=encode_array(vector),
         unit_vectors=encode_array(units) if units is not None else None,
         extra_json=canonical_json(dict(lot.extra)),
+        photo_hashes_json=canonical_json(list(photo_hashes)),
         source=source,
     )
 
@@ -118,8 +125,14 @@ def import_reference_manifest(
     name: str = "upload",
     units: Mapping[str, np.ndarray] | None = None,
     source: str = "import",
+    photos: PhotoSource | None = None,
 ) -> dict[str, Any]:
-    """Add every lot of a manifest with feature columns; nothing is written if any row is bad."""
+    """Add every lot of a manifest with feature columns; nothing is written if any row is bad.
+
+    With `photos`, the photos the manifest names are stored by content hash (as a verification's are),
+    so the desk shows them beside the nearest reference lots; a photo the source lacks is a problem of
+    the manifest. Without it, only the vectors are kept.
+    """
     lots = parse_manifest_text(text, name=name, check_photos=False)
     problems = [
         f"lot {lot.lot_id}: no feature values (embed the photos first: `grainproof embed`)"
@@ -140,13 +153,37 @@ def import_reference_manifest(
     ]
     if bad_units:
         raise ManifestError(name, bad_units)
+    hashes = _store_photos(runtime, lots, photos, name) if photos is not None else {}
     with session_scope(runtime.engine) as session:
         _check_new_lots(session, [lot.lot_id for lot in lots], dim)
         for lot in lots:
             vector = np.asarray(lot.features, dtype=np.float64)
-            session.add(_lot_row(lot, vector, units.get(lot.lot_id), source=source))
+            row = _lot_row(lot, vector, units.get(lot.lot_id), source=source, photo_hashes=hashes.get(lot.lot_id, ()))
+            session.add(row)
         session.flush()
-    return {"imported": len(lots), "dim": dim, "lot_ids": [lot.lot_id for lot in lots[:100]]}
+    return {
+        "imported": len(lots),
+        "dim": dim,
+        "photos": sum(len(h) for h in hashes.values()),
+        "lot_ids": [lot.lot_id for lot in lots[:100]],
+    }
+
+
+def _store_photos(runtime: Runtime, lots: Sequence[LotRecord], photos: PhotoSource, name: str) -> dict[str, list[str]]:
+    """Every lot's photos into the content-hash store, before the rows: a failed import leaves only unused files."""
+    hashes: dict[str, list[str]] = {}
+    missing: list[str] = []
+    for lot in lots:
+        hashes[lot.lot_id] = []
+        for path in lot.photos:
+            data = photos(path)
+            if data is None:
+                missing.append(f"lot {lot.lot_id}: photo {path!r} was not found")
+            else:
+                hashes[lot.lot_id].append(runtime.photos.put(data))
+    if missing:
+        raise ManifestError(name, missing)
+    return hashes
 
 
 def list_reference_lots(

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import exists, func
+from sqlalchemy import exists, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -33,13 +33,20 @@ from grainproof.store.tables import (
     IdempotencyRecord,
     ReferenceLot,
     Review,
+    UserAccount,
     Verification,
     utc_now,
 )
 
 #: Decisions that say the declaration was true, so the lot may join the reference.
 GENUINE_DECISIONS: frozenset[str] = frozenset({"false_alarm", "confirmed_genuine"})
+#: Decisions that say it was false. Two decisions contradict when one is genuine and the other fraud;
+#: "inconclusive" contradicts nothing.
+FRAUD_DECISIONS: frozenset[str] = frozenset({"confirmed_fraud"})
 MAX_NOTE_CHARS = 5000
+
+#: Who reads or decides: a machine's API key, or a named person logged in to the auditor's desk.
+Caller = ApiKey | UserAccount
 
 
 class PhotoTooLargeError(PhotoError):
@@ -58,6 +65,12 @@ class ForbiddenError(GrainproofError):
     """The API key's role does not allow this action."""
 
     status_code = 403
+
+
+class FourEyesError(GrainproofError):
+    """A decision contradicting an earlier one came without a note, or from the auditor who made the earlier one."""
+
+    status_code = 409
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -321,11 +334,11 @@ def _summary(row: Verification, decision: str | None) -> dict[str, Any]:
     }
 
 
-def can_read_all(caller: ApiKey) -> bool:
+def can_read_all(caller: Caller) -> bool:
     return caller.role in ("auditor", "admin")
 
 
-def get_verification(session: Session, verification_id: str, *, caller: ApiKey) -> dict[str, Any]:
+def get_verification(session: Session, verification_id: str, *, caller: Caller) -> dict[str, Any]:
     """One verification; intake keys see only the ones they submitted."""
     row = session.get(Verification, verification_id)
     if row is None or (not can_read_all(caller) and row.requested_by != caller.id):
@@ -333,11 +346,19 @@ def get_verification(session: Session, verification_id: str, *, caller: ApiKey) 
     return verification_view(session, row)
 
 
+#: How the queue can be sorted; ties fall back to newest first.
+QUEUE_ORDERS: tuple[str, ...] = ("newest", "oldest", "least_plausible", "most_plausible")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerificationFilter:
     """The queue's filters; None means "any"."""
 
     flagged: bool | None = None
+    #: With `flagged`, also let through lots an auditor reviewed whatever their flag (the desk's view:
+    #: a reviewed lot is part of the desk's record even when it was not flagged).
+    include_reviewed: bool = False
+    order: str = "newest"
     status: str | None = None
     site: str | None = None
     species: str | None = None
@@ -356,16 +377,18 @@ class VerificationFilter:
             raise ClaimError(f"limit {self.limit} must lie between 1 and 500.")
         if not 0 <= self.offset <= MAX_OFFSET:
             raise ClaimError(f"offset {self.offset} must lie between 0 and {MAX_OFFSET}.")
+        if self.order not in QUEUE_ORDERS:
+            raise ClaimError(f"order {self.order!r} is not one of {', '.join(QUEUE_ORDERS)}.")
 
 
-def list_verifications(session: Session, query: VerificationFilter, *, caller: ApiKey) -> dict[str, Any]:
-    """A page of verifications, newest first, with the total matching count."""
+def _queue_conditions(query: VerificationFilter, caller: Caller) -> list[Any]:
     reviewed = exists().where(col(Review.verification_id) == col(Verification.id))
     conditions: list[Any] = []
     if not can_read_all(caller):
         conditions.append(col(Verification.requested_by) == caller.id)
     if query.flagged is not None:
-        conditions.append(col(Verification.flagged) == query.flagged)
+        flag = col(Verification.flagged) == query.flagged
+        conditions.append(or_(flag, reviewed) if query.include_reviewed else flag)
     if query.status == "open":
         conditions.append(~reviewed)
     elif query.status == "reviewed":
@@ -378,16 +401,21 @@ def list_verifications(session: Session, query: VerificationFilter, *, caller: A
         conditions.append(col(Verification.created_at) >= query.created_from)
     if query.created_to is not None:
         conditions.append(col(Verification.created_at) <= query.created_to)
-    total = session.exec(select(func.count()).select_from(Verification).where(*conditions)).one()
-    rows = list(
-        session.exec(
-            select(Verification)
-            .where(*conditions)
-            .order_by(col(Verification.created_at).desc(), col(Verification.id).desc())
-            .offset(query.offset)
-            .limit(query.limit)
-        )
-    )
+    return conditions
+
+
+def _queue_order(order: str) -> list[Any]:
+    newest = [col(Verification.created_at).desc(), col(Verification.id).desc()]
+    if order == "oldest":
+        return [col(Verification.created_at), col(Verification.id)]
+    if order == "least_plausible":
+        return [col(Verification.plausibility), *newest]
+    if order == "most_plausible":
+        return [col(Verification.plausibility).desc(), *newest]
+    return newest
+
+
+def _latest_decisions(session: Session, rows: Sequence[Verification]) -> dict[str, str]:
     latest: dict[str, str] = {}
     if rows:
         for review in session.exec(
@@ -396,12 +424,49 @@ def list_verifications(session: Session, query: VerificationFilter, *, caller: A
             .order_by(col(Review.created_at), col(Review.id))
         ):
             latest[review.verification_id] = review.decision
+    return latest
+
+
+def list_verifications(session: Session, query: VerificationFilter, *, caller: Caller) -> dict[str, Any]:
+    """A page of verifications in the filter's order (newest first by default), with the total matching count."""
+    conditions = _queue_conditions(query, caller)
+    total = session.exec(select(func.count()).select_from(Verification).where(*conditions)).one()
+    rows = list(
+        session.exec(
+            select(Verification)
+            .where(*conditions)
+            .order_by(*_queue_order(query.order))
+            .offset(query.offset)
+            .limit(query.limit)
+        )
+    )
+    latest = _latest_decisions(session, rows)
     return {
         "items": [_summary(r, latest.get(r.id)) for r in rows],
         "total": int(total),
         "limit": query.limit,
         "offset": query.offset,
     }
+
+
+def iter_verification_summaries(
+    session: Session, query: VerificationFilter, *, caller: Caller, batch: int = 500
+) -> Iterator[dict[str, Any]]:
+    """Every verification the filter matches (its limit and offset aside), in its order, as the queue lists them:
+    for exports, read in batches so a long queue never sits in memory at once."""
+    statement = select(Verification).where(*_queue_conditions(query, caller)).order_by(*_queue_order(query.order))
+    rows: list[Verification] = []
+    for row in session.exec(statement.execution_options(yield_per=batch)):
+        rows.append(row)
+        if len(rows) == batch:
+            yield from _summaries(session, rows)
+            rows = []
+    yield from _summaries(session, rows)
+
+
+def _summaries(session: Session, rows: Sequence[Verification]) -> Iterator[dict[str, Any]]:
+    latest = _latest_decisions(session, rows)
+    return (_summary(r, latest.get(r.id)) for r in rows)
 
 
 def record_review(
@@ -411,9 +476,15 @@ def record_review(
     decision: str,
     note: str = "",
     promote_to_reference: bool = False,
-    caller: ApiKey,
+    caller: Caller,
 ) -> dict[str, Any]:
-    """Append an auditor's decision (and, for a genuine lot, add it to the reference lots) in one transaction."""
+    """Append an auditor's decision (and, for a genuine lot, add it to the reference lots) in one transaction.
+
+    Four-eyes: a decision that contradicts an earlier one on the same verification (genuine after fraud,
+    or fraud after genuine) needs a note and must come from another auditor than the one who made the
+    earlier decision; FourEyesError (409) otherwise. The review then names the decision it overrides,
+    and the audit log vouches for that.
+    """
     if caller.role not in ("auditor", "admin"):
         raise ForbiddenError("Only auditor and admin keys can record reviews.")
     if decision not in REVIEW_DECISIONS:
@@ -426,9 +497,20 @@ def record_review(
             "can be promoted into the reference."
         )
     with session_scope(runtime.engine) as session:
-        verification = session.get(Verification, verification_id)
+        # FOR UPDATE (PostgreSQL): two decisions on one lot at once queue here, so the second sees the first.
+        verification = session.exec(
+            select(Verification).where(Verification.id == verification_id).with_for_update()
+        ).first()
         if verification is None:
             raise NotFoundError(f"No verification with id {verification_id!r}.")
+        earlier = list(
+            session.exec(
+                select(Review)
+                .where(Review.verification_id == verification.id)
+                .order_by(col(Review.created_at), col(Review.id))
+            )
+        )
+        overridden = _check_four_eyes(earlier, decision=decision, note=note, caller=caller)
         promoted: str | None = None
         if promote_to_reference:
             promoted = _promote(session, verification)
@@ -438,12 +520,53 @@ def record_review(
             decision=decision,
             note=note,
             promoted_reference_lot=promoted,
-            reviewer=caller.id,
+            reviewer=caller.id if isinstance(caller, ApiKey) else None,
+            reviewer_user=caller.username if isinstance(caller, UserAccount) else None,
+            overrides=overridden.id if overridden is not None else None,
         )
         session.add(review)
         session.flush()
         append_entry(session, kind="review", record_id=review.id, payload=review_payload(review))
         return review_view(review)
+
+
+def _outcome(decision: str) -> str | None:
+    if decision in GENUINE_DECISIONS:
+        return "genuine"
+    if decision in FRAUD_DECISIONS:
+        return "fraud"
+    return None
+
+
+def decided_by(review: Review, caller: Caller) -> bool:
+    """Whether `caller` (a key or a named auditor) recorded this review."""
+    if isinstance(caller, UserAccount):
+        return review.reviewer_user == caller.username
+    return review.reviewer_user is None and review.reviewer == caller.id
+
+
+def _check_four_eyes(earlier: Sequence[Review], *, decision: str, note: str, caller: Caller) -> Review | None:
+    """The latest earlier review that `decision` contradicts (None: no contradiction), or FourEyesError."""
+    outcome = _outcome(decision)
+    contradicted = [r for r in earlier if outcome is not None and _outcome(r.decision) not in (None, outcome)]
+    if not contradicted:
+        return None
+    own = [r for r in contradicted if decided_by(r, caller)]
+    if own:
+        raise FourEyesError(
+            f"This decision contradicts your own earlier {_said(own[-1])}: a second auditor must make it "
+            "(four-eyes rule); ask another auditor to review the lot."
+        )
+    if not note.strip():
+        raise FourEyesError(
+            f"This decision contradicts the earlier {_said(contradicted[-1])}: a contradicting decision needs a "
+            "note saying why (four-eyes rule)."
+        )
+    return contradicted[-1]
+
+
+def _said(review: Review) -> str:
+    return f"{review.decision.replace('_', ' ')!r} recorded on {review.created_at:%Y-%m-%d %H:%M} UTC"
 
 
 def _promote(session: Session, verification: Verification) -> str:

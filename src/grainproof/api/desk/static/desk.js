@@ -1,6 +1,15 @@
 // grainproof auditor's desk: small conveniences; every page works without this script.
 "use strict";
 
+// Times are rendered on the server: tell it this browser's zone (read on the next page; UTC until then).
+(() => {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const current = document.cookie.split("; ").find((c) => c.startsWith("grainproof_tz="));
+  if (zone && current !== `grainproof_tz=${encodeURIComponent(zone)}`) {
+    document.cookie = `grainproof_tz=${encodeURIComponent(zone)}; path=/desk; max-age=31536000; samesite=lax`;
+  }
+})();
+
 document.addEventListener("DOMContentLoaded", () => {
   // Whole queue rows open the lot, not just the lot id link.
   for (const row of document.querySelectorAll("tr[data-href]")) {
