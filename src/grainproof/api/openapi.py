@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import msgspec
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Encoding, Example, OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody, Schema
 
 from grainproof.api.contract import CLAIM_EXAMPLE, Claim, Problem, ReferenceLotInput, VerificationInput
 from grainproof.api.errors import PROBLEM_MEDIA_TYPE, problem_type
@@ -68,6 +68,8 @@ class VerificationOperation(Operation):
 
     def __post_init__(self) -> None:
         photos = _binary("A photo of the sample on the tray (JPEG or PNG).")
+        # No `encoding`: OpenAPI's defaults are right (the claim object is a JSON part, photos are files), and
+        # litestar would write `explode: false`, which reads as form-style fields.
         form = {
             "type": "object",
             "required": ["claim", "photos"],
@@ -93,10 +95,6 @@ class VerificationOperation(Operation):
                 ),
                 "multipart/form-data": OpenAPIMediaType(
                     schema=cast(Schema, form),
-                    encoding={
-                        "claim": Encoding(content_type="application/json"),
-                        "photos": Encoding(content_type="image/jpeg, image/png"),
-                    },
                 ),
             },
         )

@@ -39,6 +39,7 @@ class EvidenceController(Controller):
 
     @get(
         "/v1/regions/{region_set:str}",
+        operation_id="get_region_set",
         summary="A region set as GeoJSON (code, name, geometry)",
         description="For maps: every region of the set with its code and name, in WGS 84; cached for an hour.",
         media_type="application/geo+json",
@@ -75,6 +76,7 @@ class EvidenceController(Controller):
 
     @get(
         "/v1/photos/{digest:str}",
+        operation_id="get_photo",
         summary="A stored photo by its sha256",
         description="Photos are stored by content hash and never change, so they may be cached forever.",
         guards=[requires_role("auditor", "admin")],

@@ -39,6 +39,7 @@ class KeyController(Controller):
 
     @post(
         "/",
+        operation_id="create_key",
         summary="Create an API key (the secret is in this response only)",
         description="Only the key's sha256 is stored: keep the `key` of this response, it is never shown again.",
         status_code=201,
@@ -64,13 +65,20 @@ class KeyController(Controller):
             key, secret = create_key(session, role=data.role.value, name=data.name, site=data.site)
         return shaped({**key_view(key), "key": secret}, CreatedKey)
 
-    @get("/", summary="API keys (never their secrets)", sync_to_thread=True, responses=problems(403))
+    @get(
+        "/",
+        operation_id="list_keys",
+        summary="API keys (never their secrets)",
+        sync_to_thread=True,
+        responses=problems(403),
+    )
     def index(self, session: NamedDependency[Session]) -> list[Key]:
         """Every key, revoked ones included."""
         return shaped([key_view(k) for k in list_keys(session)], list[Key])
 
     @post(
         "/{key_id:int}/revoke",
+        operation_id="revoke_key",
         summary="Revoke an API key",
         description="Requests with the key get 401 from now on.",
         status_code=200,

@@ -52,6 +52,7 @@ class ReferenceLotController(Controller):
 
     @post(
         "/",
+        operation_id="create_reference_lot",
         summary="Add one reference lot (claim fields plus `features`)",
         description="Every problem of the lot is reported at once (422, `errors`); a lot id already taken is 409.",
         guards=_ADMIN,
@@ -68,6 +69,7 @@ class ReferenceLotController(Controller):
 
     @post(
         "/import",
+        operation_id="import_reference_lots",
         summary="Import a lot manifest with f_* columns (CSV body or multipart `manifest` + optional `units` .npz)",
         description="All rows or none: a bad row is reported with every other (400, `errors`, one per row).",
         guards=_ADMIN,
@@ -102,7 +104,12 @@ class ReferenceLotController(Controller):
         return shaped(result, ImportResult)
 
     @get(
-        "/", summary="Reference lots, newest first", guards=_READERS, sync_to_thread=True, responses=problems(400, 403)
+        "/",
+        operation_id="list_reference_lots",
+        summary="Reference lots, newest first",
+        guards=_READERS,
+        sync_to_thread=True,
+        responses=problems(400, 403),
     )
     def index(
         self,
@@ -118,6 +125,7 @@ class ReferenceLotController(Controller):
 
     @get(
         "/{lot_id:str}",
+        operation_id="get_reference_lot",
         summary="One reference lot (for the auditor's nearest-lot evidence)",
         guards=_READERS,
         sync_to_thread=True,
@@ -143,6 +151,7 @@ class ReferenceModelController(Controller):
 
     @post(
         "/",
+        operation_id="create_reference_model",
         summary="Build a new model version from the reference lots, in the background",
         description="Answers at once with the version `queued`; poll it until `ready` (or `failed`, with the "
         "error), then activate it. 409 when there are no reference lots.",
@@ -164,13 +173,20 @@ class ReferenceModelController(Controller):
         view = request_model_build(runtime, caller=caller, seed=options.seed, region_set=options.region_set)
         return shaped(view, ReferenceModel)
 
-    @get("/", summary="Model versions, newest first", sync_to_thread=True, responses=problems(403))
+    @get(
+        "/",
+        operation_id="list_reference_models",
+        summary="Model versions, newest first",
+        sync_to_thread=True,
+        responses=problems(403),
+    )
     def index(self, session: NamedDependency[Session]) -> list[ReferenceModel]:
         """Every model version and its build status."""
         return shaped(list_models(session), list[ReferenceModel])
 
     @get(
         "/{model_id:str}",
+        operation_id="get_reference_model",
         summary="One model version and its build status",
         sync_to_thread=True,
         responses=problems(400, 403, 404),
@@ -181,6 +197,7 @@ class ReferenceModelController(Controller):
 
     @post(
         "/{model_id:str}/activate",
+        operation_id="activate_reference_model",
         summary="Make a ready model version the active one",
         description="Verdicts switch to it from the next request, in one transaction; 409 if it is not ready.",
         status_code=200,

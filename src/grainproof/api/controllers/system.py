@@ -22,6 +22,7 @@ class SystemController(Controller):
 
     @get(
         "/health",
+        operation_id="health",
         summary="Liveness: the process answers",
         exclude_from_auth=True,
         responses=problems(authenticated=False),
@@ -33,6 +34,7 @@ class SystemController(Controller):
 
     @get(
         "/ready",
+        operation_id="ready",
         summary="Readiness: database reachable and migrated",
         exclude_from_auth=True,
         sync_to_thread=True,
@@ -60,6 +62,7 @@ class SystemController(Controller):
 
     @get(
         "/metrics",
+        operation_id="metrics",
         summary="Prometheus metrics",
         description="Request latency histograms by route template and status, verdicts by flag and variety, "
         "model build durations, and the number of reference lots (text exposition format).",

@@ -124,6 +124,7 @@ class VerificationController(Controller):
 
     @post(
         "/",
+        operation_id="create_verification",
         summary="Verify a lot's declared origin and harvest date",
         description="Scores the claim on the active reference model and stores the verdict with an audit entry. "
         "Send the photos (multipart) or a lot vector computed with the model's backbone (JSON). With an "
@@ -162,6 +163,7 @@ class VerificationController(Controller):
 
     @get(
         "/",
+        operation_id="list_verifications",
         summary="The verification queue, newest first; or everything stored since a cursor, oldest first",
         description="Filters combine. Pages follow the order verifications were stored: pass `next_cursor` back "
         "as `cursor`. With `order=oldest` a client syncs incrementally: keep the last `next_cursor` and ask "
@@ -222,6 +224,7 @@ class VerificationController(Controller):
 
     @get(
         "/{verification_id:str}",
+        operation_id="get_verification",
         summary="One verification with its verdict, evidence and reviews",
         sync_to_thread=True,
         responses=problems(400, 404),
@@ -234,6 +237,7 @@ class VerificationController(Controller):
 
     @get(
         "/{verification_id:str}/epcis",
+        operation_id="get_verification_epcis",
         summary="The verification and its reviews as EPCIS 2.0 ObjectEvents",
         description="An EPCISDocument (JSON-LD): the inspection with `disposition` from the verdict, then one "
         "event per review with the auditor's disposition. Needs GRAINPROOF_GS1_GTIN unless the claim has a "
@@ -256,6 +260,7 @@ class VerificationController(Controller):
 
     @post(
         "/{verification_id:str}/reviews",
+        operation_id="create_review",
         summary="Record an auditor's decision",
         description="Appends a review (the verification itself never changes) and its audit entry; a lot "
         "confirmed genuine may be promoted into the reference lots in the same transaction.",
@@ -300,6 +305,7 @@ class EpcisController(Controller):
 
     @get(
         "/events",
+        operation_id="list_epcis_events",
         summary="Verifications and reviews as EPCIS 2.0 events, in the order they were stored",
         description="For traceability systems that sync: pass the document's `grainproof:nextCursor` back as "
         "`cursor` to get what was stored since, nothing skipped or repeated. Needs GRAINPROOF_GS1_GTIN unless "
