@@ -152,71 +152,84 @@ def _quantity(claim: dict[str, Any], gtin: str) -> QuantityElement:
     return QuantityElement(epc_class=uri)
 
 
-def _timing(moment: str) -> tuple[datetime, str]:
+def _event(
+    verification: dict[str, Any],
+    *,
+    moment: str,
+    event_uuid: str,
+    disposition: Disposition | None,
+    gtin: str,
+    inspection: Inspection | None = None,
+    review: AuditorReview | None = None,
+) -> ObjectEvent:
+    """An inspecting ObjectEvent of the verification's lot, at its intake site."""
     when = datetime.fromisoformat(moment)
     offset = when.strftime("%z") or "+0000"
-    return when, f"{offset[:3]}:{offset[3:]}"
+    site = location(verification.get("site"))
+    return ObjectEvent(
+        type="ObjectEvent",
+        event_time=when,
+        event_time_zone_offset=f"{offset[:3]}:{offset[3:]}",
+        event_id=f"urn:uuid:{event_uuid}",
+        action="OBSERVE",
+        biz_step="inspecting",
+        disposition=disposition,
+        quantity_list=[_quantity(verification["claim"], gtin)],
+        read_point=site,
+        biz_location=site,
+        inspection=inspection,
+        review=review,
+    )
 
 
 def inspection_event(verification: dict[str, Any], *, gtin: str) -> ObjectEvent:
     """The verification as an inspection event, its disposition from the verdict."""
     claim, verdict = verification["claim"], verification["verdict"]
-    when, offset = _timing(verification["created_at"])
-    site = location(verification.get("site"))
-    return ObjectEvent(
-        type="ObjectEvent",
-        event_time=when,
-        event_time_zone_offset=offset,
-        event_id=f"urn:uuid:{verification['id']}",
-        action="OBSERVE",
-        biz_step="inspecting",
-        disposition=Disposition.NON_CONFORMANT if verdict["flagged"] else Disposition.CONFORMANT,
-        quantity_list=[_quantity(claim, gtin)],
-        read_point=site,
-        biz_location=site,
-        inspection=Inspection(
-            verification_id=verification["id"],
-            lot_id=claim["lot_id"],
-            species=claim["species"],
-            variety=claim["variety"],
-            declared_origin_unit=verdict["declared_origin_unit"],
-            declared_harvest_date=date.fromisoformat(claim["harvest_date"]) if claim.get("harvest_date") else None,
-            site=verification.get("site"),
-            plausibility=verdict["plausibility"],
-            origin_plausibility=verdict["origin_plausibility"],
-            season_plausibility=verdict.get("season_plausibility"),
-            alpha=verdict["alpha"],
-            flagged=verdict["flagged"],
-            low_confidence=verdict["low_confidence"],
-            reasons=list(verdict["reasons"]),
-            model_version=verification["model_version"],
-            photo_sha256=list(verification.get("photos", [])),
-        ),
+    outcome = Inspection(
+        verification_id=verification["id"],
+        lot_id=claim["lot_id"],
+        species=claim["species"],
+        variety=claim["variety"],
+        declared_origin_unit=verdict["declared_origin_unit"],
+        declared_harvest_date=date.fromisoformat(claim["harvest_date"]) if claim.get("harvest_date") else None,
+        site=verification.get("site"),
+        plausibility=verdict["plausibility"],
+        origin_plausibility=verdict["origin_plausibility"],
+        season_plausibility=verdict.get("season_plausibility"),
+        alpha=verdict["alpha"],
+        flagged=verdict["flagged"],
+        low_confidence=verdict["low_confidence"],
+        reasons=list(verdict["reasons"]),
+        model_version=verification["model_version"],
+        photo_sha256=list(verification.get("photos", [])),
+    )
+    disposition = Disposition.NON_CONFORMANT if verdict["flagged"] else Disposition.CONFORMANT
+    return _event(
+        verification,
+        moment=verification["created_at"],
+        event_uuid=verification["id"],
+        disposition=disposition,
+        gtin=gtin,
+        inspection=outcome,
     )
 
 
 def review_event(verification: dict[str, Any], review: dict[str, Any], *, gtin: str) -> ObjectEvent:
     """An auditor's review as a later event of the same lot, its disposition from the decision."""
     decision = ReviewDecision(review["decision"])
-    when, offset = _timing(review["created_at"])
-    site = location(verification.get("site"))
-    return ObjectEvent(
-        type="ObjectEvent",
-        event_time=when,
-        event_time_zone_offset=offset,
-        event_id=f"urn:uuid:{review['id']}",
-        action="OBSERVE",
-        biz_step="inspecting",
+    outcome = AuditorReview(
+        review_id=review["id"],
+        verification_id=verification["id"],
+        decision=decision,
+        promoted_reference_lot=review.get("promoted_reference_lot"),
+    )
+    return _event(
+        verification,
+        moment=review["created_at"],
+        event_uuid=review["id"],
         disposition=DECISION_DISPOSITION.get(decision),
-        quantity_list=[_quantity(verification["claim"], gtin)],
-        read_point=site,
-        biz_location=site,
-        review=AuditorReview(
-            review_id=review["id"],
-            verification_id=verification["id"],
-            decision=decision,
-            promoted_reference_lot=review.get("promoted_reference_lot"),
-        ),
+        gtin=gtin,
+        review=outcome,
     )
 
 
