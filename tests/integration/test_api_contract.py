@@ -52,6 +52,16 @@ def test_responses_are_typed_components(openapi: dict[str, Any]) -> None:
     assert _ref(listed) == "VerificationPage"
 
 
+def test_an_idempotent_replay_is_a_documented_200(service: Service, openapi: dict[str, Any]) -> None:
+    replay = openapi["paths"]["/v1/verifications"]["post"]["responses"]["200"]
+    assert _ref(replay["content"]["application/json"]["schema"]) == "Verification"
+    body = {"claim": claim("replayed"), "vectors": service.world.vector("apache", "51", 2024, np.random.default_rng(9))}
+    headers = service.headers("intake", **{"Idempotency-Key": "contract-replay"})
+    first = service.client.post("/v1/verifications", json=body, headers=headers)
+    again = service.client.post("/v1/verifications", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200) and again.json() == first.json()
+
+
 def test_closed_vocabularies_are_enums(openapi: dict[str, Any]) -> None:
     components = openapi["components"]["schemas"]
     assert set(components["ReviewDecision"]["enum"]) == {

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import anyio
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import UploadFile
+from litestar.datastructures import ResponseHeader, UploadFile
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import Body, HeaderParameter, PathParameter, QueryParameter
 from sqlmodel import Session
@@ -133,7 +134,18 @@ class VerificationController(Controller):
         guards=[requires_role("intake", "admin")],
         operation_class=VerificationOperation,
         status_code=201,
-        responses=problems(400, 403, 409, 413, 415, 422),
+        response_headers=[
+            ResponseHeader(name="Location", description="The verification's path.", documentation_only=True)
+        ],
+        responses={
+            200: ResponseSpec(
+                data_container=Verification,
+                description="A retry with an Idempotency-Key already used for this body: the first answer again, "
+                "with `Idempotent-Replayed: true`.",
+                generate_examples=False,
+            ),
+            **problems(400, 403, 409, 413, 415, 422),
+        },
         opt={ACCEPTS: ("application/json", "multipart/form-data")},
     )
     async def create(
