@@ -135,7 +135,13 @@ class VerificationController(Controller):
         operation_class=VerificationOperation,
         status_code=201,
         response_headers=[
-            ResponseHeader(name="Location", description="The verification's path.", documentation_only=True)
+            # documentation_only: the handler sets it; `value` gives the description its schema (a string).
+            ResponseHeader(
+                name="Location",
+                value="/v1/verifications/{id}",
+                description="The verification's path.",
+                documentation_only=True,
+            )
         ],
         responses={
             200: ResponseSpec(
