@@ -198,6 +198,18 @@ def test_the_api_verdict_has_every_field_of_the_domain_verdict() -> None:
     assert [f.name for f in fields(Verdict)] == list(contract.Verdict.__struct_fields__)
 
 
+def test_a_key_a_service_adds_to_a_view_without_the_contract_is_refused_not_dropped() -> None:
+    from grainproof.store.audit import review_payload
+    from grainproof.store.tables import Review
+
+    row = Review(
+        id="r1", verification_id="v1", decision="false_alarm", note="", created_at=datetime(2026, 1, 2, tzinfo=UTC)
+    )
+    assert contract.shaped(review_payload(row), contract.Review).decision == contract.ReviewDecision.FALSE_ALARM
+    with pytest.raises(msgspec.ValidationError, match="second_reviewer"):
+        contract.shaped({**review_payload(row), "second_reviewer": 7}, contract.Review)
+
+
 def test_error_kinds_are_snake_case_names_of_the_error() -> None:
     assert error_kind(UnknownVarietyError("x")) == "unknown_variety"
     assert error_kind(ClaimError("x")) == "claim"

@@ -2,7 +2,9 @@
 
 litestar turns these msgspec Structs and enums into the OpenAPI components served at /schema, so a
 client generated from /schema gets the same names. Services build plain dicts (the auditor's desk
-reads them too); controllers pass them through `shaped`, which checks them against these types.
+reads them too); controllers pass them through `shaped`, which checks them against these types: a key a
+service adds without adding it here fails loudly (the response types forbid unknown fields), never
+silently disappears from the API.
 """
 
 from __future__ import annotations
@@ -180,7 +182,7 @@ class ModelBuildInput(Struct, forbid_unknown_fields=True):
 # --- verdicts and verifications ---
 
 
-class Alternative(Struct):
+class Alternative(Struct, forbid_unknown_fields=True):
     """Another origin unit and season that could explain the lot."""
 
     origin_unit: str
@@ -189,7 +191,7 @@ class Alternative(Struct):
     p_value: Probability
 
 
-class NearestReference(Struct):
+class NearestReference(Struct, forbid_unknown_fields=True):
     """A reference lot close to the verified lot in embedding space (evidence for auditors)."""
 
     lot_id: str
@@ -198,7 +200,7 @@ class NearestReference(Struct):
     distance: Annotated[float, Meta(ge=0)]
 
 
-class Verdict(Struct):
+class Verdict(Struct, forbid_unknown_fields=True):
     """What grainproof says about a claim: calibrated p-values, the flag, and the evidence behind it.
 
     One field per field of `grainproof.domain.Verdict` (a unit test keeps them equal).
@@ -221,7 +223,7 @@ class Verdict(Struct):
     warnings: list[str] = []
 
 
-class Review(Struct):
+class Review(Struct, forbid_unknown_fields=True):
     """An auditor's decision, exactly as the audit log vouches for it."""
 
     id: str
@@ -233,7 +235,7 @@ class Review(Struct):
     created_at: datetime
 
 
-class Verification(Struct):
+class Verification(Struct, forbid_unknown_fields=True):
     """A verified claim: the declaration, the photos' hashes, the verdict, and the reviews so far."""
 
     id: str
@@ -256,7 +258,7 @@ class Verification(Struct):
     requested_by: Annotated[int, Meta(description="The id of the intake's API key.")] | None
 
 
-class VerificationSummary(Struct):
+class VerificationSummary(Struct, forbid_unknown_fields=True):
     """One line of the queue."""
 
     id: str
@@ -274,12 +276,13 @@ class VerificationSummary(Struct):
     decision: ReviewDecision | None
 
 
-class VerificationPage(Struct):
+class VerificationPage(Struct, forbid_unknown_fields=True):
     """A page of the queue and where the next one starts."""
 
     items: list[VerificationSummary]
     total: Annotated[int, Meta(ge=0, description="How many verifications match the filters, on every page.")]
     limit: int
+    offset: int
     has_more: Annotated[bool, Meta(description="More verifications match after this page (now).")]
     next_cursor: (
         Annotated[
@@ -296,7 +299,7 @@ class VerificationPage(Struct):
 # --- reference data and keys ---
 
 
-class ReferenceLot(Struct):
+class ReferenceLot(Struct, forbid_unknown_fields=True):
     """A lot of known origin that reference models are built from (the vector's length, not the vector)."""
 
     lot_id: str
@@ -314,7 +317,7 @@ class ReferenceLot(Struct):
     created_at: datetime
 
 
-class ReferenceLotPage(Struct):
+class ReferenceLotPage(Struct, forbid_unknown_fields=True):
     """A page of reference lots, newest first."""
 
     items: list[ReferenceLot]
@@ -322,7 +325,7 @@ class ReferenceLotPage(Struct):
     offset: int
 
 
-class ImportResult(Struct):
+class ImportResult(Struct, forbid_unknown_fields=True):
     """What a manifest import added (every row, or nothing)."""
 
     imported: Annotated[int, Meta(ge=1)]
@@ -330,7 +333,7 @@ class ImportResult(Struct):
     lot_ids: Annotated[list[str], Meta(description="The first 100 lot ids imported.")]
 
 
-class ReferenceModel(Struct):
+class ReferenceModel(Struct, forbid_unknown_fields=True):
     """A reference model version: its build status and whether verdicts use it."""
 
     id: str
@@ -347,7 +350,7 @@ class ReferenceModel(Struct):
     activated_at: datetime | None
 
 
-class Key(Struct):
+class Key(Struct, forbid_unknown_fields=True):
     """An API key (never its secret)."""
 
     id: int
