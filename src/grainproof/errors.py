@@ -6,6 +6,8 @@ so every module raises these (never bare ValueError) for problems a user can fix
 
 from __future__ import annotations
 
+import re
+
 
 class GrainproofError(Exception):
     """Base class for problems caused by input a user can correct."""
@@ -51,3 +53,18 @@ class NotFoundError(GrainproofError):
     """A requested record does not exist."""
 
     status_code = 404
+
+
+def error_kind(exc: BaseException) -> str:
+    """A stable snake_case name for the error (ClaimError -> claim, PhotoTooLargeError -> photo_too_large).
+
+    An error class may name its kind (`kind = "validation"`) to share one with others.
+    """
+    declared = getattr(type(exc), "kind", None)
+    return declared if isinstance(declared, str) else class_kind(type(exc))
+
+
+def class_kind(cls: type) -> str:
+    """The snake_case kind an error class's name gives (UnknownVarietyError -> unknown_variety)."""
+    name = cls.__name__.removesuffix("Exception").removesuffix("Error") or "error"
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -42,7 +42,7 @@ class Settings:
     # The service (grainproof serve): origin checks, upload limits, EPCIS identifiers.
     region_set: str | None = "fr-departements"
     max_photos_per_lot: int = 20
-    gs1_gtin: str = "09506000134352"  # GS1's documentation example GTIN: set GRAINPROOF_GS1_GTIN to yours
+    gs1_gtin: str | None = None  # your product's GTIN for EPCIS export; required there, never a made-up default
     geo_dir: Path = field(default_factory=_default_geo_dir)
     # The auditor's desk: signs browser session cookies; set it when several service processes share users.
     session_secret: str | None = field(default=None, repr=False)
@@ -67,7 +67,7 @@ class Settings:
             embed_runtime=_env("EMBED_RUNTIME", "openvino-bf16"),
             region_set=_env("REGION_SET", "fr-departements") or None,
             max_photos_per_lot=int(_env("MAX_PHOTOS_PER_LOT", "20")),
-            gs1_gtin=_env("GS1_GTIN", "09506000134352"),
+            gs1_gtin=os.environ.get("GRAINPROOF_GS1_GTIN") or None,
             geo_dir=Path(_env("GEO_DIR", str(_default_geo_dir()))).expanduser(),
             session_secret=os.environ.get("GRAINPROOF_SESSION_SECRET") or None,
             desk_timezone=_env("DESK_TIMEZONE", "UTC"),

@@ -192,7 +192,7 @@ CASES: list[tuple[str, Any, int, tuple[str, ...]]] = [
     (
         "unsupported_content_type",
         lambda s: {"content": b"lot_id=1", "headers": {"Content-Type": "text/plain"}},
-        400,
+        415,
         ("text/plain",),
     ),
 ]
@@ -208,7 +208,9 @@ def test_bad_verification_request_is_rejected_with_a_named_problem_and_nothing_s
     response = service.client.post("/v1/verifications", headers=headers, **kwargs)
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) >= {"error", "detail"} and "Traceback" not in response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert set(body) >= {"type", "title", "status", "detail", "instance"} and "Traceback" not in response.text
+    assert body["status"] == status and body["instance"] == "/v1/verifications"
     for word in words:
         assert word.lower() in body["detail"].lower(), (word, body["detail"])
     assert _snapshot(service) == before
@@ -219,10 +221,12 @@ def test_claim_problems_are_all_reported_at_once(service: Service) -> None:
     response = service.client.post(
         "/v1/verifications", json={"claim": bad, "vectors": _vector(service)}, headers=service.headers("intake")
     )
-    detail = response.json()["detail"]
-    assert response.status_code == 422
+    body = response.json()
+    assert response.status_code == 422 and body["type"] == "https://grainproof.dev/problems/claim"
     for field in ("claim.lot_id", "claim.species", "claim.origin.lon", "claim.harvest_date"):
-        assert field in detail
+        assert field in body["detail"]
+    pointers = [error["pointer"] for error in body["errors"]]
+    assert pointers == ["#/claim/lot_id", "#/claim/species", "#/claim/harvest_date", "#/claim/origin/lon"]
 
 
 def test_bulk_import_with_bad_rows_reports_every_row_and_writes_nothing(service: Service) -> None:
@@ -237,7 +241,7 @@ def test_bulk_import_with_bad_rows_reports_every_row_and_writes_nothing(service:
         headers={**service.headers("admin"), "Content-Type": "text/csv"},
     )
     assert response.status_code == 400
-    problems = response.json()["problems"]
+    problems = [error["detail"] for error in response.json()["errors"]]
     assert len(problems) == 2 and problems[0].startswith("line 3") and problems[1].startswith("line 4")
     assert _snapshot(service) == before
 
@@ -271,14 +275,26 @@ def test_activating_a_model_that_is_not_ready_is_a_conflict(service: Service, tm
 
 def test_unknown_verification_is_404_json(service: Service) -> None:
     response = service.client.get("/v1/verifications/nope", headers=service.headers("auditor"))
-    assert response.status_code == 404 and response.json()["error"] == "not_found"
+    assert response.status_code == 404 and response.json()["type"] == "https://grainproof.dev/problems/not_found"
 
 
-def test_invalid_query_parameter_is_400_json(service: Service) -> None:
-    response = service.client.get("/v1/verifications", params={"limit": 0}, headers=service.headers("auditor"))
-    assert response.status_code == 400 and response.json()["error"] == "validation"
-    response = service.client.get("/v1/verifications", params={"status": "closed"}, headers=service.headers("auditor"))
-    assert response.status_code == 422 and "closed" in response.json()["detail"]
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"status": "bogus"}, "status"),
+        ({"flagged": "maybe"}, "flagged"),
+        ({"cursor": "x"}, "cursor"),
+    ],
+)
+def test_every_bad_query_parameter_is_the_same_400_validation_problem_naming_it(
+    service: Service, params: dict[str, Any], parameter: str
+) -> None:
+    response = service.client.get("/v1/verifications", params=params, headers=service.headers("auditor"))
+    body = response.json()
+    assert response.status_code == 400 and body["type"] == "https://grainproof.dev/problems/validation"
+    assert [error["parameter"] for error in body["errors"]] == [parameter]
+    assert str(params[parameter]) in body["detail"]
 
 
 def test_request_body_over_the_limit_is_413_json_and_nothing_stored(service: Service) -> None:
@@ -289,6 +305,7 @@ def test_request_body_over_the_limit_is_413_json_and_nothing_stored(service: Ser
         content=b"x" * (settings.max_upload_bytes * settings.max_photos_per_lot + 2 * 1024 * 1024),
         headers=service.headers("intake", **{"Content-Type": "application/json"}),
     )
-    assert response.status_code == 413 and response.json()["error"] == "request_entity_too_large"
+    assert response.status_code == 413
+    assert response.json()["type"] == "https://grainproof.dev/problems/request_entity_too_large"
     assert f"{settings.max_upload_bytes:,} bytes" in response.json()["detail"]
     assert _snapshot(service) == before

@@ -3,6 +3,7 @@ and the audit chain holds; concurrent retries with one Idempotency-Key still cre
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -69,3 +70,41 @@ def test_concurrent_retries_with_one_key_create_one_verification_on_postgresql(p
     with session_scope(pg_service.runtime.engine) as session:
         report = verify_chain(session)
     assert report.ok and report.entries == pg_service.count(AuditEntry)
+
+
+def test_a_sync_by_cursor_and_the_epcis_feed_miss_nothing_under_concurrent_inserts_on_postgresql(
+    pg_service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    monkeypatch.setattr(pg_service.runtime, "settings", replace(pg_service.runtime.settings, gs1_gtin="09506000134352"))
+    auditor = pg_service.headers("auditor")
+
+    def sync(cursor: str | None) -> tuple[list[str], str]:
+        seen: list[str] = []
+        while True:
+            params = {"order": "oldest", "site": "pg-sync", "limit": 3, **({"cursor": cursor} if cursor else {})}
+            page = pg_service.client.get("/v1/verifications", params=params, headers=auditor).json()
+            seen += [item["id"] for item in page["items"]]
+            cursor = page["next_cursor"]
+            if not page["has_more"]:
+                return seen, str(cursor)
+
+    def send(i: int) -> str:
+        body = _body(pg_service, f"pg-sync-{i}", "51", 100 + i)
+        body["claim"]["site"] = "pg-sync"  # type: ignore[index]
+        response = pg_service.client.post("/v1/verifications", json=body, headers=pg_service.headers("intake"))
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    seen, cursor = sync(None)
+    deadline = time.monotonic() + 120
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pending = pool.map(send, range(12))
+        while len(seen) < 12 and time.monotonic() < deadline:  # read while the writers write
+            found, cursor = sync(cursor)
+            seen += found
+        made = list(pending)
+    assert sorted(seen) == sorted(made) and len(set(seen)) == len(seen)
+    events = pg_service.client.get("/v1/epcis/events", params={"site": "pg-sync"}, headers=auditor).json()
+    assert [e["eventID"] for e in events["epcisBody"]["eventList"]] == [f"urn:uuid:{vid}" for vid in seen]

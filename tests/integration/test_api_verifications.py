@@ -4,6 +4,7 @@ reviews and promotion, idempotent retries, roles, EPCIS export, probes and metri
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,15 +82,16 @@ def test_queue_filters_flagged_open_lots_newest_first(service: Service) -> None:
         params={"flagged": "true", "status": "open", "limit": 2},
         headers=service.headers("auditor"),
     ).json()
-    assert page["total"] >= 3 and len(page["items"]) == 2 and page["limit"] == 2
+    assert page["total"] >= 3 and len(page["items"]) == 2 and page["limit"] == 2 and page["has_more"]
     assert all(item["flagged"] and item["status"] == "open" for item in page["items"])
     assert page["items"][0]["created_at"] >= page["items"][1]["created_at"]
     second = service.client.get(
         "/v1/verifications",
-        params={"flagged": "true", "status": "open", "limit": 2, "offset": 2},
+        params={"flagged": "true", "status": "open", "limit": 2, "cursor": page["next_cursor"]},
         headers=service.headers("auditor"),
     ).json()
-    assert not {i["id"] for i in second["items"]} & {i["id"] for i in page["items"]}
+    assert second["items"] and not {i["id"] for i in second["items"]} & {i["id"] for i in page["items"]}
+    assert second["items"][0]["created_at"] <= page["items"][1]["created_at"]
 
 
 def test_queue_filters_by_site(service: Service) -> None:
@@ -122,7 +124,7 @@ def test_idempotency_key_reused_for_another_body_is_a_conflict(service: Service)
     before = service.count(Verification)
     clash = _verify(service, "lot-b", true_origin="51", declared="51", seed=32, **{"Idempotency-Key": "k-2"})
     assert clash.status_code == 409
-    assert clash.json()["error"] == "idempotency_conflict" and "k-2" in clash.json()["detail"]
+    assert clash.json()["type"].endswith("/idempotency_conflict") and "k-2" in clash.json()["detail"]
     assert service.count(Verification) == before
 
 
@@ -134,13 +136,15 @@ def test_idempotency_keys_of_different_api_keys_do_not_collide(service: Service)
     assert first.status_code == other.status_code == 201 and first.json()["id"] != other.json()["id"]
 
 
-def test_request_without_key_is_401_and_health_is_open(service: Service) -> None:
+def test_request_without_key_is_401_and_health_and_the_api_description_are_open(service: Service) -> None:
     response = service.client.get("/v1/verifications")
     assert response.status_code == 401 and "API key" in response.json()["detail"]
-    assert service.client.get("/v1/verifications", headers={"Authorization": "Bearer gp_wrong"}).status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer realm="grainproof"'
+    wrong = service.client.get("/v1/verifications", headers={"Authorization": "Bearer gp_wrong"})
+    assert wrong.status_code == 401 and 'error="invalid_token"' in wrong.headers["www-authenticate"]
     assert service.client.get("/health").json() == {"status": "ok"}
     assert service.client.get("/ready").json()["status"] == "ready"
-    assert service.client.get("/schema/openapi.json").status_code == 401
+    assert service.client.get("/schema/openapi.json").status_code == 200  # the description, not the data
     assert service.client.get("/metrics").status_code == 401
 
 
@@ -207,20 +211,25 @@ def test_unknown_review_decision_is_rejected(service: Service) -> None:
     response = service.client.post(
         f"/v1/verifications/{created['id']}/reviews", json={"decision": "maybe"}, headers=service.headers("auditor")
     )
-    assert response.status_code == 422 and "maybe" in response.json()["detail"]
+    assert response.status_code == 400 and "maybe" in response.json()["detail"]
+    assert response.json()["errors"][0]["pointer"] == "#/decision"
 
 
-def test_epcis_export_is_an_inspecting_object_event_with_the_verdict(service: Service) -> None:
-    created = _verify(service, "LOT 7/B", true_origin="64", declared="51", seed=50).json()
+def test_epcis_export_is_an_inspecting_object_event_with_the_verdict(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service.runtime, "settings", replace(service.runtime.settings, gs1_gtin="09506000134352"))
+    created = _verify(service, "LOT-7/B", true_origin="64", declared="51", seed=50).json()
     document = service.client.get(f"/v1/verifications/{created['id']}/epcis", headers=service.headers("auditor")).json()
     assert "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld" in document["@context"]
     assert document["type"] == "EPCISDocument" and document["schemaVersion"] == "2.0"
     (event,) = document["epcisBody"]["eventList"]
     assert event["type"] == "ObjectEvent" and event["action"] == "OBSERVE" and event["bizStep"] == "inspecting"
     assert event["eventTimeZoneOffset"] == "+00:00" and event["eventTime"].startswith(created["created_at"][:19])
-    assert event["quantityList"][0]["epcClass"] == "https://id.gs1.org/01/09506000134352/10/LOT%207%2FB"
+    assert event["quantityList"][0]["epcClass"] == "https://id.gs1.org/01/09506000134352/10/LOT-7%2FB"
     assert event["readPoint"] == {"id": "urn:epc:id:sgln:3010000.00001.0"}
-    assert event["grainproof:verification"]["verdict"]["flagged"] is True
+    assert event["disposition"] == "non_conformant"
+    assert event["grainproof:inspection"]["grainproof:flagged"] is True
 
 
 def test_region_set_is_served_as_geojson(service: Service) -> None:
@@ -237,8 +246,10 @@ def test_metrics_count_requests_and_verifications(service: Service) -> None:
     _verify(service, "lot-metrics", true_origin="51", declared="51", seed=60)
     text = service.client.get("/metrics", headers=service.headers("admin")).text
 
-    assert 'grainproof_http_requests_total{method="POST",route="/v1/verifications",status="201"}' in text
-    assert 'grainproof_verifications_total{outcome="accepted"}' in text
+    assert (
+        'grainproof_http_request_duration_seconds_count{method="POST",route="/v1/verifications",status="201"}' in text
+    )
+    assert 'grainproof_verdicts_total{flagged="false",species="soft_wheat",variety="apache"}' in text
     assert "grainproof_reference_lots " in text
 
 

@@ -1,4 +1,5 @@
-"""`grainproof serve --workers N`: several uvicorn workers share one port and stop cleanly on SIGTERM."""
+"""`grainproof serve --workers N`: several uvicorn workers share one port, report their metrics together,
+and stop cleanly on SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from grainproof.errors import GrainproofError
 from grainproof.scale.server import listening_socket
@@ -38,12 +40,18 @@ def test_a_port_held_by_another_program_is_a_clear_error() -> None:
 
 
 @pytest.mark.slow
-def test_serve_with_two_workers_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+def test_serve_with_two_workers_answers_counts_every_request_once_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_loopback_port()
     env = {**os.environ, "GRAINPROOF_DATA_DIR": str(tmp_path / "data")}
     env.pop("GRAINPROOF_DATABASE_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    grainproof = str(Path(sys.executable).with_name("grainproof"))
+    created = subprocess.run(
+        [grainproof, "keys", "create", "--role", "admin"], env=env, capture_output=True, text=True, check=True
+    )
+    admin = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("grainproof")), "serve", "--port", str(port), "--workers", "2"],
+        [grainproof, "serve", "--port", str(port), "--workers", "2"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -62,6 +70,18 @@ def test_serve_with_two_workers_answers_and_stops_on_sigterm(tmp_path: Path) -> 
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
             assert all(client.get("/health").json() == {"status": "ok"} for _ in range(20))
             assert client.get("/ready").json()["status"] == "ready"
+        # A new connection each: the kernel spreads them over both workers.
+        refused = [httpx.get(f"http://127.0.0.1:{port}/v1/verifications").status_code for _ in range(20)]
+        assert set(refused) == {401}
+        for _ in range(6):  # whichever worker answers the scrape adds up both workers' counts
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=admin).text
+            counts = {
+                tuple(sorted(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "grainproof_http_request_duration_seconds_count"
+            }
+            assert counts[(("method", "GET"), ("route", "/v1/verifications"), ("status", "401"))] == 20
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0

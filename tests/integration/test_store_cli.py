@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 from service_support import claim, make_world, reference_manifest, reference_photos, write_text
 from sqlmodel import select
 from typer.testing import CliRunner
@@ -129,7 +130,9 @@ def test_commands_on_an_unmigrated_database_say_to_upgrade(data_dir: Path) -> No
     assert "grainproof db upgrade" in str(result.exception)
 
 
-def test_audit_verify_names_the_edited_entry_and_export_writes_epcis(data_dir: Path, tmp_path: Path) -> None:
+def test_audit_verify_names_the_edited_entry_and_export_writes_epcis(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from grainproof.api.runtime import Runtime
     from grainproof.api.schemas import parse_claim
     from grainproof.api.services.verifications import VerificationRequest, submit_verification
@@ -159,11 +162,31 @@ def test_audit_verify_names_the_edited_entry_and_export_writes_epcis(data_dir: P
     code, output = _run("audit", "verify")
     assert code == 0 and "3 entries" in output
     out = tmp_path / "events.jsonld"
-    code, _ = _run("export", "epcis", "--out", str(out), "--flagged")
+    refused = runner.invoke(app, ["export", "epcis", "--out", str(out)])
+    assert "GRAINPROOF_GS1_GTIN" in str(refused.exception) and not out.exists()  # no made-up GTIN
+
+    monkeypatch.setenv("GRAINPROOF_GS1_GTIN", "09506000134352")
+    get_settings.cache_clear()
+    code, output = _run("export", "epcis", "--out", str(out), "--flagged")
     document = json.loads(out.read_text())
     events = document["epcisBody"]["eventList"]
-    assert code == 0 and events and all(e["grainproof:verification"]["verdict"]["flagged"] for e in events)
-    assert {e["bizStep"] for e in events} == {"inspecting"}
+    assert code == 0 and events and all(e["grainproof:inspection"]["grainproof:flagged"] for e in events)
+    assert {e["bizStep"] for e in events} == {"inspecting"} and {e["disposition"] for e in events} == {"non_conformant"}
+    assert "Stopped at the limit" not in output and "--cursor" in output
+
+    code, output = _run("export", "epcis", "--out", str(out), "--limit", "2")
+    assert code == 0 and len(json.loads(out.read_text())["epcisBody"]["eventList"]) == 2
+    assert "Stopped at the limit of 2 events" in output
+    resume = output.split("--cursor")[-1].split()[0]
+    code, output = _run("export", "epcis", "--out", str(out), "--cursor", resume)
+    rest = json.loads(out.read_text())["epcisBody"]["eventList"]
+    assert [e["eventID"] for e in rest] == [f"urn:uuid:{ids[2]}"]
+
+    code, _ = _run("export", "epcis", "--out", str(out), "--until", "2000-01-01")
+    assert code == 0 and json.loads(out.read_text())["epcisBody"]["eventList"] == []
+    code, _ = _run("export", "epcis", "--out", str(out), "--since", "2000-01-01", "--until", "2999-12-31")
+    assert len(json.loads(out.read_text())["epcisBody"]["eventList"]) == 3
+    assert "neither a date" in str(runner.invoke(app, ["export", "epcis", "--since", "last week"]).exception)
 
     with sqlite3.connect(data_dir / "grainproof.db") as connection:
         connection.execute(

@@ -165,7 +165,7 @@ def test_a_model_of_an_older_format_refuses_to_load_with_a_clear_message(tmp_pat
     path = fit_reference_model(world.lots(40, seed=1), seed=0).save(tmp_path / "m")
     manifest = json.loads((path / "manifest.json").read_text())
     (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
-    with pytest.raises(ModelError, match="format 2.*rebuild the reference model"):
+    with pytest.raises(ModelError, match=r"format 2.*rebuild the reference model"):
         ReferenceModel.load(path)
 
 

@@ -20,10 +20,15 @@ from grainproof.api.controllers.evidence import EvidenceController
 from grainproof.api.controllers.keys import KeyController
 from grainproof.api.controllers.reference import ReferenceLotController, ReferenceModelController
 from grainproof.api.controllers.system import SystemController
-from grainproof.api.controllers.verifications import VerificationController
-from grainproof.api.dependencies import provide_caller, provide_runtime, provide_session
+from grainproof.api.controllers.verifications import EpcisController, VerificationController
+from grainproof.api.dependencies import (
+    provide_caller,
+    provide_runtime,
+    provide_session,
+    reject_unsupported_media_type,
+)
 from grainproof.api.desk import DESK_ROUTES
-from grainproof.api.errors import EXCEPTION_HANDLERS
+from grainproof.api.errors import EXCEPTION_HANDLERS, problem_details
 from grainproof.api.metrics import metrics_middleware
 from grainproof.api.runtime import Runtime
 from grainproof.api.services.references import fail_interrupted_builds
@@ -36,6 +41,7 @@ logger = logging.getLogger("grainproof.api")
 ROUTES: list[Any] = [
     SystemController,
     VerificationController,
+    EpcisController,
     ReferenceLotController,
     ReferenceModelController,
     EvidenceController,
@@ -74,30 +80,39 @@ def create_app(
             runtime.close()
 
     request_limit = settings.max_upload_bytes * settings.max_photos_per_lot + 1024 * 1024
-    return Litestar(
+    app = Litestar(
         route_handlers=[*ROUTES, *DESK_ROUTES, *(extra_routes or [])],
         dependencies={
             "runtime": Provide(provide_runtime, sync_to_thread=False),
             "session": Provide(provide_session),
             "caller": Provide(provide_caller, sync_to_thread=False),
         },
-        middleware=[metrics_middleware, DefineMiddleware(ApiKeyAuthentication, exclude=OPEN_PATHS)],
+        middleware=[DefineMiddleware(ApiKeyAuthentication, exclude=OPEN_PATHS)],
+        plugins=[problem_details()],
         exception_handlers=EXCEPTION_HANDLERS,
+        before_request=reject_unsupported_media_type,
         lifespan=[lifespan],
         state=State({"runtime": runtime}),
         request_max_body_size=request_limit,
         openapi_config=OpenAPIConfig(
             title="grainproof",
             version="1",
-            description="Verify the declared origin and harvest date of grain lots from smartphone photos.",
+            description="Verify the declared origin and harvest date of grain lots from smartphone photos. "
+            "Every operation but the probes and this description needs `Authorization: Bearer <key>`; "
+            "errors are RFC 9457 Problem Details (application/problem+json).",
             path="/schema",
             components=Components(
                 security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="An API key.")}
             ),
             security=[{"apiKey": []}],
+            use_handler_docstrings=True,
         ),
         debug=False,
     )
+    # Around the whole application, not per route: requests for unknown paths (404) and requests the
+    # authentication middleware refuses (401) are only answered out there, and must be counted too.
+    app.asgi_handler = metrics_middleware(app.asgi_handler)
+    return app
 
 
 def _warm(runtime: Runtime) -> None:

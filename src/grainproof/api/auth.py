@@ -1,6 +1,7 @@
 """API keys on every request (except the probes and the API description), and role guards.
 
 Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>`. Only the key's sha256 is stored.
+A 401 says how to authenticate in `WWW-Authenticate` (RFC 6750's Bearer scheme).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from grainproof.store.database import read_connection
 from grainproof.store.keys import find_key
 from grainproof.store.tables import ApiKey
 
-#: Paths anyone may call: the liveness and readiness probes (load balancers and orchestrators carry no key).
-OPEN_PATHS = ["^/health$", "^/ready$"]
+#: Paths anyone may call: the liveness and readiness probes (load balancers and orchestrators carry no key)
+#: and the API's description (a client generator needs it before it has a key; it holds no data).
+OPEN_PATHS = ["^/health$", "^/ready$", "^/schema(/|$)"]
+
+_REALM = 'Bearer realm="grainproof"'
 
 
 def _secret_from(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -36,7 +40,8 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         if secret is None:
             raise NotAuthorizedException(
                 "This endpoint needs an API key: send `Authorization: Bearer <key>` "
-                "(an admin creates keys with `grainproof keys create --role intake`)."
+                "(an admin creates keys with `grainproof keys create --role intake`).",
+                headers={"WWW-Authenticate": _REALM},
             )
         runtime = connection.app.state.runtime
 
@@ -46,7 +51,10 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
 
         key = await anyio.to_thread.run_sync(lookup)
         if key is None:
-            raise NotAuthorizedException("The API key is unknown or revoked; ask an admin for a valid key.")
+            raise NotAuthorizedException(
+                "The API key is unknown or revoked; ask an admin for a valid key.",
+                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            )
         return AuthenticationResult(user=key, auth=key)
 
 

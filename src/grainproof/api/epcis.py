@@ -1,76 +1,264 @@
-"""EPCIS 2.0 JSON-LD export: a verification as an ObjectEvent a traceability system can ingest.
+"""EPCIS 2.0 JSON-LD export: verifications and reviews as ObjectEvents a traceability system can ingest.
 
-The lot is an LGTIN class (GTIN + lot number) written as a GS1 Digital Link URI; the verdict rides
-along as an extension under the grainproof namespace. Nothing is fetched: the @context is a URL
-string, as EPCIS 2.0 documents carry it.
+Each verification is an inspection (action OBSERVE, bizStep inspecting) whose CBV `disposition`
+follows the verdict: `non_conformant` when flagged, `conformant` otherwise. Each auditor's review is
+a later event of the same lot with the disposition of the decision, so events never change once
+exported. The lot is an LGTIN (GTIN + batch/lot number) in GS1 Digital Link form; a lot id that GS1
+does not allow as a lot number (over 20 characters, or outside character set 82) leaves the event at
+the product's GTIN, the lot id staying in the extension.
+
+grainproof's outcome rides in an extension whose every key carries the `grainproof:` prefix declared in
+the @context, so a JSON-LD processor expands them all (none is dropped, none collides with the EPCIS
+context's aliases such as `id` or `type`). Nothing is fetched: the @context is a URL string.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
-from urllib.parse import quote
+import re
+from collections.abc import Sequence
+from datetime import date, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from msgspec import Meta, Struct, field
+
+from grainproof.api.contract import ReviewDecision
+from grainproof.api.gs1 import configured_gtin, product_uri
+from grainproof.settings import Settings
+
+if TYPE_CHECKING:
+    from grainproof.api.services.verifications import TraceEvent
 
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 GRAINPROOF_NAMESPACE = "https://grainproof.dev/epcis/"
+EPCIS_MEDIA_TYPE = "application/ld+json"
+#: Intake sites that are already EPCIS locations: an SGLN URN, or a GS1 Digital Link with AI 414 (GLN).
+_LOCATION_RE = re.compile(
+    r"^(urn:epc:id:sgln:[0-9]+\.[0-9]*\.[!-~]+|https://[^\s/]+(/[^\s]*)?/414/[0-9]{13}(/[^\s]*)?)$"
+)
 
 
-def lgtin_uri(gtin: str, lot_id: str) -> str:
-    """The lot as a GS1 Digital Link LGTIN class URI (AI 01 = GTIN, AI 10 = batch/lot)."""
-    return f"https://id.gs1.org/01/{gtin}/10/{quote(lot_id, safe='')}"
+class Disposition(StrEnum):
+    """The CBV dispositions grainproof states: the inspection found the declaration plausible or not."""
+
+    CONFORMANT = "conformant"
+    NON_CONFORMANT = "non_conformant"
 
 
-def _location(value: str | None) -> dict[str, str] | None:
-    # EPCIS locations are URIs (an SGLN URN, or a Digital Link with AI 414); free text stays in the extension.
-    if value and ":" in value and " " not in value:
-        return {"id": value}
+#: The disposition an auditor's decision states; an inconclusive review states none.
+DECISION_DISPOSITION: dict[ReviewDecision, Disposition] = {
+    ReviewDecision.CONFIRMED_FRAUD: Disposition.NON_CONFORMANT,
+    ReviewDecision.FALSE_ALARM: Disposition.CONFORMANT,
+    ReviewDecision.CONFIRMED_GENUINE: Disposition.CONFORMANT,
+}
+
+
+def _extension_name(name: str) -> str:
+    """`verification_id` -> `grainproof:verificationId`."""
+    head, *rest = name.split("_")
+    return "grainproof:" + head + "".join(part.title() for part in rest)
+
+
+class Location(Struct):
+    """A read point or business location: an SGLN URN or a GS1 Digital Link."""
+
+    id: str
+
+
+class QuantityElement(Struct, omit_defaults=True, rename="camel"):
+    """The lot (an LGTIN class) and its quantity when the claim gives one."""
+
+    epc_class: Annotated[str, Meta(description="GS1 Digital Link URI of the LGTIN (or of the GTIN alone).")]
+    quantity: float | None = None
+    uom: Literal["KGM"] | None = None
+
+
+class Inspection(Struct, kw_only=True, omit_defaults=True, rename=_extension_name):
+    """grainproof's outcome of the inspection: the declaration, the p-values and the flag."""
+
+    verification_id: str
+    lot_id: str
+    species: str
+    variety: str
+    declared_origin_unit: str
+    declared_harvest_date: date | None = None
+    site: str | None = None
+    plausibility: float
+    origin_plausibility: float
+    season_plausibility: float | None = None
+    alpha: float
+    flagged: bool
+    low_confidence: bool
+    reasons: list[str]
+    model_version: str
+    photo_sha256: list[str]
+
+
+class AuditorReview(Struct, kw_only=True, omit_defaults=True, rename=_extension_name):
+    """An auditor's decision on an earlier inspection (the note stays in grainproof)."""
+
+    review_id: str
+    verification_id: str
+    decision: ReviewDecision
+    promoted_reference_lot: str | None = None
+
+
+class ObjectEvent(Struct, kw_only=True, omit_defaults=True):
+    """One EPCIS 2.0 ObjectEvent: an inspection of the lot, or an auditor's review of one."""
+
+    type: Literal["ObjectEvent"]
+    event_time: datetime = field(name="eventTime")
+    event_time_zone_offset: str = field(name="eventTimeZoneOffset")
+    event_id: str = field(name="eventID")
+    action: Literal["OBSERVE"]
+    biz_step: Literal["inspecting"] = field(name="bizStep")
+    disposition: Disposition | None = None
+    quantity_list: list[QuantityElement] = field(name="quantityList")
+    read_point: Location | None = field(default=None, name="readPoint")
+    biz_location: Location | None = field(default=None, name="bizLocation")
+    inspection: Inspection | None = field(default=None, name="grainproof:inspection")
+    review: AuditorReview | None = field(default=None, name="grainproof:review")
+
+
+class EpcisBody(Struct, rename="camel"):
+    """The document's events."""
+
+    event_list: list[ObjectEvent]
+
+
+class EpcisDocument(Struct, kw_only=True, omit_defaults=True):
+    """An EPCIS 2.0 document (JSON-LD); a page of a sync carries the cursor of the next one."""
+
+    context: list[str | dict[str, str]] = field(name="@context")
+    type: Literal["EPCISDocument"]
+    schema_version: Literal["2.0"] = field(name="schemaVersion")
+    creation_date: datetime = field(name="creationDate")
+    epcis_body: EpcisBody = field(name="epcisBody")
+    next_cursor: str | None = field(default=None, name="grainproof:nextCursor")
+    has_more: bool | None = field(default=None, name="grainproof:hasMore")
+
+
+def location(site: str | None) -> Location | None:
+    """The intake site as an EPCIS location when it is one (SGLN, Digital Link); free text stays in grainproof's."""
+    if site and _LOCATION_RE.match(site):
+        return Location(id=site)
     return None
 
 
-def object_event(verification: dict[str, Any], *, default_gtin: str) -> dict[str, Any]:
-    """One EPCIS 2.0 ObjectEvent (OBSERVE, bizStep inspecting) for a verification as the API returns it."""
-    claim = verification["claim"]
-    created = datetime.fromisoformat(verification["created_at"])
-    offset = created.strftime("%z") or "+0000"
-    quantity: dict[str, Any] = {"epcClass": lgtin_uri(claim.get("gtin") or default_gtin, claim["lot_id"])}
+def _quantity(claim: dict[str, Any], gtin: str) -> QuantityElement:
+    uri = product_uri(claim.get("gtin") or gtin, claim["lot_id"])
     if claim.get("quantity_kg"):
-        quantity.update({"quantity": claim["quantity_kg"], "uom": "KGM"})
-    verdict = verification["verdict"]
-    event: dict[str, Any] = {
-        "type": "ObjectEvent",
-        "eventTime": created.isoformat(timespec="milliseconds"),
-        "eventTimeZoneOffset": f"{offset[:3]}:{offset[3:]}",
-        "eventID": f"urn:uuid:{verification['id']}",
-        "action": "OBSERVE",
-        "bizStep": "inspecting",
-        "epcList": [],
-        "quantityList": [quantity],
-        "grainproof:verification": {
-            "id": verification["id"],
-            "species": claim["species"],
-            "variety": claim["variety"],
-            "declaredOrigin": claim["origin"],
-            "declaredHarvestDate": claim.get("harvest_date"),
-            "site": verification.get("site"),
-            "photoSha256": verification.get("photos", []),
-            "modelVersion": verification["model_version"],
-            "verdict": verdict,
-            "review": verification["reviews"][-1] if verification.get("reviews") else None,
-        },
-    }
-    location = _location(verification.get("site"))
-    if location is not None:
-        event["readPoint"] = location
-        event["bizLocation"] = location
-    return event
+        return QuantityElement(epc_class=uri, quantity=float(claim["quantity_kg"]), uom="KGM")
+    return QuantityElement(epc_class=uri)
 
 
-def epcis_document(verifications: list[dict[str, Any]], *, default_gtin: str, created: datetime) -> dict[str, Any]:
-    """An EPCISDocument holding one ObjectEvent per verification."""
-    return {
-        "@context": [EPCIS_CONTEXT, {"grainproof": GRAINPROOF_NAMESPACE}],
-        "type": "EPCISDocument",
-        "schemaVersion": "2.0",
-        "creationDate": created.isoformat(timespec="milliseconds"),
-        "epcisBody": {"eventList": [object_event(v, default_gtin=default_gtin) for v in verifications]},
-    }
+def _event(
+    verification: dict[str, Any],
+    *,
+    moment: str,
+    event_uuid: str,
+    disposition: Disposition | None,
+    gtin: str,
+    inspection: Inspection | None = None,
+    review: AuditorReview | None = None,
+) -> ObjectEvent:
+    """An inspecting ObjectEvent of the verification's lot, at its intake site."""
+    when = datetime.fromisoformat(moment)
+    offset = when.strftime("%z") or "+0000"
+    site = location(verification.get("site"))
+    return ObjectEvent(
+        type="ObjectEvent",
+        event_time=when,
+        event_time_zone_offset=f"{offset[:3]}:{offset[3:]}",
+        event_id=f"urn:uuid:{event_uuid}",
+        action="OBSERVE",
+        biz_step="inspecting",
+        disposition=disposition,
+        quantity_list=[_quantity(verification["claim"], gtin)],
+        read_point=site,
+        biz_location=site,
+        inspection=inspection,
+        review=review,
+    )
+
+
+def inspection_event(verification: dict[str, Any], *, gtin: str) -> ObjectEvent:
+    """The verification as an inspection event, its disposition from the verdict."""
+    claim, verdict = verification["claim"], verification["verdict"]
+    outcome = Inspection(
+        verification_id=verification["id"],
+        lot_id=claim["lot_id"],
+        species=claim["species"],
+        variety=claim["variety"],
+        declared_origin_unit=verdict["declared_origin_unit"],
+        declared_harvest_date=date.fromisoformat(claim["harvest_date"]) if claim.get("harvest_date") else None,
+        site=verification.get("site"),
+        plausibility=verdict["plausibility"],
+        origin_plausibility=verdict["origin_plausibility"],
+        season_plausibility=verdict.get("season_plausibility"),
+        alpha=verdict["alpha"],
+        flagged=verdict["flagged"],
+        low_confidence=verdict["low_confidence"],
+        reasons=list(verdict["reasons"]),
+        model_version=verification["model_version"],
+        photo_sha256=list(verification.get("photos", [])),
+    )
+    disposition = Disposition.NON_CONFORMANT if verdict["flagged"] else Disposition.CONFORMANT
+    return _event(
+        verification,
+        moment=verification["created_at"],
+        event_uuid=verification["id"],
+        disposition=disposition,
+        gtin=gtin,
+        inspection=outcome,
+    )
+
+
+def review_event(verification: dict[str, Any], review: dict[str, Any], *, gtin: str) -> ObjectEvent:
+    """An auditor's review as a later event of the same lot, its disposition from the decision."""
+    decision = ReviewDecision(review["decision"])
+    outcome = AuditorReview(
+        review_id=review["id"],
+        verification_id=verification["id"],
+        decision=decision,
+        promoted_reference_lot=review.get("promoted_reference_lot"),
+    )
+    return _event(
+        verification,
+        moment=review["created_at"],
+        event_uuid=review["id"],
+        disposition=DECISION_DISPOSITION.get(decision),
+        gtin=gtin,
+        review=outcome,
+    )
+
+
+def epcis_document(
+    events: Sequence[TraceEvent],
+    *,
+    settings: Settings,
+    created: datetime,
+    next_cursor: str | None = None,
+    has_more: bool | None = None,
+) -> EpcisDocument:
+    """An EPCISDocument with one ObjectEvent per verification or review, in the given order.
+
+    Lots whose claim has no `gtin` take GRAINPROOF_GS1_GTIN; Gs1ConfigurationError when it is needed and unset.
+    """
+    needs_gtin = any(not event.verification["claim"].get("gtin") for event in events)
+    gtin = configured_gtin(settings) if needs_gtin else ""
+    event_list = [
+        review_event(event.verification, event.review, gtin=gtin)
+        if event.review is not None
+        else inspection_event(event.verification, gtin=gtin)
+        for event in events
+    ]
+    return EpcisDocument(
+        context=[EPCIS_CONTEXT, {"grainproof": GRAINPROOF_NAMESPACE}],
+        type="EPCISDocument",
+        schema_version="2.0",
+        creation_date=created,
+        epcis_body=EpcisBody(event_list=event_list),
+        next_cursor=next_cursor,
+        has_more=has_more,
+    )

@@ -1,7 +1,8 @@
-"""What clients send and get back: the JSON shapes of the API, and their parsing into domain types.
+"""Parsing what clients send into domain types (the shapes themselves are in `grainproof.api.contract`).
 
 Parsing collects every problem in a request before answering, so a client fixes a claim in
-one round trip; each problem names the field (`claim.origin.lat: ...`).
+one round trip; each problem names the field (`claim.origin.lat must be ...`) and the API lists
+them in the Problem Details' `errors`, each with a JSON pointer to the member.
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
 import numpy as np
 
+from grainproof.api.gs1 import gtin_check_digit_ok, lot_problem
 from grainproof.domain import Claim, Origin
 from grainproof.errors import ClaimError, GrainproofError
 from grainproof.manifest import parse_harvest_date
@@ -31,10 +34,52 @@ class RequestError(GrainproofError):
     status_code = 400
 
 
+class UnsupportedMediaTypeError(GrainproofError):
+    """The request body's Content-Type is not one this operation reads."""
+
+    status_code = 415
+
+
+class InvalidParameterError(GrainproofError):
+    """A query or path parameter is invalid (the same kind of problem as litestar's own parameter checks)."""
+
+    status_code = 400
+    kind = "validation"
+
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        super().__init__(message)
+
+
 class VectorError(GrainproofError):
     """Precomputed vectors are missing, not numbers, or of the wrong dimension."""
 
     status_code = 422
+
+
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One problem of a request body: the member it concerns (`claim.origin.lat`) and a phrase naming it."""
+
+    field: str
+    text: str
+
+    @property
+    def pointer(self) -> str:
+        """The member as a JSON pointer (RFC 6901) into the request body: `#/claim/origin/lat`."""
+        parts = re.split(r"\.|\[(\d+)\]", self.field)
+        tokens = [p.replace("~", "~0").replace("/", "~1") for p in parts if p]
+        return "#/" + "/".join(tokens)
+
+
+class ClaimProblemsError(ClaimError):
+    """A claim has one or more problems; `problems` lists each with the member it concerns."""
+
+    kind = "claim"
+
+    def __init__(self, subject: str, problems: Sequence[FieldProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__(_sentence(subject, [p.text for p in self.problems]))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,34 +94,46 @@ class ParsedClaim:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-def gtin_check_digit_ok(gtin: str) -> bool:
-    """GS1 mod-10 check digit of a GTIN-14."""
-    digits = [int(c) for c in gtin]
-    total = sum(d * (3 if i % 2 == 0 else 1) for i, d in enumerate(digits[:-1]))
-    return (10 - total % 10) % 10 == digits[-1]
+class _Problems:
+    """Collects a request's problems, each under the member it concerns."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.items: list[FieldProblem] = []
+
+    def name(self, member: str) -> str:
+        return f"{self.prefix}.{member}" if self.prefix else member
+
+    def add(self, member: str, phrase: str) -> None:
+        """`phrase` follows the member's name: add("origin.lat", "must be a finite number")."""
+        name = self.name(member)
+        self.items.append(FieldProblem(name, f"{name} {phrase}"))
+
+    def text(self, value: Any, member: str, *, required: bool) -> str | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                self.add(member, "is missing")
+            return None
+        if not isinstance(value, str):
+            self.add(member, "must be a string")
+            return None
+        if len(value) > _MAX_TEXT:
+            self.add(member, f"is longer than {_MAX_TEXT} characters")
+            return None
+        return value.strip()
+
+    def number(self, value: Any, member: str) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
+            self.add(member, "must be a finite number")
+            return None
+        return float(value)
 
 
-def _text(value: Any, name: str, problems: list[str], *, required: bool) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if required:
-            problems.append(f"{name} is missing")
-        return None
-    if not isinstance(value, str):
-        problems.append(f"{name} must be a string")
-        return None
-    if len(value) > _MAX_TEXT:
-        problems.append(f"{name} is longer than {_MAX_TEXT} characters")
-        return None
-    return value.strip()
-
-
-def _number(value: Any, name: str, problems: list[str]) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(float(value)):
-        problems.append(f"{name} must be a finite number")
-        return None
-    return float(value)
+_CLAIM_FIELDS = frozenset(
+    {"lot_id", "species", "variety", "device", "site", "gtin", "quantity_kg", "harvest_date", "origin"}
+)
 
 
 def parse_geojson(value: Any, name: str = "claim.origin.geometry") -> str:
@@ -109,62 +166,76 @@ def parse_geojson(value: Any, name: str = "claim.origin.geometry") -> str:
     return json.dumps(geometry, separators=(",", ":"))
 
 
-def parse_claim(data: Any, *, today: date | None = None) -> ParsedClaim:
-    """The `claim` object of a verification request; ClaimError listing every problem."""
+def parse_claim(data: Any, *, today: date | None = None, prefix: str = "claim") -> ParsedClaim:
+    """The claim of a request; ClaimProblemsError listing every problem, each under its member.
+
+    `prefix` is where the claim sits in the request body (`claim`; empty when its fields are the body's own).
+    """
     if not isinstance(data, dict):
-        raise ClaimError("The claim must be a JSON object with lot_id, species, variety and origin.")
-    problems: list[str] = []
-    lot_id = _text(data.get("lot_id"), "claim.lot_id", problems, required=True)
-    species = _text(data.get("species"), "claim.species", problems, required=True)
-    variety = _text(data.get("variety"), "claim.variety", problems, required=True)
-    device = _text(data.get("device"), "claim.device", problems, required=False)
-    site = _text(data.get("site"), "claim.site", problems, required=False)
-    gtin = _text(data.get("gtin"), "claim.gtin", problems, required=False)
+        raise ClaimProblemsError(
+            "The claim",
+            [
+                FieldProblem(
+                    prefix, f"{prefix or 'the body'} must be a JSON object with lot_id, species, variety and origin"
+                )
+            ],
+        )
+    problems = _Problems(prefix)
+    lot_id = problems.text(data.get("lot_id"), "lot_id", required=True)
+    species = problems.text(data.get("species"), "species", required=True)
+    variety = problems.text(data.get("variety"), "variety", required=True)
+    device = problems.text(data.get("device"), "device", required=False)
+    site = problems.text(data.get("site"), "site", required=False)
+    gtin = problems.text(data.get("gtin"), "gtin", required=False)
     if gtin is not None and not (_GTIN_RE.match(gtin) and gtin_check_digit_ok(gtin)):
-        problems.append("claim.gtin must be a GTIN-14 (14 digits with a valid check digit)")
+        problems.add("gtin", "must be a GTIN-14 (14 digits with a valid check digit)")
         gtin = None
-    quantity = _number(data.get("quantity_kg"), "claim.quantity_kg", problems)
+    if gtin is not None and lot_id is not None and (why := lot_problem(lot_id)) is not None:
+        # With a GTIN the lot id becomes the GS1 batch/lot number (AI 10) of EPCIS exports.
+        problems.add("lot_id", f"cannot be a GS1 batch/lot number, which a claim with a gtin needs: {why}")
+    quantity = problems.number(data.get("quantity_kg"), "quantity_kg")
     if quantity is not None and quantity <= 0:
-        problems.append("claim.quantity_kg must be positive")
+        problems.add("quantity_kg", "must be positive")
     harvest: date | None = None
     harvest_text = data.get("harvest_date")
     if harvest_text is not None:
         if not isinstance(harvest_text, str):
-            problems.append("claim.harvest_date must be a string YYYY-MM-DD")
+            problems.add("harvest_date", "must be a string YYYY-MM-DD")
         else:
             try:
                 harvest = parse_harvest_date(harvest_text, today=today)
             except ClaimError as exc:
-                problems.append(f"claim.{exc}")
+                problems.items.append(FieldProblem(problems.name("harvest_date"), problems.name(str(exc))))
     origin_data = data.get("origin")
     lon = lat = None
     region = geometry = None
     if not isinstance(origin_data, dict):
-        problems.append("claim.origin is missing: give an object with lon/lat, region and/or geometry (GeoJSON)")
+        problems.add("origin", "is missing: give an object with lon/lat, region and/or geometry (GeoJSON)")
     else:
-        lon = _number(origin_data.get("lon"), "claim.origin.lon", problems)
-        lat = _number(origin_data.get("lat"), "claim.origin.lat", problems)
-        region = _text(origin_data.get("region"), "claim.origin.region", problems, required=False)
+        lon = problems.number(origin_data.get("lon"), "origin.lon")
+        lat = problems.number(origin_data.get("lat"), "origin.lat")
+        region = problems.text(origin_data.get("region"), "origin.region", required=False)
         if origin_data.get("geometry") is not None:
             try:
-                geometry = parse_geojson(origin_data["geometry"])
+                geometry = parse_geojson(origin_data["geometry"], problems.name("origin.geometry"))
             except ClaimError as exc:
-                problems.append(str(exc))
-    unknown = sorted(
-        set(data)
-        - {"lot_id", "species", "variety", "device", "site", "gtin", "quantity_kg"}
-        - {"harvest_date", "origin"}
-    )
+                problems.items.append(FieldProblem(problems.name("origin.geometry"), str(exc).rstrip(".")))
+        unknown_origin = sorted(set(origin_data) - {"lon", "lat", "region", "geometry"})
+        if unknown_origin:
+            problems.add("origin", f"has unknown field(s) {', '.join(unknown_origin)}")
+    unknown = sorted(set(data) - _CLAIM_FIELDS)
     if unknown:
-        problems.append(f"claim has unknown field(s) {', '.join(unknown)}")
+        problems.items.append(FieldProblem(prefix, f"{prefix or 'the body'} has unknown field(s) {', '.join(unknown)}"))
     origin: Origin | None = None
-    if not problems and isinstance(origin_data, dict):
+    if not problems.items and isinstance(origin_data, dict):
         try:
             origin = Origin(lon=lon, lat=lat, region=region, geometry_geojson=geometry)
         except ClaimError as exc:
-            problems.append(f"claim.origin: {exc}")
-    if problems or origin is None or lot_id is None or species is None or variety is None:
-        raise ClaimError(_sentence("The claim", problems))
+            problems.items.append(
+                FieldProblem(problems.name("origin"), f"{problems.name('origin')}: {exc}".rstrip("."))
+            )
+    if problems.items or origin is None or lot_id is None or species is None or variety is None:
+        raise ClaimProblemsError("The claim", problems.items)
     claim = Claim(lot_id=lot_id, species=species, variety=variety, origin=origin, harvest_date=harvest)
     payload = claim_payload(claim, device=device, site=site, gtin=gtin, quantity_kg=quantity)
     return ParsedClaim(claim=claim, device=device, site=site, gtin=gtin, quantity_kg=quantity, payload=payload)
@@ -248,56 +319,3 @@ def parse_unit_vectors(value: Any, dim: int, name: str = "unit_vectors") -> np.n
     if bad:
         raise VectorError(f"{name}[{bad[0]}] has {rows[bad[0]].shape[0]} values; the lot vector has {dim}.")
     return np.vstack(rows)
-
-
-#: JSON schema of the JSON form of POST /v1/verifications (the multipart form sends `claim` as a JSON part).
-CLAIM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["lot_id", "species", "variety", "origin"],
-    "properties": {
-        "lot_id": {"type": "string", "maxLength": _MAX_TEXT},
-        "species": {"type": "string", "maxLength": _MAX_TEXT, "examples": ["soft_wheat"]},
-        "variety": {"type": "string", "maxLength": _MAX_TEXT},
-        "origin": {
-            "type": "object",
-            "description": "A point (lon, lat), a region code and/or a field polygon as GeoJSON geometry.",
-            "properties": {
-                "lon": {"type": "number", "minimum": -180, "maximum": 180},
-                "lat": {"type": "number", "minimum": -90, "maximum": 90},
-                "region": {"type": "string"},
-                "geometry": {"type": "object"},
-            },
-        },
-        "harvest_date": {"type": "string", "format": "date"},
-        "device": {"type": "string"},
-        "site": {"type": "string", "description": "The intake site (an SGLN URN where known)."},
-        "gtin": {"type": "string", "pattern": "^[0-9]{14}$", "description": "GTIN-14 of the product, for EPCIS."},
-        "quantity_kg": {"type": "number", "exclusiveMinimum": 0},
-    },
-}
-
-VERIFICATION_JSON_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["claim", "vectors"],
-    "properties": {
-        "claim": CLAIM_SCHEMA,
-        "vectors": {"type": "array", "items": {"type": "number"}, "description": "The lot's embedding vector."},
-        "unit_vectors": {
-            "type": "array",
-            "items": {"type": "array", "items": {"type": "number"}},
-            "description": "Per-kernel or per-tile vectors (for admixture).",
-        },
-        "backbone_id": {"type": "string", "description": "The embedder that produced the vectors."},
-        "alpha": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-    },
-}
-
-VERIFICATION_MULTIPART_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["claim", "photos"],
-    "properties": {
-        "claim": {"type": "string", "description": "The claim as JSON text (see the JSON form)."},
-        "photos": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        "alpha": {"type": "string"},
-    },
-}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import typer
@@ -268,35 +269,88 @@ def export_epcis(
     verification_id: list[str] = typer.Option(None, "--id", help="Export these verifications (repeatable)."),
     flagged: bool = typer.Option(None, "--flagged/--not-flagged", help="Only flagged (or unflagged) lots."),
     site: str = typer.Option(None, help="Only this intake site."),
-    limit: int = typer.Option(500, help="At most this many verifications, newest first."),
+    since: str = typer.Option(None, help="Only events at or after this date or moment (2026-12-01, or RFC 3339)."),
+    until: str = typer.Option(None, help="Only events at or before this date (the whole day) or moment."),
+    cursor: str = typer.Option(None, help="Continue after an earlier export (the cursor it printed)."),
+    limit: int = typer.Option(500, min=1, help="At most this many events; says so when more match."),
 ) -> None:
-    """Export verifications as an EPCIS 2.0 JSON-LD document of ObjectEvents (bizStep inspecting)."""
+    """Export verifications and reviews as an EPCIS 2.0 JSON-LD document, in the order they were stored.
+
+    Each verification is an inspection event (disposition from the verdict), each review a later event with
+    the auditor's disposition. Lots whose claim has no `gtin` need GRAINPROOF_GS1_GTIN.
+    """
+    import msgspec
+
     from grainproof.api.epcis import epcis_document
-    from grainproof.api.services.verifications import VerificationFilter, verification_view
+    from grainproof.api.services.verifications import (
+        MAX_PAGE,
+        EventFilter,
+        TraceEvent,
+        get_verification,
+        trace_events,
+    )
     from grainproof.settings import get_settings
     from grainproof.store.database import session_scope
-    from grainproof.store.tables import ApiKey, Verification, utc_now
+    from grainproof.store.tables import ApiKey, utc_now
 
+    start, end = _moment(since, "--since"), _moment(until, "--until", end_of_day=True)
     auditor = ApiKey(key_hash="", prefix="cli", role="auditor")  # the CLI reads the database directly
+    events: list[TraceEvent] = []
+    more, next_cursor = False, cursor
     with session_scope(_migrated_engine()) as session:
-        if verification_id:
-            from grainproof.api.services.verifications import get_verification
-
-            views = [get_verification(session, vid, caller=auditor) for vid in verification_id]
-        else:
-            from grainproof.api.services.verifications import list_verifications
-
-            page = list_verifications(
-                session, VerificationFilter(flagged=flagged, site=site, limit=limit), caller=auditor
+        for vid in verification_id or []:
+            get_verification(session, vid, caller=auditor)  # a clear error for an unknown id
+            events += trace_events(session, EventFilter(verification_id=vid, limit=MAX_PAGE), caller=auditor).events
+        while not verification_id:
+            query = EventFilter(
+                flagged=flagged,
+                site=site,
+                since=start,
+                until=end,
+                cursor=next_cursor,
+                limit=min(MAX_PAGE, limit - len(events)),
             )
-            views = [verification_view(session, session.get(Verification, item["id"])) for item in page["items"]]  # type: ignore[arg-type]
-    document = epcis_document(views, default_gtin=get_settings().gs1_gtin, created=utc_now())
-    text = json.dumps(document, indent=2, ensure_ascii=False)
+            page = trace_events(session, query, caller=auditor)
+            events += page.events
+            more, next_cursor = page.has_more, page.next_cursor
+            if not more or len(events) >= limit:
+                break
+    document = epcis_document(events, settings=get_settings(), created=utc_now())
+    text = json.dumps(msgspec.to_builtins(document), indent=2, ensure_ascii=False)
     if out is None:
         console.print_json(text)
     else:
         out.write_text(text + "\n", encoding="utf-8")
-        err_console.print(f"{len(views)} event(s) written to {out}")
+        err_console.print(f"{len(events)} event(s) written to {out}")
+    if more:
+        err_console.print(
+            f"[bold yellow]Stopped at the limit of {limit} events; more match.[/] Raise --limit, or continue with "
+            f"--cursor {next_cursor}",
+            highlight=False,
+        )
+    elif not verification_id:
+        err_console.print(
+            f"All matching events exported; next time, continue with --cursor {next_cursor}", highlight=False
+        )
+
+
+def _moment(text: str | None, option: str, *, end_of_day: bool = False) -> datetime | None:
+    """A date (the start, or with `end_of_day` the end, of that day in UTC) or an RFC 3339 moment, in UTC."""
+    if not text:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return datetime.combine(day, time.max if end_of_day else time.min, UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise GrainproofError(
+            f"{option} {text!r} is neither a date (2026-12-01) nor a moment (2026-12-01T08:00Z)."
+        ) from None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @db_app.command("import-reference")

@@ -6,15 +6,23 @@ TCP_NODELAY on accepted connections only when the listening socket says IPPROTO_
 workers evidently do not get (docs/operations.md has the measurements). Here each worker creates its own
 TCP socket (IPPROTO_TCP, SO_REUSEPORT: the kernel spreads connections over the workers), and the parent
 restarts a worker that dies.
+
+Metrics: the parent gives the workers one folder for prometheus-client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR, a fresh temporary one unless the operator set it, emptied at start), so
+/metrics, answered by whichever worker the kernel picks, adds up every worker's samples.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
+from pathlib import Path
 from types import FrameType
 
 from grainproof.errors import GrainproofError
@@ -22,6 +30,8 @@ from grainproof.errors import GrainproofError
 logger = logging.getLogger("grainproof.serve")
 
 APP = "grainproof.api:create_app"
+#: prometheus-client's multiprocess mode: the folder every worker writes its samples to.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -50,6 +60,20 @@ def _run_worker(app: str, factory: bool, host: str, port: int, log_level: str, a
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def prepare_metrics_dir() -> tuple[Path, bool]:
+    """The workers' shared metrics folder, emptied, set in the environment they inherit; and whether it is ours.
+
+    Counts left there by an earlier run would be added to this one's, so the folder starts empty.
+    """
+    given = os.environ.get(MULTIPROCESS_DIR)
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="grainproof-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROCESS_DIR] = str(folder)
+    return folder, given is None
+
+
 def serve_workers(
     *,
     host: str,
@@ -64,6 +88,7 @@ def serve_workers(
     if workers < 1:
         raise GrainproofError(f"--workers must be at least 1 (got {workers}).")
     listening_socket(host, port).close()  # fail here, with a sentence, if the port is taken
+    metrics_dir, own_metrics_dir = prepare_metrics_dir()
     context = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -85,6 +110,7 @@ def serve_workers(
             for i, process in enumerate(processes):
                 if not process.is_alive() and not stopping:
                     logger.warning("worker %s exited with %s; starting a new one", process.pid, process.exitcode)
+                    _forget_worker(process.pid)
                     processes[i] = start()
             time.sleep(0.5)
     finally:
@@ -97,6 +123,17 @@ def serve_workers(
                 process.kill()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if own_metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            os.environ.pop(MULTIPROCESS_DIR, None)
+
+
+def _forget_worker(pid: int | None) -> None:
+    """Drop a dead worker's live gauges from the shared metrics (its counters and histograms stay counted)."""
+    from prometheus_client import multiprocess
+
+    if pid is not None:
+        multiprocess.mark_process_dead(pid)
 
 
 def _main(argv: list[str]) -> None:

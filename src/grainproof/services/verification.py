@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from grainproof.domain import Claim, LotRecord, Verdict
-from grainproof.errors import GrainproofError, ModelError
+from grainproof.errors import GrainproofError, ModelError, error_kind
 from grainproof.progress import ProgressCallback
 from grainproof.reference import ReferenceModel
 from grainproof.scoring import benjamini_hochberg
@@ -170,12 +169,6 @@ def reference_overlap_warnings(model: ReferenceModel, lot: LotRecord, base_dir: 
                 "the verdict compares the sample with itself."
             )
     return warnings
-
-
-def error_kind(exc: BaseException) -> str:
-    """A stable snake_case name for an error class (UnknownVarietyError -> unknown_variety)."""
-    name = type(exc).__name__.removesuffix("Exception").removesuffix("Error") or "error"
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def batch_flags(verdicts: Sequence[Verdict], fdr: float) -> list[bool]:

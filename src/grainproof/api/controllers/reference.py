@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio
@@ -11,10 +10,21 @@ import numpy as np
 from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.openapi.spec import Example
+from litestar.params import Body, PathParameter, QueryParameter
 from sqlmodel import Session
 
 from grainproof.api.auth import requires_role
+from grainproof.api.contract import (
+    ImportResult,
+    ModelBuildInput,
+    ReferenceLot,
+    ReferenceLotPage,
+    ReferenceModel,
+    shaped,
+)
+from grainproof.api.dependencies import ACCEPTS, request_json, request_media_type
+from grainproof.api.openapi import ManifestImportOperation, ReferenceLotOperation, problems
 from grainproof.api.runtime import Runtime
 from grainproof.api.schemas import MAX_OFFSET, RequestError
 from grainproof.api.services.references import (
@@ -32,38 +42,48 @@ from grainproof.store.tables import ApiKey
 _ADMIN = [requires_role("admin")]
 _READERS = [requires_role("auditor", "admin")]
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModelBuildInput:
-    """Options of a model build; the lots are every reference lot stored."""
-
-    seed: int | None = None
-    region_set: str | None = None
+LotId = Annotated[str, PathParameter(description="The reference lot's id.", max_length=200)]
+ModelId = Annotated[str, PathParameter(description="The model version's id (a UUID).", max_length=36)]
 
 
 class ReferenceLotController(Controller):
     path = "/v1/reference-lots"
     tags = ("reference",)
 
-    @post("/", summary="Add one reference lot (claim fields plus `features`)", guards=_ADMIN, status_code=201)
-    async def create(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> dict[str, Any]:
-        data = await request.json()
-        return await anyio.to_thread.run_sync(add_reference_lot, runtime, data)
+    @post(
+        "/",
+        operation_id="create_reference_lot",
+        summary="Add one reference lot (claim fields plus `features`)",
+        description="Every problem of the lot is reported at once (422, `errors`); a lot id already taken is 409.",
+        guards=_ADMIN,
+        status_code=201,
+        operation_class=ReferenceLotOperation,
+        responses=problems(400, 403, 409, 413, 415, 422),
+        opt={ACCEPTS: ("application/json",)},
+    )
+    async def create(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> ReferenceLot:
+        """Add one lot of known origin."""
+        data = await request_json(request)
+        view = await anyio.to_thread.run_sync(add_reference_lot, runtime, data)
+        return shaped(view, ReferenceLot)
 
     @post(
         "/import",
+        operation_id="import_reference_lots",
         summary="Import a lot manifest with f_* columns (CSV body or multipart `manifest` + optional `units` .npz)",
+        description="All rows or none: a bad row is reported with every other (400, `errors`, one per row).",
         guards=_ADMIN,
         status_code=201,
+        operation_class=ManifestImportOperation,
+        responses=problems(400, 403, 409, 413, 415, 422),
+        opt={ACCEPTS: ("text/csv", "multipart/form-data")},
     )
-    async def import_manifest(
-        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]
-    ) -> dict[str, Any]:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    async def import_manifest(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> ImportResult:
+        """Add every lot of a manifest."""
         units: dict[str, np.ndarray] | None = None
         photos: dict[str, bytes] = {}
         name = "upload"
-        if content_type == "multipart/form-data":
+        if request_media_type(request) == "multipart/form-data":
             form = await request.form()
             manifest = form.get("manifest")
             if not isinstance(manifest, UploadFile):
@@ -82,31 +102,44 @@ class ReferenceLotController(Controller):
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise RequestError("The manifest is not UTF-8 text; save the CSV as UTF-8.") from None
-        return await anyio.to_thread.run_sync(
+        result = await anyio.to_thread.run_sync(
             lambda: import_reference_manifest(
                 runtime, text, name=name, units=units, photos=photos.get if photos else None
             )
         )
+        return shaped(result, ImportResult)
 
-    @get("/", summary="Reference lots, newest first", guards=_READERS, sync_to_thread=True)
+    @get(
+        "/",
+        operation_id="list_reference_lots",
+        summary="Reference lots, newest first",
+        guards=_READERS,
+        sync_to_thread=True,
+        responses=problems(400, 403),
+    )
     def index(
         self,
         session: NamedDependency[Session],
-        species: FromQuery[str | None] = None,
-        variety: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
-    ) -> dict[str, Any]:
-        return list_reference_lots(session, species=species, variety=variety, limit=limit, offset=offset)
+        species: Annotated[str | None, QueryParameter(description="Only this species.", max_length=200)] = None,
+        variety: Annotated[str | None, QueryParameter(description="Only this variety.", max_length=200)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500, description="At most this many lots (1 to 500).")] = 50,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="Skip this many lots.")] = 0,
+    ) -> ReferenceLotPage:
+        """A page of reference lots (their vectors' length, not the vectors)."""
+        page = list_reference_lots(session, species=species, variety=variety, limit=limit, offset=offset)
+        return shaped(page, ReferenceLotPage)
 
     @get(
         "/{lot_id:str}",
+        operation_id="get_reference_lot",
         summary="One reference lot (for the auditor's nearest-lot evidence)",
         guards=_READERS,
         sync_to_thread=True,
+        responses=problems(400, 403, 404),
     )
-    def detail(self, session: NamedDependency[Session], lot_id: FromPath[str]) -> dict[str, Any]:
-        return get_reference_lot(session, lot_id)
+    def detail(self, session: NamedDependency[Session], lot_id: LotId) -> ReferenceLot:
+        """A reference lot by its lot id."""
+        return shaped(get_reference_lot(session, lot_id), ReferenceLot)
 
 
 def _read_units(data: bytes) -> dict[str, np.ndarray]:
@@ -124,32 +157,59 @@ class ReferenceModelController(Controller):
 
     @post(
         "/",
+        operation_id="create_reference_model",
         summary="Build a new model version from the reference lots, in the background",
+        description="Answers at once with the version `queued`; poll it until `ready` (or `failed`, with the "
+        "error), then activate it. 409 when there are no reference lots.",
         status_code=202,
         sync_to_thread=True,
+        responses=problems(400, 403, 409, 413, 415),
+        opt={ACCEPTS: ("application/json",)},
     )
     def create(
         self,
         runtime: NamedDependency[Runtime],
         caller: NamedDependency[ApiKey],
-        data: JSONBody[ModelBuildInput | None] = None,
-    ) -> dict[str, Any]:
+        data: Annotated[
+            ModelBuildInput | None, Body(examples=[Example(summary="A seeded build", value={"seed": 0})])
+        ] = None,
+    ) -> ReferenceModel:
+        """Queue a model build."""
         options = data or ModelBuildInput()
-        return request_model_build(runtime, caller=caller, seed=options.seed, region_set=options.region_set)
+        view = request_model_build(runtime, caller=caller, seed=options.seed, region_set=options.region_set)
+        return shaped(view, ReferenceModel)
 
-    @get("/", summary="Model versions, newest first", sync_to_thread=True)
-    def index(self, session: NamedDependency[Session]) -> list[dict[str, Any]]:
-        return list_models(session)
+    @get(
+        "/",
+        operation_id="list_reference_models",
+        summary="Model versions, newest first",
+        sync_to_thread=True,
+        responses=problems(403),
+    )
+    def index(self, session: NamedDependency[Session]) -> list[ReferenceModel]:
+        """Every model version and its build status."""
+        return shaped(list_models(session), list[ReferenceModel])
 
-    @get("/{model_id:str}", summary="One model version and its build status", sync_to_thread=True)
-    def detail(self, session: NamedDependency[Session], model_id: FromPath[str]) -> dict[str, Any]:
-        return get_model(session, model_id)
+    @get(
+        "/{model_id:str}",
+        operation_id="get_reference_model",
+        summary="One model version and its build status",
+        sync_to_thread=True,
+        responses=problems(400, 403, 404),
+    )
+    def detail(self, session: NamedDependency[Session], model_id: ModelId) -> ReferenceModel:
+        """A model version: `queued`, `building`, `ready` or `failed` (with the error)."""
+        return shaped(get_model(session, model_id), ReferenceModel)
 
     @post(
         "/{model_id:str}/activate",
+        operation_id="activate_reference_model",
         summary="Make a ready model version the active one",
+        description="Verdicts switch to it from the next request, in one transaction; 409 if it is not ready.",
         status_code=200,
         sync_to_thread=True,
+        responses=problems(400, 403, 404, 409),
     )
-    def activate(self, runtime: NamedDependency[Runtime], model_id: FromPath[str]) -> dict[str, Any]:
-        return activate_model(runtime, model_id)
+    def activate(self, runtime: NamedDependency[Runtime], model_id: ModelId) -> ReferenceModel:
+        """Activate a ready model version."""
+        return shaped(activate_model(runtime, model_id), ReferenceModel)

@@ -3,33 +3,36 @@
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import UploadFile
+from litestar.datastructures import ResponseHeader, UploadFile
 from litestar.di import NamedDependency
-from litestar.exceptions import SerializationException
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.serialization import decode_json
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Example
+from litestar.params import Body, HeaderParameter, PathParameter, QueryParameter
 from sqlmodel import Session
 
 from grainproof.api.auth import requires_role
-from grainproof.api.epcis import epcis_document
-from grainproof.api.runtime import Runtime
-from grainproof.api.schemas import (
-    MAX_OFFSET,
-    VERIFICATION_JSON_SCHEMA,
-    VERIFICATION_MULTIPART_SCHEMA,
-    RequestError,
-    parse_claim,
-    parse_unit_vectors,
-    parse_vector,
+from grainproof.api.contract import (
+    QueueOrder,
+    Review,
+    ReviewInput,
+    Verification,
+    VerificationPage,
+    VerificationStatus,
+    shaped,
 )
+from grainproof.api.dependencies import ACCEPTS, request_json, request_media_type
+from grainproof.api.epcis import EPCIS_MEDIA_TYPE, EpcisDocument, epcis_document
+from grainproof.api.openapi import VerificationOperation, problems
+from grainproof.api.runtime import Runtime
+from grainproof.api.schemas import MAX_OFFSET, RequestError, parse_claim, parse_unit_vectors, parse_vector
 from grainproof.api.services.verifications import (
+    MAX_PAGE,
+    EventFilter,
     UploadedPhoto,
     VerificationFilter,
     VerificationRequest,
@@ -37,54 +40,34 @@ from grainproof.api.services.verifications import (
     list_verifications,
     record_review,
     submit_verification,
+    trace_events,
 )
-from grainproof.store.tables import REVIEW_DECISIONS, ApiKey, utc_now
+from grainproof.store.tables import ApiKey, utc_now
 
 _MAX_IDEMPOTENCY_KEY = 200
 
-
-def _schema(data: dict[str, Any]) -> Schema:
-    """A litestar OpenAPI Schema from a plain JSON-schema dict (camelCase keys become snake_case)."""
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        name = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-        if key == "properties":
-            value = {prop: _schema(sub) for prop, sub in value.items()}
-        elif key == "items":
-            value = _schema(value)
-        elif key == "type":
-            value = OpenAPIType(value)
-        kwargs[name] = value
-    return Schema(**kwargs)
-
-
-@dataclass
-class _VerificationOperation(Operation):
-    """Documents the two request forms (the handler parses the body itself to accept both)."""
-
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            required=True,
-            description="A claim with precomputed vectors (JSON), or the claim as a JSON part plus photos.",
-            content={
-                "application/json": OpenAPIMediaType(schema=_schema(VERIFICATION_JSON_SCHEMA)),
-                "multipart/form-data": OpenAPIMediaType(schema=_schema(VERIFICATION_MULTIPART_SCHEMA)),
-            },
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReviewInput:
-    """An auditor's decision on a verification."""
-
-    decision: str
-    note: str = ""
-    promote_to_reference: bool = False
+VerificationId = Annotated[str, PathParameter(description="The verification's id (a UUID).", max_length=36)]
+Flagged = Annotated[bool | None, QueryParameter(description="Only flagged (true) or only accepted (false) lots.")]
+Site = Annotated[str | None, QueryParameter(description="Only lots received at this intake site.", max_length=200)]
+Since = Annotated[
+    datetime | None,
+    QueryParameter(
+        description="Only what happened at or after this moment (RFC 3339, with its UTC offset).",
+        examples=[Example(value="2026-12-01T00:00:00Z")],
+    ),
+]
+Until = Annotated[
+    datetime | None, QueryParameter(description="Only what happened at or before this moment (RFC 3339).")
+]
+Cursor = Annotated[
+    str | None,
+    QueryParameter(description="Where the page starts: the previous page's `next_cursor`.", max_length=40),
+]
+Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description=f"At most this many items (1 to {MAX_PAGE}).")]
 
 
 async def _parse_verification(request: Request[Any, Any, Any], max_photos: int) -> VerificationRequest:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
+    if request_media_type(request) == "multipart/form-data":
         form = await request.form()
         claim_part = form.get("claim")
         if isinstance(claim_part, UploadFile):
@@ -103,14 +86,7 @@ async def _parse_verification(request: Request[Any, Any, Any], max_photos: int) 
         photos = tuple([UploadedPhoto(name=f.filename or "photo", data=await f.read()) for f in files])
         alpha = _alpha(form.get("alpha"))
         return VerificationRequest(claim=parse_claim(claim_data), photos=photos, alpha=alpha)
-    if content_type not in ("application/json", ""):
-        raise RequestError(
-            f"Content type {content_type!r} is not accepted: send application/json or multipart/form-data."
-        )
-    try:
-        data = _json_body(await request.body() or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise RequestError("The request body is not valid JSON.") from None
+    data = await request_json(request)
     if not isinstance(data, dict):
         raise RequestError("The request body must be a JSON object with `claim` and `vectors`.")
     unknown = sorted(set(data) - {"claim", "vectors", "unit_vectors", "backbone_id", "alpha"})
@@ -131,15 +107,6 @@ async def _parse_verification(request: Request[Any, Any, Any], max_photos: int) 
     )
 
 
-def _json_body(raw: bytes) -> Any:
-    """The body's JSON: msgspec's decoder (a third of json.loads's time on a lot vector's 1 280 floats);
-    json.loads for what it refuses (NaN, out-of-range numbers), so both accept the same bodies."""
-    try:
-        return decode_json(raw)
-    except SerializationException:
-        return json.loads(raw)
-
-
 def _alpha(value: Any) -> float | None:
     if value is None or value == "":
         return None
@@ -158,17 +125,51 @@ class VerificationController(Controller):
 
     @post(
         "/",
+        operation_id="create_verification",
         summary="Verify a lot's declared origin and harvest date",
+        description="Scores the claim on the active reference model and stores the verdict with an audit entry. "
+        "Send the photos (multipart) or a lot vector computed with the model's backbone (JSON). With an "
+        "`Idempotency-Key`, a retry of the same request returns the first answer (200, "
+        "`Idempotent-Replayed: true`); the same key with another body is 409.",
         guards=[requires_role("intake", "admin")],
-        operation_class=_VerificationOperation,
+        operation_class=VerificationOperation,
         status_code=201,
+        response_headers=[
+            # documentation_only: the handler sets it; `value` gives the description its schema (a string).
+            ResponseHeader(
+                name="Location",
+                value="/v1/verifications/{id}",
+                description="The verification's path.",
+                documentation_only=True,
+            )
+        ],
+        responses={
+            200: ResponseSpec(
+                data_container=Verification,
+                description="A retry with an Idempotency-Key already used for this body: the first answer again, "
+                "with `Idempotent-Replayed: true`.",
+                generate_examples=False,
+            ),
+            **problems(400, 403, 409, 413, 415, 422),
+        },
+        opt={ACCEPTS: ("application/json", "multipart/form-data")},
     )
     async def create(
-        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], caller: NamedDependency[ApiKey]
-    ) -> Response[Any]:
-        idempotency_key = request.headers.get("idempotency-key")
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY:
-            raise RequestError(f"Idempotency-Key must have 1 to {_MAX_IDEMPOTENCY_KEY} characters.")
+        self,
+        request: Request[Any, Any, Any],
+        runtime: NamedDependency[Runtime],
+        caller: NamedDependency[ApiKey],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                min_length=1,
+                max_length=_MAX_IDEMPOTENCY_KEY,
+                description="Makes retries safe: the same key and body give the same verification.",
+            ),
+        ] = None,
+    ) -> Response[Verification]:
+        """Verify one lot and return the stored verification with its verdict."""
         parsed = await _parse_verification(request, runtime.settings.max_photos_per_lot)
         result = await anyio.to_thread.run_sync(
             lambda: submit_verification(runtime, parsed, caller=caller, idempotency_key=idempotency_key)
@@ -176,77 +177,180 @@ class VerificationController(Controller):
         headers = {"Location": f"/v1/verifications/{result.body['id']}"}
         if result.replayed:
             headers["Idempotent-Replayed"] = "true"
-        return Response(result.body, status_code=200 if result.replayed else 201, headers=headers)
+        return Response(shaped(result.body, Verification), status_code=200 if result.replayed else 201, headers=headers)
 
-    @get("/", summary="The verification queue, newest first", sync_to_thread=True)
+    @get(
+        "/",
+        operation_id="list_verifications",
+        summary="The verification queue, newest first; or everything stored since a cursor, oldest first",
+        description="Filters combine. Pages follow the order verifications were stored: pass `next_cursor` back "
+        "as `cursor`. With `order=oldest` a client syncs incrementally: keep the last `next_cursor` and ask "
+        "again later; nothing is skipped or repeated, even while verifications are being added.",
+        sync_to_thread=True,
+        responses=problems(400),
+    )
     def index(
         self,
         session: NamedDependency[Session],
         caller: NamedDependency[ApiKey],
-        flagged: FromQuery[bool | None] = None,
-        status: Annotated[str | None, QueryParameter(description="open (no review yet) or reviewed")] = None,
-        site: FromQuery[str | None] = None,
-        species: FromQuery[str | None] = None,
-        variety: FromQuery[str | None] = None,
-        lot_id: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
-    ) -> dict[str, Any]:
+        flagged: Flagged = None,
+        status: Annotated[
+            VerificationStatus | None, QueryParameter(description="`open` (no review yet) or `reviewed`.")
+        ] = None,
+        site: Site = None,
+        species: Annotated[str | None, QueryParameter(description="Only this species.", max_length=200)] = None,
+        variety: Annotated[str | None, QueryParameter(description="Only this variety.", max_length=200)] = None,
+        lot_id: Annotated[str | None, QueryParameter(description="Only this lot id.", max_length=200)] = None,
+        since: Annotated[
+            datetime | None,
+            QueryParameter(
+                description="Only verifications received at or after this moment (RFC 3339).",
+                examples=[Example(value="2026-12-01T00:00:00Z")],
+            ),
+        ] = None,
+        until: Annotated[
+            datetime | None, QueryParameter(description="Only verifications received at or before this moment.")
+        ] = None,
+        order: Annotated[
+            QueueOrder, QueryParameter(description="`newest` first (the queue), or `oldest` first (for syncing).")
+        ] = QueueOrder.NEWEST,
+        cursor: Cursor = None,
+        limit: Limit = 50,
+        offset: Annotated[
+            int,
+            QueryParameter(
+                ge=0, le=MAX_OFFSET, description="Skip this many first (prefer `cursor`: offsets shift as lots arrive)."
+            ),
+        ] = 0,
+    ) -> VerificationPage:
+        """A page of verifications (intake keys see their own)."""
         query = VerificationFilter(
             flagged=flagged,
-            status=status,
+            status=status.value if status else None,
             site=site,
             species=species,
             variety=variety,
             lot_id=lot_id,
+            created_from=since,
+            created_to=until,
+            order=order.value,
+            cursor=cursor,
             limit=limit,
             offset=offset,
         )
-        return list_verifications(session, query, caller=caller)
+        return shaped(list_verifications(session, query, caller=caller), VerificationPage)
 
     @get(
-        "/{verification_id:str}", summary="One verification with its verdict, evidence and reviews", sync_to_thread=True
+        "/{verification_id:str}",
+        operation_id="get_verification",
+        summary="One verification with its verdict, evidence and reviews",
+        sync_to_thread=True,
+        responses=problems(400, 404),
     )
     def detail(
-        self, session: NamedDependency[Session], caller: NamedDependency[ApiKey], verification_id: FromPath[str]
-    ) -> dict[str, Any]:
-        return get_verification(session, verification_id, caller=caller)
+        self, session: NamedDependency[Session], caller: NamedDependency[ApiKey], verification_id: VerificationId
+    ) -> Verification:
+        """The claim, the photos' hashes, the verdict (alternatives, nearest reference lots, reasons) and reviews."""
+        return shaped(get_verification(session, verification_id, caller=caller), Verification)
 
     @get(
         "/{verification_id:str}/epcis",
-        summary="The verification as an EPCIS 2.0 ObjectEvent",
+        operation_id="get_verification_epcis",
+        summary="The verification and its reviews as EPCIS 2.0 ObjectEvents",
+        description="An EPCISDocument (JSON-LD): the inspection with `disposition` from the verdict, then one "
+        "event per review with the auditor's disposition. Needs GRAINPROOF_GS1_GTIN unless the claim has a "
+        "`gtin` (409 otherwise).",
         sync_to_thread=True,
-        media_type="application/ld+json",
+        media_type=EPCIS_MEDIA_TYPE,
+        responses=problems(400, 404, 409),
     )
     def epcis(
         self,
         session: NamedDependency[Session],
         runtime: NamedDependency[Runtime],
         caller: NamedDependency[ApiKey],
-        verification_id: FromPath[str],
-    ) -> dict[str, Any]:
-        view = get_verification(session, verification_id, caller=caller)
-        return epcis_document([view], default_gtin=runtime.settings.gs1_gtin, created=utc_now())
+        verification_id: VerificationId,
+    ) -> EpcisDocument:
+        """One verification as an EPCIS document."""
+        get_verification(session, verification_id, caller=caller)  # 404 for what the caller cannot see
+        page = trace_events(session, EventFilter(verification_id=verification_id, limit=MAX_PAGE), caller=caller)
+        return epcis_document(page.events, settings=runtime.settings, created=utc_now())
 
     @post(
         "/{verification_id:str}/reviews",
-        summary=f"Record an auditor's decision ({', '.join(REVIEW_DECISIONS)})",
+        operation_id="create_review",
+        summary="Record an auditor's decision",
+        description="Appends a review (the verification itself never changes) and its audit entry; a lot "
+        "confirmed genuine may be promoted into the reference lots in the same transaction.",
         guards=[requires_role("auditor", "admin")],
         sync_to_thread=True,
         status_code=201,
+        responses=problems(400, 403, 404, 409, 413, 415, 422),
+        opt={ACCEPTS: ("application/json",)},
     )
     def review(
         self,
         runtime: NamedDependency[Runtime],
         caller: NamedDependency[ApiKey],
-        verification_id: FromPath[str],
-        data: JSONBody[ReviewInput],
-    ) -> dict[str, Any]:
-        return record_review(
+        verification_id: VerificationId,
+        data: Annotated[
+            ReviewInput,
+            Body(
+                examples=[
+                    Example(
+                        summary="A confirmed fraud",
+                        value={"decision": "confirmed_fraud", "note": "Seller admitted mixing lots."},
+                    )
+                ]
+            ),
+        ],
+    ) -> Review:
+        """Record a decision on a verification."""
+        view = record_review(
             runtime,
             verification_id,
-            decision=data.decision,
+            decision=data.decision.value,
             note=data.note,
             promote_to_reference=data.promote_to_reference,
             caller=caller,
+        )
+        return shaped(view, Review)
+
+
+class EpcisController(Controller):
+    path = "/v1/epcis"
+    tags = ("verifications",)
+
+    @get(
+        "/events",
+        operation_id="list_epcis_events",
+        summary="Verifications and reviews as EPCIS 2.0 events, in the order they were stored",
+        description="For traceability systems that sync: pass the document's `grainproof:nextCursor` back as "
+        "`cursor` to get what was stored since, nothing skipped or repeated. Needs GRAINPROOF_GS1_GTIN unless "
+        "every claim has a `gtin` (409 otherwise).",
+        sync_to_thread=True,
+        media_type=EPCIS_MEDIA_TYPE,
+        responses=problems(400, 409),
+    )
+    def events(
+        self,
+        session: NamedDependency[Session],
+        runtime: NamedDependency[Runtime],
+        caller: NamedDependency[ApiKey],
+        flagged: Flagged = None,
+        site: Site = None,
+        since: Since = None,
+        until: Until = None,
+        cursor: Cursor = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="At most this many events.")] = 100,
+    ) -> EpcisDocument:
+        """A page of events as an EPCIS document (intake keys see their own lots)."""
+        query = EventFilter(flagged=flagged, site=site, since=since, until=until, cursor=cursor, limit=limit)
+        page = trace_events(session, query, caller=caller)
+        return epcis_document(
+            page.events,
+            settings=runtime.settings,
+            created=utc_now(),
+            next_cursor=page.next_cursor,
+            has_more=page.has_more,
         )

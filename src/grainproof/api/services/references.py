@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -14,7 +15,14 @@ import numpy as np
 from sqlmodel import Session, col, select
 
 from grainproof.api.runtime import Runtime
-from grainproof.api.schemas import MAX_OFFSET, VectorError, parse_claim, parse_unit_vectors, parse_vector
+from grainproof.api.schemas import (
+    MAX_OFFSET,
+    InvalidParameterError,
+    VectorError,
+    parse_claim,
+    parse_unit_vectors,
+    parse_vector,
+)
 from grainproof.domain import Claim, LotRecord, Origin
 from grainproof.errors import ClaimError, GrainproofError, ManifestError, ModelError, NotFoundError
 from grainproof.manifest import parse_manifest_text
@@ -90,7 +98,7 @@ def add_reference_lot(runtime: Runtime, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ClaimError("A reference lot must be a JSON object with a claim's fields and `features`.")
     claim_fields = {k: v for k, v in data.items() if k not in ("features", "unit_vectors", "extra")}
-    parsed = parse_claim(claim_fields)
+    parsed = parse_claim(claim_fields, prefix="")
     vector = parse_vector(data.get("features"), "features")
     units = parse_unit_vectors(data.get("unit_vectors"), int(vector.shape[0]))
     extra = data.get("extra") or {}
@@ -190,8 +198,10 @@ def list_reference_lots(
     session: Session, *, species: str | None = None, variety: str | None = None, limit: int = 50, offset: int = 0
 ) -> dict[str, Any]:
     """A page of reference lots, newest first."""
-    if not 1 <= limit <= 500 or not 0 <= offset <= MAX_OFFSET:
-        raise ClaimError(f"limit must lie between 1 and 500 and offset between 0 and {MAX_OFFSET}.")
+    if not 1 <= limit <= 500:
+        raise InvalidParameterError("limit", f"limit {limit} must lie between 1 and 500.")
+    if not 0 <= offset <= MAX_OFFSET:
+        raise InvalidParameterError("offset", f"offset {offset} must lie between 0 and {MAX_OFFSET}.")
     query = select(ReferenceLot)
     if species is not None:
         query = query.where(ReferenceLot.species == species)
@@ -290,6 +300,7 @@ def build_model_version(runtime: Runtime, model_id: str) -> None:
         seed, region_set = row.seed, row.region_set
         lot_rows = list(session.exec(select(ReferenceLot).order_by(col(ReferenceLot.id))))
     out_dir = runtime.settings.models_dir / model_id
+    started = time.perf_counter()
     try:
         lots = [lot_record(r) for r in lot_rows]
         units = {r.lot_id: decode_array(r.unit_vectors) for r in lot_rows if r.unit_vectors is not None}
@@ -308,6 +319,7 @@ def build_model_version(runtime: Runtime, model_id: str) -> None:
             assert failed is not None
             failed.status, failed.error, failed.finished_at = "failed", message, utc_now()
             session.add(failed)
+        runtime.metrics.observe_model_build(outcome="failed", seconds=time.perf_counter() - started)
         return
     # On PostgreSQL with pgvector, the version's nearest-lot index is loaded before it can be activated.
     runtime.nearest_lots.load(model)
@@ -317,6 +329,7 @@ def build_model_version(runtime: Runtime, model_id: str) -> None:
         ready.status, ready.version, ready.path = "ready", model.version, str(out_dir)
         ready.lot_count, ready.backbone_id, ready.finished_at = len(lots), model.backbone_id, utc_now()
         session.add(ready)
+    runtime.metrics.observe_model_build(outcome="ready", seconds=time.perf_counter() - started)
 
 
 def fail_interrupted_builds(runtime: Runtime) -> int:

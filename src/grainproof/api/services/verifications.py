@@ -7,21 +7,22 @@ transaction then fails (an unreferenced file, never a row pointing at a missing 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import exists, func, or_
+from sqlalchemy import and_, case, exists, func, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from grainproof.api.runtime import Runtime
-from grainproof.api.schemas import MAX_OFFSET, ParsedClaim, VectorError, claim_from_payload
+from grainproof.api.schemas import MAX_OFFSET, InvalidParameterError, ParsedClaim, VectorError, claim_from_payload
 from grainproof.errors import ClaimError, GrainproofError, ModelError, NotFoundError, PhotoError, UnknownVarietyError
 from grainproof.store.arrays import decode_array, encode_array
 from grainproof.store.audit import append_entry, canonical_json, review_payload, verification_payload
@@ -30,6 +31,7 @@ from grainproof.store.photos import content_hash
 from grainproof.store.tables import (
     REVIEW_DECISIONS,
     ApiKey,
+    AuditEntry,
     IdempotencyRecord,
     ReferenceLot,
     Review,
@@ -43,10 +45,10 @@ GENUINE_DECISIONS: frozenset[str] = frozenset({"false_alarm", "confirmed_genuine
 #: Decisions that say it was false. Two decisions contradict when one is genuine and the other fraud;
 #: "inconclusive" contradicts nothing.
 FRAUD_DECISIONS: frozenset[str] = frozenset({"confirmed_fraud"})
-MAX_NOTE_CHARS = 5000
 
 #: Who reads or decides: a machine's API key, or a named person logged in to the auditor's desk.
 Caller = ApiKey | UserAccount
+MAX_NOTE_CHARS = 5000
 
 
 class PhotoTooLargeError(PhotoError):
@@ -61,16 +63,16 @@ class IdempotencyConflictError(GrainproofError):
     status_code = 409
 
 
-class ForbiddenError(GrainproofError):
-    """The API key's role does not allow this action."""
-
-    status_code = 403
-
-
 class FourEyesError(GrainproofError):
     """A decision contradicting an earlier one came without a note, or from the auditor who made the earlier one."""
 
     status_code = 409
+
+
+class ForbiddenError(GrainproofError):
+    """The API key's role does not allow this action."""
+
+    status_code = 403
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,7 +213,7 @@ def submit_verification(
         if earlier is None:
             raise
         return SubmitResult(body=earlier, replayed=True)
-    runtime.metrics.observe_verification(flagged=row.flagged)
+    runtime.metrics.observe_verdict(flagged=row.flagged, species=row.species, variety=row.variety)
     # A verification just stored has no reviews: its view needs no second read.
     return SubmitResult(body=_view(row, []), replayed=False)
 
@@ -346,19 +348,26 @@ def get_verification(session: Session, verification_id: str, *, caller: Caller) 
     return verification_view(session, row)
 
 
+#: The most items one page of a listing holds.
+MAX_PAGE = 500
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A moment in UTC (one without a UTC offset is taken as UTC): how the database compares them."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 #: How the queue can be sorted; ties fall back to newest first.
 QUEUE_ORDERS: tuple[str, ...] = ("newest", "oldest", "least_plausible", "most_plausible")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerificationFilter:
-    """The queue's filters; None means "any"."""
+    """The queue's filters (None means "any") and where the page starts."""
 
     flagged: bool | None = None
-    #: With `flagged`, also let through lots an auditor reviewed whatever their flag (the desk's view:
-    #: a reviewed lot is part of the desk's record even when it was not flagged).
-    include_reviewed: bool = False
-    order: str = "newest"
     status: str | None = None
     site: str | None = None
     species: str | None = None
@@ -369,16 +378,73 @@ class VerificationFilter:
     #: Received at or after / at or before these moments (UTC); the auditor's desk filters by date.
     created_from: datetime | None = None
     created_to: datetime | None = None
+    #: `newest` first (the queue) or `oldest` first (storage order: what a sync follows with `cursor`), or by
+    #: plausibility (`least_plausible` first: the auditors' triage; no cursor, pages by offset).
+    order: str = "newest"
+    #: Where the page starts: the `next_cursor` of the previous page.
+    cursor: str | None = None
+    #: With `flagged`, also let through lots an auditor reviewed whatever their flag (the desk's view:
+    #: a reviewed lot is part of the desk's record even when it was not flagged).
+    include_reviewed: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "created_from", as_utc(self.created_from))
+        object.__setattr__(self, "created_to", as_utc(self.created_to))
         if self.status not in (None, "open", "reviewed"):
-            raise ClaimError(f"status {self.status!r} is not one of open, reviewed.")
-        if not 1 <= self.limit <= 500:
-            raise ClaimError(f"limit {self.limit} must lie between 1 and 500.")
-        if not 0 <= self.offset <= MAX_OFFSET:
-            raise ClaimError(f"offset {self.offset} must lie between 0 and {MAX_OFFSET}.")
+            raise InvalidParameterError("status", f"status {self.status!r} is not one of open, reviewed.")
         if self.order not in QUEUE_ORDERS:
-            raise ClaimError(f"order {self.order!r} is not one of {', '.join(QUEUE_ORDERS)}.")
+            raise InvalidParameterError("order", f"order {self.order!r} is not one of {', '.join(QUEUE_ORDERS)}.")
+        if self.cursor is not None and self.order not in ("newest", "oldest"):
+            raise InvalidParameterError(
+                "cursor", f"cursor pages follow storage order (newest or oldest), not {self.order}; use offset."
+            )
+        if not 1 <= self.limit <= MAX_PAGE:
+            raise InvalidParameterError("limit", f"limit {self.limit} must lie between 1 and {MAX_PAGE}.")
+        if not 0 <= self.offset <= MAX_OFFSET:
+            raise InvalidParameterError("offset", f"offset {self.offset} must lie between 0 and {MAX_OFFSET}.")
+
+
+def encode_cursor(order: str, seq: int) -> str:
+    """An opaque page token: a position in the audit log (its order is the order rows were committed)."""
+    return base64.urlsafe_b64encode(f"{order}:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, order: str) -> int:
+    """The audit position a cursor of this listing holds; InvalidParameterError for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, seq = text.partition(":")
+        position = int(seq)
+    except ValueError:
+        position, kind = -1, ""
+    if kind != order or not 0 <= position <= 2**62 or len(cursor) > 40:
+        raise InvalidParameterError(
+            "cursor", f"cursor {cursor[:40]!r} is not a next_cursor of this listing (order {order}); start without one."
+        )
+    return position
+
+
+def _stored_in_order(order: str, cursor: str | None) -> tuple[Any, list[Any]]:
+    """The audit sequence number of each verification, its sort order, and the cursor's condition on it."""
+    seq = col(AuditEntry.seq)
+    conditions: list[Any] = []
+    if cursor is not None:
+        position = decode_cursor(cursor, order)
+        conditions.append(seq < position if order == "newest" else seq > position)
+    return (seq.desc() if order == "newest" else seq), conditions
+
+
+def _stored_verification() -> Any:
+    return and_(col(AuditEntry.record_id) == col(Verification.id), col(AuditEntry.kind) == "verification")
+
+
+def _page_end(order: str, cursor: str | None, last_seq: int | None, has_more: bool) -> str | None:
+    """The next page's cursor. Oldest first, it is always given, so a sync can ask again later from there."""
+    if last_seq is not None and (has_more or order == "oldest"):
+        return encode_cursor(order, last_seq)
+    if order == "oldest":
+        return cursor or encode_cursor(order, 0)
+    return None
 
 
 def _queue_conditions(query: VerificationFilter, caller: Caller) -> list[Any]:
@@ -404,15 +470,15 @@ def _queue_conditions(query: VerificationFilter, caller: Caller) -> list[Any]:
     return conditions
 
 
-def _queue_order(order: str) -> list[Any]:
-    newest = [col(Verification.created_at).desc(), col(Verification.id).desc()]
-    if order == "oldest":
-        return [col(Verification.created_at), col(Verification.id)]
+def _queue_order(order: str, cursor: str | None) -> tuple[list[Any], list[Any]]:
+    """The queue's sort keys and the cursor's condition: storage order (the audit log's sequence numbers,
+    so a sync from a cursor misses nothing), or plausibility with newest first among equals."""
+    ordering, from_cursor = _stored_in_order("oldest" if order == "oldest" else "newest", cursor)
     if order == "least_plausible":
-        return [col(Verification.plausibility), *newest]
+        return [col(Verification.plausibility), ordering], from_cursor
     if order == "most_plausible":
-        return [col(Verification.plausibility).desc(), *newest]
-    return newest
+        return [col(Verification.plausibility).desc(), ordering], from_cursor
+    return [ordering], from_cursor
 
 
 def _latest_decisions(session: Session, rows: Sequence[Verification]) -> dict[str, str]:
@@ -428,24 +494,38 @@ def _latest_decisions(session: Session, rows: Sequence[Verification]) -> dict[st
 
 
 def list_verifications(session: Session, query: VerificationFilter, *, caller: Caller) -> dict[str, Any]:
-    """A page of verifications in the filter's order (newest first by default), with the total matching count."""
+    """A page of verifications with the total matching count and the cursor of the next page.
+
+    Pages follow the audit log's sequence numbers, which are handed out in commit order (appenders take
+    the chain's lock until they commit), so a listing from a cursor never skips a row committed later.
+    """
     conditions = _queue_conditions(query, caller)
     total = session.exec(select(func.count()).select_from(Verification).where(*conditions)).one()
-    rows = list(
+    ordering, from_cursor = _queue_order(query.order, query.cursor)
+    found = list(
         session.exec(
-            select(Verification)
-            .where(*conditions)
-            .order_by(*_queue_order(query.order))
+            select(Verification, col(AuditEntry.seq))
+            .join(AuditEntry, _stored_verification())
+            .where(*conditions, *from_cursor)
+            .order_by(*ordering)
             .offset(query.offset)
-            .limit(query.limit)
+            .limit(query.limit + 1)
         )
     )
+    has_more = len(found) > query.limit
+    found = found[: query.limit]
+    rows = [row for row, _ in found]
     latest = _latest_decisions(session, rows)
+    in_storage_order = query.order in ("newest", "oldest")
     return {
         "items": [_summary(r, latest.get(r.id)) for r in rows],
         "total": int(total),
         "limit": query.limit,
         "offset": query.offset,
+        "has_more": has_more,
+        "next_cursor": _page_end(query.order, query.cursor, found[-1][1] if found else None, has_more)
+        if in_storage_order
+        else None,
     }
 
 
@@ -454,7 +534,13 @@ def iter_verification_summaries(
 ) -> Iterator[dict[str, Any]]:
     """Every verification the filter matches (its limit and offset aside), in its order, as the queue lists them:
     for exports, read in batches so a long queue never sits in memory at once."""
-    statement = select(Verification).where(*_queue_conditions(query, caller)).order_by(*_queue_order(query.order))
+    ordering, from_cursor = _queue_order(query.order, query.cursor)
+    statement = (
+        select(Verification)
+        .join(AuditEntry, _stored_verification())
+        .where(*_queue_conditions(query, caller), *from_cursor)
+        .order_by(*ordering)
+    )
     rows: list[Verification] = []
     for row in session.exec(statement.execution_options(yield_per=batch)):
         rows.append(row)
@@ -467,6 +553,103 @@ def iter_verification_summaries(
 def _summaries(session: Session, rows: Sequence[Verification]) -> Iterator[dict[str, Any]]:
     latest = _latest_decisions(session, rows)
     return (_summary(r, latest.get(r.id)) for r in rows)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventFilter:
+    """Which traceability events to read: of one verification, or all, with filters, from a cursor on."""
+
+    verification_id: str | None = None
+    flagged: bool | None = None
+    site: str | None = None
+    #: Events (verifications, reviews) that happened at or after / at or before these moments.
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: str | None = None
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "since", as_utc(self.since))
+        object.__setattr__(self, "until", as_utc(self.until))
+        if not 1 <= self.limit <= MAX_PAGE:
+            raise InvalidParameterError("limit", f"limit {self.limit} must lie between 1 and {MAX_PAGE}.")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TraceEvent:
+    """A verification, or a review of one, as one traceability event (the verification travels with its review)."""
+
+    verification: dict[str, Any]
+    review: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventPage:
+    """Events in the order they were stored, whether more follow now, and the cursor to continue from."""
+
+    events: list[TraceEvent]
+    has_more: bool
+    next_cursor: str
+
+
+def trace_events(session: Session, query: EventFilter, *, caller: Caller) -> EventPage:
+    """Verifications and reviews in commit order (the audit log's), for EPCIS export and incremental sync."""
+    audit = AuditEntry.__table__  # type: ignore[attr-defined]
+    verification = Verification.__table__  # type: ignore[attr-defined]
+    review = Review.__table__  # type: ignore[attr-defined]
+    verification_id = case((audit.c.kind == "verification", audit.c.record_id), else_=review.c.verification_id)
+    happened = func.coalesce(review.c.created_at, verification.c.created_at)
+    conditions: list[Any] = [audit.c.kind.in_(["verification", "review"])]
+    if query.cursor is not None:
+        conditions.append(audit.c.seq > decode_cursor(query.cursor, "events"))
+    if not can_read_all(caller):
+        conditions.append(verification.c.requested_by == caller.id)
+    if query.verification_id is not None:
+        conditions.append(verification.c.id == query.verification_id)
+    if query.flagged is not None:
+        conditions.append(verification.c.flagged == query.flagged)
+    if query.site is not None:
+        conditions.append(verification.c.site == query.site)
+    if query.since is not None:
+        conditions.append(happened >= query.since)
+    if query.until is not None:
+        conditions.append(happened <= query.until)
+    statement = (
+        select(audit.c.seq, verification.c.id.label("verification_id"), review.c.id.label("review_id"))
+        .select_from(
+            audit.outerjoin(review, and_(audit.c.kind == "review", review.c.id == audit.c.record_id)).join(
+                verification, verification.c.id == verification_id
+            )
+        )
+        .where(*conditions)
+        .order_by(audit.c.seq)
+        .limit(query.limit + 1)
+    )
+    found = list(session.connection().execute(statement))
+    has_more = len(found) > query.limit
+    found = found[: query.limit]
+    verifications = {
+        row.id: row
+        for row in session.exec(
+            select(Verification).where(col(Verification.id).in_({f.verification_id for f in found}))
+        )
+    }
+    reviews_of: dict[str, list[Review]] = {}
+    for item in session.exec(
+        select(Review)
+        .where(col(Review.verification_id).in_(list(verifications)))
+        .order_by(col(Review.created_at), col(Review.id))
+    ):
+        reviews_of.setdefault(item.verification_id, []).append(item)
+    views = {vid: _view(row, reviews_of.get(vid, [])) for vid, row in verifications.items()}
+    reviews = {r.id: review_view(r) for rs in reviews_of.values() for r in rs}
+    events = [
+        TraceEvent(verification=views[f.verification_id], review=reviews[f.review_id] if f.review_id else None)
+        for f in found
+    ]
+    end = found[-1].seq if found else None
+    next_cursor = encode_cursor("events", end) if end is not None else (query.cursor or encode_cursor("events", 0))
+    return EventPage(events=events, has_more=has_more, next_cursor=next_cursor)
 
 
 def record_review(
