@@ -36,3 +36,14 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
     yield directory
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def rice_photo_embeddings(rice_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list]:
+    """Every rice photo embedded once per test session: (photo stems, PhotoEmbeddings), in file order."""
+    from grainproof.embed import get_embedder
+    from grainproof.settings import Settings
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("rice-session"), torch_threads=2)
+    paths = sorted(rice_dir.glob("*.jpg"))
+    return [p.stem for p in paths], get_embedder(settings=settings).embed_files(paths)

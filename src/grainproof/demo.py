@@ -351,7 +351,6 @@ def send_intake_lots(
     *,
     world_dir: Path,
     stage: Stage,
-    alpha: float | None = None,
 ) -> list[dict[str, Any]]:
     """POST each lot's photos and claim to /v1/verifications as a miller's intake would; the stored views."""
     intake = {"Authorization": f"Bearer {keys.intake}"}
@@ -361,7 +360,7 @@ def send_intake_lots(
             files = [("photos", (Path(p).name, (world_dir / p).read_bytes(), "image/jpeg")) for p in lot.claim.photos]
             response = client.post(
                 "/v1/verifications",
-                data={"claim": json.dumps(claim_json(lot.claim)), **({"alpha": str(alpha)} if alpha else {})},
+                data={"claim": json.dumps(claim_json(lot.claim))},
                 files=files,
                 headers={**intake, "Idempotency-Key": f"demo-{lot.claim.lot_id}"},
             )

@@ -131,6 +131,20 @@ class Alternative:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VarietyAlternative:
+    """Another variety of the species the lot could be, with its posterior probability and its p-value
+    (the lot's variety check had it been declared)."""
+
+    variety: str
+    probability: float
+    p_value: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.probability <= 1.0 or not 0.0 <= self.p_value <= 1.0:
+            raise ValueError("probability and p_value must lie in [0, 1]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NearestReference:
     """A reference lot close to the verified lot in embedding space, shown to auditors as evidence."""
 
@@ -175,6 +189,15 @@ class Verdict:
     admixture: float | None
     admixture_interval: tuple[float, float] | None
     admixture_source: str | None
+    #: Conformal p-value that the kernels are of the declared variety (None: the species has one variety).
+    variety_plausibility: float | None
+    #: The other varieties, most likely first, each with its posterior and p-value.
+    variety_alternatives: tuple[VarietyAlternative, ...]
+    #: Share of the lot's kernels of the declared variety, and its interval (None without per-kernel units).
+    purity: float | None
+    purity_interval: tuple[float, float] | None
+    #: Which checks flagged the lot: "origin_season", "variety", "purity".
+    flagged_checks: tuple[str, ...]
     nearest_reference_lots: tuple[NearestReference, ...]
     declared_origin_unit: str
     low_confidence: bool
@@ -188,8 +211,10 @@ class Verdict:
                 raise ValueError(f"{name}={value} is outside [0, 1]")
         if self.season_plausibility is not None and not 0.0 <= self.season_plausibility <= 1.0:
             raise ValueError("season_plausibility is outside [0, 1]")
-        if self.admixture is not None and not 0.0 <= self.admixture <= 1.0:
-            raise ValueError("admixture is outside [0, 1]")
+        for name in ("admixture", "variety_plausibility", "purity"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value} is outside [0, 1]")
         if self.status not in VERDICT_STATUSES:
             raise ValueError(f"status {self.status!r} is not one of {', '.join(VERDICT_STATUSES)}")
         if self.alpha_source not in ALPHA_SOURCES:
@@ -203,4 +228,6 @@ class Verdict:
         data["reasons"] = list(self.reasons)
         data["warnings"] = list(self.warnings)
         data["admixture_interval"] = list(self.admixture_interval) if self.admixture_interval else None
+        data["purity_interval"] = list(self.purity_interval) if self.purity_interval else None
+        data["flagged_checks"] = list(self.flagged_checks)
         return data

@@ -270,3 +270,20 @@ def write_manifest(path: str | os.PathLike[str], lots: Iterable[LotRecord]) -> P
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def units_path(manifest: Path) -> Path:
+    """Where the unit vectors of an embedded manifest live: `<manifest stem>.units.npz` next to it."""
+    return manifest.with_name(f"{manifest.stem}.units.npz")
+
+
+def read_units(path: Path) -> dict[str, np.ndarray]:
+    """The unit vectors sidecar of an embedded manifest, as float32 arrays keyed by lot_id."""
+    with np.load(path, allow_pickle=False) as stored:
+        return {key: stored[key].astype(np.float32) for key in stored.files}
+
+
+def units_beside(manifest: Path) -> dict[str, np.ndarray] | None:
+    """The per-kernel unit vectors `grainproof embed` wrote beside a manifest, or None when there are none."""
+    sidecar = units_path(manifest)
+    return read_units(sidecar) if sidecar.is_file() else None

@@ -33,6 +33,8 @@ class Settings:
     database_url: str | None = None
     backbone: str = "efficientnet_lite0"
     alpha: float = 0.01
+    #: Below this share of kernels of the declared variety (significantly), a lot is flagged for purity.
+    min_purity: float = 0.9
     seed: int = 0
     max_upload_bytes: int = 25 * 1024 * 1024
     max_photo_pixels: int = 50_000_000
@@ -49,6 +51,13 @@ class Settings:
     # The desk shows times in the browser's zone; this one (an IANA name) until the browser has said it.
     desk_timezone: str = "UTC"
 
+    def __post_init__(self) -> None:
+        from grainproof.errors import GrainproofError
+
+        for name, value in (("GRAINPROOF_ALPHA", self.alpha), ("GRAINPROOF_MIN_PURITY", self.min_purity)):
+            if not 0.0 < value < 1.0:
+                raise GrainproofError(f"{name}={value} must lie strictly between 0 and 1.")
+
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = Path(_env("DATA_DIR", str(_default_data_dir()))).expanduser()
@@ -59,6 +68,7 @@ class Settings:
             database_url=os.environ.get("GRAINPROOF_DATABASE_URL") or None,
             backbone=_env("BACKBONE", "efficientnet_lite0"),
             alpha=float(_env("ALPHA", "0.01")),
+            min_purity=float(_env("MIN_PURITY", "0.9")),
             seed=int(_env("SEED", "0")),
             max_upload_bytes=int(_env("MAX_UPLOAD_BYTES", str(25 * 1024 * 1024))),
             max_photo_pixels=int(_env("MAX_PHOTO_PIXELS", "50000000")),

@@ -289,3 +289,25 @@ def test_concurrent_retries_with_one_key_create_one_verification_on_sqlite(servi
     assert {status for status, _ in results} <= {200, 201}
     assert len({vid for _, vid in results}) == 1
     assert service.count(Verification) == before + 1
+
+
+def test_alpha_is_the_services_setting_and_intake_keys_cannot_change_it(service: Service) -> None:
+    # The party being checked used to set its own flag level: flagged at 0.05, passed at 0.000001.
+    rng = np.random.default_rng(5)
+    body = {"claim": claim("lot-alpha", region="51"), "vectors": service.world.vector("apache", "51", 2024, rng)}
+    refused = service.client.post("/v1/verifications", json={**body, "alpha": 1e-6}, headers=service.headers("intake"))
+    assert refused.status_code == 403, refused.text
+    assert "GRAINPROOF_ALPHA" in refused.json()["detail"]
+    assert not service.client.get("/v1/verifications?lot_id=lot-alpha", headers=service.headers("admin")).json()[
+        "items"
+    ]
+    plain = service.client.post("/v1/verifications", json=body, headers=service.headers("intake"))
+    verdict = plain.json()["verdict"]
+    assert verdict["alpha"] == service.runtime.settings.alpha and verdict["alpha_source"] == "server"
+    admin = service.client.post(
+        "/v1/verifications",
+        json={**body, "claim": claim("lot-alpha-admin", region="51"), "alpha": 0.2},
+        headers=service.headers("admin"),
+    )
+    assert admin.status_code == 201, admin.text
+    assert admin.json()["verdict"]["alpha"] == 0.2 and admin.json()["verdict"]["alpha_source"] == "request"

@@ -87,3 +87,45 @@ def test_evaluate_reports_ours_and_every_peer_by_fraud_kind(files: dict[str, Pat
     assert set(ours["kinds"]) == {"neighbour_origin", "far_origin", "missing_origin", "wrong_season"}
     assert ours["false_alarm"] <= 0.12
     assert ours["kinds"]["neighbour_origin"]["auroc"] > 0.8
+
+
+def test_one_bad_claim_gets_an_error_record_and_the_batch_goes_on(files: dict[str, Path]) -> None:
+    # An unknown variety on one claim of many used to end `verify` with exit 2 and no output file at all.
+    lots = WORLD.lots(12, seed=7, prefix="day")
+    bad = replace(lots[9], claim=replace(lots[9].claim, variety="spelt"))
+    claims = write_manifest(files["root"] / "day.csv", [*lots[:9], bad, *lots[10:]])
+    out = files["root"] / "day.jsonl"
+    result = runner.invoke(app, ["verify", str(files["model"]), str(claims), "--out", str(out), "--alpha", "0.05"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["lot_id"] for r in rows] == [lot.lot_id for lot in lots]
+    assert rows[9]["status"] == "error" and rows[9]["error"] == "unknown_variety" and "spelt" in rows[9]["detail"]
+    assert all("plausibility" in r for i, r in enumerate(rows) if i != 9)
+    assert "1 could not be verified" in result.output
+    strict = runner.invoke(app, ["verify", str(files["model"]), str(claims), "--out", str(out), "--strict"])
+    assert strict.exit_code == 2 and out.is_file()
+
+
+def test_the_exit_code_tells_scripts_whether_a_lot_was_flagged(files: dict[str, Path]) -> None:
+    out = files["root"] / "flags.jsonl"
+    args = ["verify", str(files["model"]), str(files["claims"]), "--out", str(out), "--alpha", "0.05", "--exit-code"]
+    assert runner.invoke(app, args).exit_code == 1  # the lies are flagged
+    genuine = write_manifest(files["root"] / "ok.csv", WORLD.lots(3, seed=11, prefix="fine"))
+    clean = ["verify", str(files["model"]), str(genuine), "--out", str(out), "--alpha", "0.001", "--exit-code"]
+    assert runner.invoke(app, clean).exit_code == 0
+
+
+def test_verify_warns_when_a_claimed_lot_is_one_of_the_reference_lots(files: dict[str, Path]) -> None:
+    # The README's batch flow used to verify the very lots the reference was built from.
+    out = files["root"] / "self.jsonl"
+    result = runner.invoke(app, ["verify", str(files["model"]), str(files["reference"]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(any("itself one of this model's reference lots" in w for w in r["warnings"]) for r in rows)
+
+
+def test_a_reference_too_small_for_the_alpha_warns_at_build(files: dict[str, Path]) -> None:
+    small = write_manifest(files["root"] / "small.csv", WORLD.lots(40, seed=4, prefix="s"))
+    result = runner.invoke(app, ["reference", "build", str(small), "--out", str(files["root"] / "small-model")])
+    assert result.exit_code == 0, result.output
+    assert "nothing can be flagged at alpha=0.01" in " ".join(result.output.split())

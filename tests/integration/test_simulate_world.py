@@ -162,3 +162,17 @@ def test_cli_simulate_explains_a_bad_season(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["simulate", "--out", str(tmp_path / "x"), "--seasons", "2024,last"])
     assert isinstance(result.exception, GrainproofError)
     assert "'last' is not a year" in str(result.exception)
+
+
+def test_reference_and_intake_share_no_lot_and_no_field(world: WorldSummary) -> None:
+    # The README's batch flow used to build the reference from every lot and then verify those same lots.
+    truth = {lot.lot_id: lot for lot in read_manifest(world.lots_csv)}
+    reference = read_manifest(world.reference_csv)
+    intake = read_manifest(world.intake_csv)
+    assert reference and intake and len(reference) + len(intake) == len(truth)
+    assert not {lot.lot_id for lot in reference} & {lot.lot_id for lot in intake}
+    fields = {truth[lot.lot_id].extra["field_id"] for lot in reference}
+    assert not fields & {truth[lot.lot_id].extra["field_id"] for lot in intake}
+    # Reference lots carry the truth, intake lots the declarations; no unreferenced region in the reference.
+    assert all(lot.extra["referenced"] == "true" for lot in reference)
+    assert all("fraud_kind" in lot.extra for lot in intake)

@@ -176,3 +176,26 @@ def test_scores_do_not_depend_on_the_order_of_reference_lots() -> None:
     a, b = fit_reference_model(lots, seed=0), fit_reference_model(shuffled, seed=0)
     probe = replace(lots[0], claim=replace(lots[0].claim, lot_id="probe"))
     assert a.version == b.version and _origin_p(a, probe, "B") == _origin_p(b, probe, "B")
+
+
+def test_a_build_that_leaves_a_variety_without_calibration_is_refused_and_writes_nothing(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    # A variety without calibration scores used to get p = 1 and "plausible" for every claim, silently.
+    import grainproof.services.references as service
+    from grainproof.errors import ModelError
+    from grainproof.reference.report import uncalibrated_varieties
+
+    world = gaussian_world(dim=3, varieties=2, origins=3, seasons=1, seed=4)
+    lots = world.lots(120, seed=1)
+    fitted = fit_reference_model(lots, seed=0)
+    assert uncalibrated_varieties(fitted) == []
+    ref = fitted.species["soft_wheat"]
+    ref.calibration[ref.cell_keys[ref.lot_cells, 0] == 1] = np.nan  # no lot of variety1 could be scored
+    ref._partitions.clear()
+    ref._groups.clear()
+    assert "variety 'variety1'" in uncalibrated_varieties(fitted)[0]
+    monkeypatch.setattr(service, "fit_reference_model", lambda *args, **kwargs: fitted)
+    with pytest.raises(ModelError, match=r"(?s)was not saved.*variety 'variety1'"):
+        service.build_reference_model(lots, tmp_path / "model")
+    assert not (tmp_path / "model").exists()

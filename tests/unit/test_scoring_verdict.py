@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grainproof.domain import Alternative
+from grainproof.domain import Alternative, VarietyAlternative
 from grainproof.scoring.mixture import ShareEstimate, mixture_share
 from grainproof.scoring.plausibility import ClaimScore
 from grainproof.scoring.verdict import make_verdict
@@ -26,6 +26,12 @@ def claim_scores(draw: st.DrawFn) -> ClaimScore:
         for i, q in enumerate(draw(st.lists(st.floats(min_p, 1.0), max_size=5)))
     )
     share = draw(st.none() | st.tuples(probability, probability, probability))
+    variety_p = draw(st.none() | probability)
+    foreign_draw = draw(st.none() | st.tuples(probability, probability, probability))
+    foreign = None
+    if foreign_draw is not None:
+        low_f, mid_f, high_f = sorted(foreign_draw)
+        foreign = ShareEstimate(share=mid_f, low=low_f, high=high_f, p_value=draw(probability), units=10)
     admixture = None
     if share is not None:
         low, mid, high = sorted(share)
@@ -35,6 +41,7 @@ def claim_scores(draw: st.DrawFn) -> ClaimScore:
         origin_plausibility=draw(st.floats(p, 1.0)),
         season_plausibility=draw(st.floats(p, 1.0)) if dated else None,
         nonconformity=0.0,
+        declared_variety="arborio",
         declared_origin="R9",
         declared_season=2024 if dated else None,
         declared_probability=draw(probability),
@@ -42,6 +49,13 @@ def claim_scores(draw: st.DrawFn) -> ClaimScore:
         outside_reference_p=draw(st.floats(min_p, 1.0)),
         admixture=admixture,
         admixture_source=("R1", 2024) if admixture is not None else None,
+        variety_plausibility=variety_p,
+        variety_calibration_lots=100 if variety_p is not None else 0,
+        variety_alternatives=tuple(
+            VarietyAlternative(variety=f"v{i}", probability=draw(probability), p_value=q)
+            for i, q in enumerate(draw(st.lists(probability, max_size=3)))
+        ),
+        foreign_kernels=foreign,
         nearest_reference_lots=(),
         calibration_lots=calibration_lots,
         min_reachable_p=min_p,
@@ -56,7 +70,16 @@ def claim_scores(draw: st.DrawFn) -> ClaimScore:
 def test_a_verdicts_reasons_and_numbers_never_contradict_its_flag(score: ClaimScore, alpha: float) -> None:
     verdict = make_verdict(score, lot_id="L", alpha=alpha, model_version="v")
     text = " ".join(verdict.reasons)
-    assert verdict.flagged == (verdict.status == "flagged")
+    assert verdict.flagged == (verdict.status == "flagged") == bool(verdict.flagged_checks)
+    # Each check flags exactly when its own number says so, and says why.
+    assert ("origin_season" in verdict.flagged_checks) == (score.calibration_lots > 0 and score.plausibility <= alpha)
+    variety_wrong = score.variety_plausibility is not None and score.variety_plausibility <= alpha
+    assert ("variety" in verdict.flagged_checks) == variety_wrong == ("as declared (p=" in text)
+    impure = verdict.purity_interval is not None and verdict.purity_interval[1] < 0.9
+    assert ("purity" in verdict.flagged_checks) == impure == ("purity is below" in text)
+    if verdict.purity is not None:
+        assert verdict.purity_interval is not None
+        assert verdict.purity_interval[0] <= verdict.purity <= verdict.purity_interval[1]
     # "plausible" only when the reference could have flagged it and did not.
     assert ("is plausible" in text) == (verdict.status == "plausible")
     if verdict.status == "plausible":
@@ -90,6 +113,7 @@ def test_a_reference_too_small_to_reach_alpha_never_says_plausible() -> None:
         origin_plausibility=1 / 32,
         season_plausibility=None,
         nonconformity=9.0,
+        declared_variety="apache",
         declared_origin="51",
         declared_season=None,
         declared_probability=0.0,
@@ -97,6 +121,10 @@ def test_a_reference_too_small_to_reach_alpha_never_says_plausible() -> None:
         outside_reference_p=1 / 32,
         admixture=None,
         admixture_source=None,
+        variety_plausibility=None,
+        variety_calibration_lots=0,
+        variety_alternatives=(),
+        foreign_kernels=None,
         nearest_reference_lots=(),
         calibration_lots=31,
         min_reachable_p=1 / 32,

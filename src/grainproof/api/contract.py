@@ -194,6 +194,22 @@ class Alternative(Struct, forbid_unknown_fields=True):
     p_value: Probability
 
 
+class VarietyAlternative(Struct, forbid_unknown_fields=True):
+    """Another variety of the species the lot could be, with its posterior and its p-value."""
+
+    variety: str
+    probability: Probability
+    p_value: Probability
+
+
+class FlaggedCheck(StrEnum):
+    """A check that flagged a lot: its origin and season, its variety, or its purity."""
+
+    ORIGIN_SEASON = "origin_season"
+    VARIETY = "variety"
+    PURITY = "purity"
+
+
 class NearestReference(Struct, forbid_unknown_fields=True):
     """A reference lot close to the verified lot in embedding space (evidence for auditors)."""
 
@@ -262,6 +278,17 @@ class Verdict(Struct, forbid_unknown_fields=True, kw_only=True):
     ) = None
     admixture_interval: list[Probability] | None = None
     admixture_source: str | None = None
+    variety_plausibility: (
+        Annotated[Probability, Meta(description="Conformal p-value that the kernels are of the declared variety.")]
+        | None
+    ) = None
+    variety_alternatives: list[VarietyAlternative] = []
+    purity: (
+        Annotated[Probability, Meta(description="Share of kernels of the declared variety (needs photos or units).")]
+        | None
+    ) = None
+    purity_interval: list[Probability] | None = None
+    flagged_checks: list[FlaggedCheck] = []
     nearest_reference_lots: list[NearestReference]
     declared_origin_unit: str
     low_confidence: bool
@@ -384,6 +411,7 @@ class ImportResult(Struct, forbid_unknown_fields=True):
     imported: Annotated[int, Meta(ge=1)]
     dim: Annotated[int, Meta(ge=1)]
     lot_ids: Annotated[list[str], Meta(description="The first 100 lot ids imported.")]
+    photos: Annotated[int, Meta(ge=0, description="Photos stored with the lots (sent as `photos` parts).")] = 0
 
 
 class ReferenceModel(Struct, forbid_unknown_fields=True):

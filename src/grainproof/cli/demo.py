@@ -92,7 +92,8 @@ def demo(
     world = config.world_dir
     ensure_world(config, progress_bar, fresh=fresh_world)
     reference, intake = split_world(world, genuine_lots=genuine)
-    settings = demo_settings(get_settings(), fresh_data_dir(data_dir))
+    # The demo's service flags at --alpha: a server setting, as in production (intake keys cannot send one).
+    settings = replace(demo_settings(get_settings(), fresh_data_dir(data_dir)), alpha=alpha)
     manifest, units = embed_reference(world, reference, settings, progress_bar)
 
     runtime = Runtime.open(settings)
@@ -103,7 +104,7 @@ def demo(
             model = load_reference(
                 client, keys, manifest=manifest, units=units, world_dir=world, stage=progress_bar, seed=seed
             )
-            views = send_intake_lots(client, keys, intake, world_dir=world, stage=progress_bar, alpha=alpha)
+            views = send_intake_lots(client, keys, intake, world_dir=world, stage=progress_bar)
 
         rows = summary_rows(intake, views)
         table = Table(title=f"Verdicts on {len(rows)} intake lots (reference model {model['version']})")

@@ -33,7 +33,7 @@ def build(
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local Ray)."),
 ) -> None:
     """Fit a reference model from reference lots and save it as a versioned directory."""
-    from grainproof.manifest import read_manifest
+    from grainproof.manifest import read_manifest, units_beside
     from grainproof.reference import ModelOptions
     from grainproof.reference.report import build_warnings
     from grainproof.scale.engines import chunk_runner, photo_embedder
@@ -42,11 +42,13 @@ def build(
 
     runner = chunk_runner(engine, ray_address)
     lots = read_manifest(manifest)
+    units = units_beside(manifest)
     needs_photos = any(lot.features is None for lot in lots)
     with progress_bar("embedding photos" if needs_photos else "building reference", None) as update:
         model = build_reference_model(
             lots,
             out,
+            units=units,
             region_set=region_set,
             seed=seed,
             progress=update,
@@ -95,7 +97,7 @@ def verify(
     0 when the batch was verified; 1 with --exit-code when at least one lot was flagged; 2 when the run failed,
     or with --strict when any claim could not be verified.
     """
-    from grainproof.manifest import read_manifest
+    from grainproof.manifest import read_manifest, units_beside
     from grainproof.reference import ReferenceModel
     from grainproof.services.verification import ClaimFailure, batch_flags, verify_lots
 
@@ -106,7 +108,9 @@ def verify(
     model = ReferenceModel.load(model_dir)
     lots = read_manifest(claims)
     with progress_bar("verifying claims", len(lots)) as update:
-        results = verify_lots(model, lots, alpha=alpha, base_dir=claims.parent, progress=update)
+        results = verify_lots(
+            model, lots, alpha=alpha, base_dir=claims.parent, progress=update, units=units_beside(claims)
+        )
     verdicts = [r for r in results if not isinstance(r, ClaimFailure)]
     failures = [r for r in results if isinstance(r, ClaimFailure)]
     flags_fdr = dict(zip((v.lot_id for v in verdicts), batch_flags(verdicts, fdr), strict=True)) if fdr else None

@@ -1,4 +1,7 @@
-"""Embedding a whole lot manifest: the CSV comes back with f_* columns, plus a sidecar of unit vectors."""
+"""Embedding a whole lot manifest: the CSV comes back with f_* columns, plus a sidecar of unit vectors.
+
+`units_path` and `read_units` (grainproof.manifest) name and read the sidecar.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,8 @@ import numpy as np
 from grainproof.domain import LotRecord
 from grainproof.embed.embedder import Embedder, get_embedder
 from grainproof.embed.vectors import LotEmbedding, lot_embedding
-from grainproof.manifest import read_manifest, write_manifest
+from grainproof.manifest import read_manifest, read_units, units_path, write_manifest
 from grainproof.progress import ProgressCallback
-
-
-def units_path(out: Path) -> Path:
-    """Where the unit vectors of an embedded manifest live: `<out stem>.units.npz` next to it."""
-    return out.with_name(f"{out.stem}.units.npz")
 
 
 def embed_lots(
@@ -82,7 +80,4 @@ def _write_units(path: Path, units: dict[str, np.ndarray]) -> None:
         raise
 
 
-def read_units(path: Path) -> dict[str, np.ndarray]:
-    """The unit vectors sidecar of an embedded manifest, as float32 arrays keyed by lot_id."""
-    with np.load(path, allow_pickle=False) as stored:
-        return {key: stored[key].astype(np.float32) for key in stored.files}
+__all__ = ["embed_lots", "embed_manifest", "read_units", "units_path"]

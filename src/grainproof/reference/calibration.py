@@ -29,8 +29,10 @@ from grainproof.reference.cells import CellModel
 SHORTLIST_ORIGINS = 8
 
 #: Columns of a nonconformity row (and of a model's calibration scores).
-JOINT, ORIGIN, SEASON, INSIDE = 0, 1, 2, 3
-SCORE_COLUMNS = 4
+JOINT, ORIGIN, SEASON, INSIDE, VARIETY = 0, 1, 2, 3, 4
+#: Columns scored against a variety's cells (`score_lots`); the variety column comes from reference.varieties.
+CELL_COLUMNS = 4
+SCORE_COLUMNS = 5
 
 
 def shortlist(
@@ -88,7 +90,7 @@ def declaration_nonconformity(
     own_season = by_season[rows, seasons]
     by_season[rows, seasons] = -np.inf
     season = score(own_season, by_season.max(1), sp[rows, :, seasons].min(axis=1))
-    out = np.empty((n, SCORE_COLUMNS))
+    out = np.empty((n, CELL_COLUMNS))
     out[:, JOINT] = np.where(undated, origin, joint)
     out[:, ORIGIN] = origin
     out[:, SEASON] = np.where(undated, np.nan, season)
@@ -105,7 +107,7 @@ def nonconformity_for_lots(
     outside_tail: float,
 ) -> np.ndarray:
     """(n, 4) nonconformity of lots z against their own cells `keys` (n, 3): the calibration scores."""
-    out = np.full((len(keys), SCORE_COLUMNS), np.nan)
+    out = np.full((len(keys), CELL_COLUMNS), np.nan)
     no_season = seasons.index(None) if None in seasons else -1
     for variety in np.unique(keys[:, 0]):
         rows = np.flatnonzero(keys[:, 0] == variety)

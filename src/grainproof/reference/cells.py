@@ -353,7 +353,7 @@ def fit_cell_model(
         stats.group_of_cell, weights=occupied.astype(float), minlength=len(group_scatter)
     )
     nu0 = prior_dof if prior_dof is not None else estimate_prior_dof(covariance, group_scatter, group_dof)
-    whiteners, log_dets, dofs = _group_predictives(covariance, group_scatter, group_dof, nu0)
+    whiteners, log_dets, dofs = group_predictives(covariance, group_scatter, group_dof, nu0)
     cell_counts = np.zeros(stats.sizes)
     v, o, s = stats.cell_keys.T
     np.add.at(cell_counts, (v, o, s), counts)
@@ -423,7 +423,7 @@ def estimate_prior_dof(covariance: np.ndarray, group_scatter: np.ndarray, group_
     return float(nu0[int(np.argmax(value))])
 
 
-def _group_predictives(
+def group_predictives(
     covariance: np.ndarray, group_scatter: np.ndarray, group_dof: np.ndarray, nu0: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Whiteners (G + 1, k, k), log determinants and Student t degrees of freedom of each group's posterior

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # i
 
 from grainproof.domain import LotRecord
 from grainproof.errors import ClaimError, ModelError
-from grainproof.reference.calibration import SCORE_COLUMNS
+from grainproof.reference.calibration import CELL_COLUMNS, SCORE_COLUMNS, VARIETY
 from grainproof.reference.calibration_groups import CalibrationGroups, calibration_groups
 from grainproof.reference.cells import CellModel, CellStatistics, fit_cell_model
 from grainproof.reference.runner import ChunkRunner, LocalRunner
@@ -35,6 +35,12 @@ from grainproof.reference.space import (
     feature_blocks,
     fit_reduced_space,
     significant_nuisance_directions,
+)
+from grainproof.reference.varieties import (
+    ClassDensities,
+    fit_class_densities,
+    fit_variety_densities,
+    variety_nonconformity,
 )
 from grainproof.reference.vectors import (
     CHUNK_ROWS,
@@ -125,11 +131,23 @@ class SpeciesReference:
     lot_cells: np.ndarray  # (n,) int64 index into cell_keys
     lot_folds: np.ndarray  # (n,) int64 cross-conformal fold of each lot
     lot_strata: np.ndarray  # (n,) int8 calibration stratum (reference.space: MEASURED or NETWORK_ONLY)
-    calibration: np.ndarray  # (n, 4): joint, origin, season, inside nonconformity (season NaN without dates)
+    #: (n, 5): joint, origin, season, inside and variety nonconformity (season NaN without dates, variety NaN
+    #: for a species of one variety)
+    calibration: np.ndarray
     origin_neighbours: list[list[int]]
+    #: Per variety: units (kernels) seen in reference lots, their sums and scatter in the reduced space;
+    #: the kernel-level classes purity reads (empty when the reference lots came without units).
+    unit_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    unit_sums: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    unit_scatter: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
     cells: CellModel | None = None
     #: One model per fold, fitted without that fold: calibration lots and new claims are scored alike.
     fold_cells: list[CellModel] = field(default_factory=list)
+    #: The varieties as classes of lots (None with fewer than two), in full and per fold like the cells.
+    variety_densities: ClassDensities | None = None
+    fold_variety_densities: list[ClassDensities | None] = field(default_factory=list)
+    #: The varieties as classes of single kernels, for purity (None without units of two varieties or more).
+    unit_densities: ClassDensities | None = None
     _partitions: dict[int, CalibrationGroups] = field(default_factory=dict)
     _groups: dict[int, dict[int, list[np.ndarray]]] = field(default_factory=dict)
     _whitened: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
@@ -171,12 +189,28 @@ class SpeciesReference:
 
     def _fit_all(self, options: ModelOptions) -> None:
         self.cells = self.fit_cells(options)
+        self.variety_densities = fit_variety_densities(self.statistics())
+        with_units = self.unit_counts[: len(self.varieties)] > 0 if len(self.unit_counts) else np.zeros(0, bool)
+        self.unit_densities = (
+            fit_class_densities(self.unit_counts, self.unit_sums, self.unit_scatter)
+            if int(np.sum(with_units)) >= 2
+            else None
+        )
         # A fold holding (nearly) every lot leaves nothing to fit on: it falls back to the full model.
         left = self.fold_counts.sum() - self.fold_counts.sum(axis=1)
-        self.fold_cells = [
-            self.fit_cells(options, exclude_fold=f) if left[f] >= 2 else self.cells
-            for f in range(self.fold_counts.shape[0])
+        folds = range(self.fold_counts.shape[0])
+        self.fold_cells = [self.fit_cells(options, exclude_fold=f) if left[f] >= 2 else self.cells for f in folds]
+        self.fold_variety_densities = [
+            fit_variety_densities(self.statistics(exclude_fold=f)) if left[f] >= 2 else self.variety_densities
+            for f in folds
         ]
+
+    def variety_scores(self, fold: int, z: np.ndarray, varieties: np.ndarray) -> np.ndarray:
+        """(n,) variety nonconformity of lots under one fold's variety classes (NaN with one variety)."""
+        densities = self.fold_variety_densities[fold]
+        if densities is None or not len(z):
+            return np.full(len(z), np.nan)
+        return variety_nonconformity(densities, z, varieties)
 
     def partition(self, kind: int, options: ModelOptions) -> CalibrationGroups:
         """The calibration groups of one score kind (cached; they depend on the reference alone)."""
@@ -296,6 +330,9 @@ class ReferenceModel:
                 ("lot_folds", ref.lot_folds),
                 ("lot_strata", ref.lot_strata),
                 ("calibration", ref.calibration),
+                ("unit_counts", ref.unit_counts),
+                ("unit_sums", ref.unit_sums),
+                ("unit_scatter", ref.unit_scatter),
             ):
                 arrays[f"s{i}_{key}"] = np.ascontiguousarray(value)
         return arrays
@@ -426,6 +463,9 @@ class ReferenceModel:
                     lot_strata=arrays[f"s{i}_lot_strata"],
                     calibration=arrays[f"s{i}_calibration"],
                     origin_neighbours=[list(nb) for nb in info["origin_neighbours"]],
+                    unit_counts=arrays[f"s{i}_unit_counts"],
+                    unit_sums=arrays[f"s{i}_unit_sums"],
+                    unit_scatter=arrays[f"s{i}_unit_scatter"],
                 )
                 species[ref.species] = ref.fit(options)
         except (KeyError, TypeError, ValueError) as exc:
@@ -463,9 +503,8 @@ class ReferenceModel:
 
         The reduced spaces stay fixed (rebuild from scratch now and then); each new lot is first scored
         by the current model, which is a genuinely out-of-sample calibration score, then its statistics
-        are added to the cells. `units` is accepted for symmetry with the build and not needed here.
+        are added to the cells. `units` (lot_id -> raw unit vectors) add to the kernel-level variety classes.
         """
-        del units
         if not new_lots:
             return self
         vectors, species_names, varieties, origins, seasons, lot_ids, group_keys = _lot_arrays(
@@ -499,6 +538,7 @@ class ReferenceModel:
                 seasons=[seasons[i] for i in rows],
                 lot_ids=[lot_ids[i] for i in rows],
                 folds=[_fold_of(group_keys[i], self.options.folds) for i in rows],
+                units=units or {},
             )
         digest = hashlib.sha256(self.inputs_hash.encode())
         digest.update(_inputs_digest(lot_ids, vectors).encode())
@@ -512,6 +552,31 @@ class ReferenceModel:
         )
         model.version = model.compute_version()
         return model
+
+
+def unit_statistics(
+    space: ReducedSpace,
+    units: Mapping[str, np.ndarray],
+    lot_ids: Sequence[str] | np.ndarray,
+    lot_varieties: np.ndarray,
+    n_varieties: int,
+    start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per variety: count, sum and scatter of the lots' units in the reduced space (added to `start`)."""
+    k = space.dim
+    counts, sums, scatter = np.zeros(n_varieties), np.zeros((n_varieties, k)), np.zeros((n_varieties, k, k))
+    if start is not None and len(start[0]):
+        old = len(start[0])
+        counts[:old], sums[:old], scatter[:old] = start
+    for lot_id, variety in zip(np.asarray(lot_ids).tolist(), np.asarray(lot_varieties).tolist(), strict=True):
+        lot_units = units.get(str(lot_id))
+        if lot_units is None or not len(lot_units):
+            continue
+        z = space.transform(np.asarray(lot_units, dtype=np.float64))
+        counts[variety] += len(z)
+        sums[variety] += z.sum(axis=0)
+        scatter[variety] += z.T @ z
+    return counts, sums, scatter
 
 
 def _count_phones(devices: Sequence[str], start: Mapping[str, int] | None = None) -> dict[str, int]:
@@ -600,6 +665,7 @@ def _add_lots(
     seasons: Sequence[int | None],
     lot_ids: Sequence[str],
     folds: Sequence[int],
+    units: Mapping[str, np.ndarray],
 ) -> SpeciesReference:
     """A copy of `ref` with new lots: scored first (calibration), then added to the cell statistics."""
     from grainproof.reference.calibration import nonconformity_for_lots
@@ -618,9 +684,10 @@ def _add_lots(
     for f, fold_model in enumerate(ref.fold_cells):
         rows = np.flatnonzero(known & (fold_array == f))
         if len(rows):
-            calibration[rows] = nonconformity_for_lots(
+            calibration[rows, :CELL_COLUMNS] = nonconformity_for_lots(
                 fold_model, z[rows], keys[rows], seasons=ref.seasons, outside_tail=options.outside_tail
             )
+            calibration[rows, VARIETY] = ref.variety_scores(f, z[rows], keys[rows, 0])
     # Lots in a new variety, origin or season cannot be scored out-of-sample by the current model;
     # they enter the statistics but not the calibration until the next full rebuild.
     cell_index = {tuple(int(x) for x in key): i for i, key in enumerate(ref.cell_keys)}
@@ -662,6 +729,10 @@ def _add_lots(
         lot_strata=np.concatenate([ref.lot_strata, np.asarray(strata, dtype=np.int8)]),
         calibration=np.vstack([ref.calibration, calibration]),
         origin_neighbours=_neighbour_lists(origins_list, adjacency),
+    )
+    start = (ref.unit_counts, ref.unit_sums, ref.unit_scatter) if len(ref.unit_counts) else None
+    updated.unit_counts, updated.unit_sums, updated.unit_scatter = unit_statistics(
+        ref.space, units, lot_ids, keys[:, 0], len(varieties_list), start=start
     )
     return updated.fit(options)
 
@@ -709,6 +780,7 @@ def fit_reference_model(
     seed: int = 0,
     progress: ProgressCallback | None = None,
     runner: ChunkRunner | None = None,
+    units: Mapping[str, np.ndarray] | None = None,
 ) -> ReferenceModel:
     """Fit a reference model from lots with feature vectors (pure: arrays in, model out, nothing written).
 
@@ -732,6 +804,7 @@ def fit_reference_model(
         seed=seed,
         progress=progress,
         runner=runner,
+        units=units,
     )
 
 
@@ -748,8 +821,12 @@ def fit_reference_arrays(
     seed: int = 0,
     progress: ProgressCallback | None = None,
     runner: ChunkRunner | None = None,
+    units: Mapping[str, np.ndarray] | None = None,
 ) -> ReferenceModel:
     """Fit a reference model from a table of labels and a source of vectors read chunk by chunk.
+
+    `units` (lot_id -> (m, d) raw unit vectors, about one kernel each) give the kernel-level variety
+    classes that purity is read from.
 
     The scale path behind `fit_reference_model`: raw vectors are read only for the reduced-space sample
     and then one chunk at a time, so memory grows with the reduced coordinates (k floats per lot), not
@@ -870,14 +947,18 @@ def fit_reference_arrays(
             calibration=np.full((len(rows), SCORE_COLUMNS), np.nan),
             origin_neighbours=_neighbour_lists([str(o) for o in origin_list], adjacency),
         )
+        ref.unit_counts, ref.unit_sums, ref.unit_scatter = unit_statistics(
+            space, units or {}, species_ids, variety_index, len(variety_list)
+        )
         # Cross-conformal calibration: each lot is scored by the model fitted without its fold.
         ref.fit(options)
         for f in range(options.folds):
             in_fold = folds == f
             if in_fold.any() and (~in_fold).sum() >= 2:
-                ref.calibration[in_fold] = runner.score(
+                ref.calibration[in_fold, :CELL_COLUMNS] = runner.score(
                     ref.fold_cells[f], z[in_fold], cell_keys[lot_cells[in_fold]], ref.seasons, options.outside_tail
                 )
+                ref.calibration[in_fold, VARIETY] = ref.variety_scores(f, z[in_fold], cell_keys[lot_cells[in_fold], 0])
             step += 1
             if progress:
                 progress(step, total_steps)

@@ -57,15 +57,20 @@ def calibration_summary(model: ReferenceModel) -> list[CalibrationRow]:
 
 
 def uncalibrated_varieties(model: ReferenceModel) -> list[str]:
-    """Sentences naming each species or variety whose claims would have no finite calibration score."""
+    """Sentences naming each species or variety none of whose own lots got a finite calibration score (its
+    claims would be ranked among other varieties' lots only, or among none)."""
     problems = []
-    for row in calibration_summary(model):
-        if row.calibration_lots == 0:
-            problems.append(
-                f"{row.species} variety {row.variety!r} ({row.lots} reference lots) has no calibration scores: "
-                "its lots could not be held out and scored (too few lots, or all in one field or phone). "
-                "Add reference lots of it from several fields, or leave it out of this reference."
-            )
+    for name, ref in sorted(model.species.items()):
+        lot_varieties = ref.cell_keys[ref.lot_cells, 0]
+        scored = np.isfinite(ref.calibration[:, JOINT])
+        for v, variety in enumerate(ref.varieties):
+            own = lot_varieties == v
+            if own.any() and not scored[own].any():
+                problems.append(
+                    f"{name} variety {variety!r} ({int(own.sum())} reference lots) has no calibration scores: its "
+                    "lots could not be held out and scored (too few lots, or all in one field or phone). Add "
+                    "reference lots of it from several fields, or leave it out of this reference."
+                )
     return problems
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from grainproof.embed.vectors import PhotoEmbedding
 from grainproof.errors import GrainproofError
 from grainproof.progress import ProgressCallback
-from grainproof.reference.calibration import SCORE_COLUMNS
+from grainproof.reference.calibration import CELL_COLUMNS
 from grainproof.reference.cells import CellModel
 from grainproof.reference.runner import project_rows, score_chunk
 from grainproof.reference.space import ReducedSpace
@@ -278,7 +278,7 @@ class RayRunner:
         outside_tail: float,
     ) -> np.ndarray:
         if not len(z):
-            return np.zeros((0, SCORE_COLUMNS))
+            return np.zeros((0, CELL_COLUMNS))
         items = [
             {"chunk": i, "z": _pack(z[start : start + SCORE_CHUNK]), "keys": _pack(keys[start : start + SCORE_CHUNK])}
             for i, start in enumerate(range(0, len(z), SCORE_CHUNK))

@@ -9,14 +9,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grainproof.domain import Alternative, NearestReference
+from grainproof.domain import Alternative, NearestReference, VarietyAlternative
 from grainproof.errors import ClaimError, ModelError, UnknownVarietyError
-from grainproof.reference.calibration import INSIDE, JOINT, ORIGIN, SEASON, score_declarations, shortlist
+from grainproof.reference.calibration import INSIDE, JOINT, ORIGIN, SEASON, VARIETY, score_declarations, shortlist
 from grainproof.reference.cells import CellModel
-from grainproof.reference.model import ReferenceModel, SpeciesReference
+from grainproof.reference.model import ModelOptions, ReferenceModel, SpeciesReference
 from grainproof.reference.space import NETWORK_ONLY
+from grainproof.reference.varieties import variety_nonconformity
 from grainproof.scoring.conformal import conformal_p_value
-from grainproof.scoring.mixture import ShareEstimate, gaussian_positions_share
+from grainproof.scoring.mixture import ShareEstimate, gaussian_positions_share, mixture_share
 
 #: Said of a lot whose photos gave no kernel measurements, though the reference was built with them.
 UNMEASURED_WARNING = (
@@ -34,6 +35,7 @@ class ClaimScore:
     origin_plausibility: float
     season_plausibility: float | None
     nonconformity: float
+    declared_variety: str
     declared_origin: str
     declared_season: int | None
     declared_probability: float
@@ -45,6 +47,13 @@ class ClaimScore:
     #: interval and its p-value against "none"; verdicts show it only when significant.
     admixture: ShareEstimate | None
     admixture_source: tuple[str, int | None] | None
+    #: Variety identity: the conformal p-value of the declared variety (None for a species of one variety), the
+    #: other varieties most likely first, and the share of the lot's kernels of another variety (None without
+    #: per-kernel units, or without kernel-level reference classes).
+    variety_plausibility: float | None
+    variety_calibration_lots: int
+    variety_alternatives: tuple[VarietyAlternative, ...]
+    foreign_kernels: ShareEstimate | None
     nearest_reference_lots: tuple[NearestReference, ...]
     #: Genuine calibration lots the joint p-value is ranked among, and the smallest p-value they allow.
     calibration_lots: int
@@ -242,11 +251,16 @@ def score_claim(
         labels_s,
     )
     nearest = nearest_reference_lots(ref, variety_index, z[0], n_nearest)
+    variety_p, variety_lots, variety_alternatives = _variety_check(ref, z, variety_index, options, stratum)
+    foreign = _foreign_kernels(ref, variety_index, unit_vectors)
+    if unit_vectors is None and ref.unit_densities is not None:
+        warnings.append(PURITY_NEEDS_UNITS)
     return ClaimScore(
         plausibility=joint_p,
         origin_plausibility=origin_p,
         season_plausibility=season_p,
         nonconformity=float(np.median(declared_scores[:, JOINT])),
+        declared_variety=variety,
         declared_origin=origin_unit,
         declared_season=season,
         declared_probability=_clip(declared_probability),
@@ -254,6 +268,10 @@ def score_claim(
         outside_reference_p=inside_p,
         admixture=admixture,
         admixture_source=source,
+        variety_plausibility=variety_p,
+        variety_calibration_lots=variety_lots,
+        variety_alternatives=variety_alternatives,
+        foreign_kernels=foreign,
         nearest_reference_lots=nearest,
         calibration_lots=calibration_lots,
         min_reachable_p=1.0 / (calibration_lots + 1.0),
@@ -262,6 +280,62 @@ def score_claim(
         measured=measured,
         warnings=tuple(warnings),
     )
+
+
+def _variety_check(
+    ref: SpeciesReference, z: np.ndarray, declared: int, options: ModelOptions, stratum: int
+) -> tuple[float | None, int, tuple[VarietyAlternative, ...]]:
+    """The declared variety's p-value, its calibration lots, and the other varieties (posterior, p-value)."""
+    if ref.variety_densities is None:
+        return None, 0, ()
+    n_v = len(ref.varieties)
+    every = np.arange(n_v)
+    # Each variety's score under each fold, as if it had been declared (row f, column v).
+    fold_scores = np.stack(
+        [
+            variety_nonconformity(fold, np.repeat(z, n_v, axis=0), every) if fold is not None else np.full(n_v, np.nan)
+            for fold in ref.fold_variety_densities
+        ]
+    )
+    log_density = ref.variety_densities.log_densities(z)[0]
+    posterior = np.exp(log_density - log_density.max())
+    posterior /= posterior.sum()
+    calibration = [ref.calibration_scores(VARIETY, options, stratum=stratum, variety=v) for v in range(n_v)]
+    p = [_p(calibration[v], fold_scores[:, v]) for v in range(n_v)]
+    others = sorted((v for v in range(n_v) if v != declared), key=lambda v: (-posterior[v], v))
+    alternatives = tuple(
+        VarietyAlternative(variety=ref.varieties[v], probability=_clip(float(posterior[v])), p_value=p[v])
+        for v in others[:MAX_VARIETY_ALTERNATIVES]
+    )
+    return p[declared], sum(len(c) for c in calibration[declared]), alternatives
+
+
+def _foreign_kernels(ref: SpeciesReference, declared: int, unit_vectors: np.ndarray | None) -> ShareEstimate | None:
+    """Share of the lot's kernels that look like another variety than the declared one (any other, alike)."""
+    densities = ref.unit_densities
+    if densities is None or unit_vectors is None or len(unit_vectors) < MIN_PURITY_UNITS:
+        return None
+    if densities.counts[declared] <= 0:
+        return None
+    log_density = densities.log_densities(ref.space.transform(np.asarray(unit_vectors, dtype=np.float64)))
+    others = np.delete(log_density, declared, axis=1)
+    others = others[:, np.isfinite(others).any(axis=0)]
+    if not others.shape[1]:
+        return None
+    top = others.max(axis=1, keepdims=True)
+    log_other = (top + np.log(np.exp(others - top).mean(axis=1, keepdims=True)))[:, 0]
+    return mixture_share(log_density[:, declared], log_other)
+
+
+#: Most other varieties a verdict lists.
+MAX_VARIETY_ALTERNATIVES = 3
+#: Fewest per-kernel units a purity is estimated from.
+MIN_PURITY_UNITS = 4
+#: Said of a lot sent without per-kernel units to a reference that could estimate purity from them.
+PURITY_NEEDS_UNITS = (
+    "Purity (the share of kernels of the declared variety) needs per-kernel units: send the photos, or the "
+    "unit vectors `grainproof embed` writes beside its output; it was not estimated."
+)
 
 
 def _p(calibration: list[np.ndarray], scores: np.ndarray) -> float:

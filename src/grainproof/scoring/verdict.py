@@ -34,19 +34,33 @@ class ScoreReading:
     season_wrong: bool  # the origin fits some season, the declared season fits no origin
     outside: bool  # no reference cell fits the lot as well as genuine lots fit theirs
     admixture: bool  # a significant share of the lot's units look like another origin
+    variety_wrong: bool  # the kernels are significantly unlike the declared variety
+    impure: bool  # significantly fewer kernels of the declared variety than the required purity
+    checks: tuple[str, ...]  # the checks that flagged the lot
 
 
-def read_score(score: ClaimScore, alpha: float) -> ScoreReading:
-    """The reading of a score at `alpha` that the flag, the reasons and the shown numbers all follow."""
-    if score.calibration_lots == 0:
-        status = "uncalibrated"
-    elif score.plausibility <= alpha:
+def read_score(score: ClaimScore, alpha: float, min_purity: float = 0.9) -> ScoreReading:
+    """The reading of a score at `alpha` that the flag, the reasons and the shown numbers all follow.
+
+    Three checks can flag a lot, each calibrated at alpha: its origin and season, its variety, and its purity
+    (the share of kernels of the declared variety, flagged when its interval lies wholly below `min_purity`).
+    """
+    origin_flagged = score.calibration_lots > 0 and score.plausibility <= alpha
+    variety_wrong = score.variety_plausibility is not None and score.variety_plausibility <= alpha
+    foreign = score.foreign_kernels
+    impure = foreign is not None and 1.0 - foreign.low < min_purity
+    checks = tuple(
+        name for name, hit in (("origin_season", origin_flagged), ("variety", variety_wrong), ("purity", impure)) if hit
+    )
+    if checks:
         status = "flagged"
+    elif score.calibration_lots == 0:
+        status = "uncalibrated"
     elif score.min_reachable_p > alpha:
         status = "cannot_flag"
     else:
         status = "plausible"
-    flagged = status == "flagged"
+    flagged = origin_flagged
     fitting = [a for a in score.alternatives if a.p_value > max(alpha, score.plausibility)]
     better = max(fitting, key=lambda a: a.p_value) if flagged and fitting else None
     season_p = score.season_plausibility
@@ -61,10 +75,13 @@ def read_score(score: ClaimScore, alpha: float) -> ScoreReading:
         and score.admixture_source is not None
         and score.admixture.significant(alpha)
         and status in ("flagged", "plausible"),
+        variety_wrong=variety_wrong,
+        impure=impure,
+        checks=checks,
     )
 
 
-def reasons_for(score: ClaimScore, alpha: float, reading: ScoreReading) -> tuple[str, ...]:
+def reasons_for(score: ClaimScore, alpha: float, reading: ScoreReading, min_purity: float = 0.9) -> tuple[str, ...]:
     """Sentences explaining the verdict: what was declared, what fits better, which part looks wrong."""
     declared = cell_label(score.declared_origin, score.declared_season)
     reasons: list[str] = []
@@ -81,6 +98,10 @@ def reasons_for(score: ClaimScore, alpha: float, reading: ScoreReading) -> tuple
         )
     elif reading.status == "plausible":
         reasons.append(f"Declared {declared} is plausible (p={_p(score.plausibility)}, above alpha={alpha:g}).")
+    elif "origin_season" not in reading.checks:
+        reasons.append(
+            f"Declared {declared} fits its origin and season (p={_p(score.plausibility)}, above alpha={alpha:g}), but:"
+        )
     elif reading.better is not None:
         better = reading.better
         reasons.append(
@@ -116,6 +137,20 @@ def reasons_for(score: ClaimScore, alpha: float, reading: ScoreReading) -> tuple
             f"{cell_label(*score.admixture_source)} rather than the declared origin (possible admixture, "
             f"p={_p(share.p_value)})."
         )
+    if reading.variety_wrong and score.variety_plausibility is not None:
+        likeliest = score.variety_alternatives[0] if score.variety_alternatives else None
+        like = (
+            f"look like {likeliest.variety} (p={_p(likeliest.p_value)}), not {score.declared_variety} as declared"
+            if likeliest is not None and likeliest.p_value > alpha
+            else f"do not look like {score.declared_variety} as declared"
+        )
+        reasons.append(f"The kernels {like} (p={_p(score.variety_plausibility)}).")
+    if reading.impure and score.foreign_kernels is not None:
+        foreign = score.foreign_kernels
+        reasons.append(
+            f"About {foreign.share:.0%} ({foreign.low:.0%}–{foreign.high:.0%}) of the kernels look like another "
+            f"variety than {score.declared_variety}: the lot's purity is below the required {min_purity:.0%}."
+        )
     if not score.measured:
         reasons.append(
             "The kernels in the photos could not be measured, so this verdict rests on image features alone: treat "
@@ -133,12 +168,14 @@ def make_verdict(
     alpha: float,
     model_version: str,
     alpha_source: str = "server",
+    min_purity: float = 0.9,
     warnings: Sequence[str] = (),
 ) -> Verdict:
-    """The Verdict for a scored claim: flagged when the joint plausibility is at or below alpha."""
+    """The Verdict for a scored claim: flagged when a check (origin and season, variety, purity) flags it."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha={alpha} must lie strictly between 0 and 1")
-    reading = read_score(score, alpha)
+    reading = read_score(score, alpha, min_purity)
+    foreign = score.foreign_kernels
     admixture = score.admixture if reading.admixture else None
     return Verdict(
         lot_id=lot_id,
@@ -151,7 +188,7 @@ def make_verdict(
         alpha_source=alpha_source,
         min_reachable_p=score.min_reachable_p,
         calibration_lots=score.calibration_lots,
-        reasons=reasons_for(score, alpha, reading),
+        reasons=reasons_for(score, alpha, reading, min_purity),
         alternatives=score.alternatives,
         outside_reference_p_value=score.outside_reference_p,
         outside_reference=reading.outside,
@@ -160,6 +197,11 @@ def make_verdict(
         admixture_source=cell_label(*score.admixture_source)
         if admixture is not None and score.admixture_source
         else None,
+        variety_plausibility=score.variety_plausibility,
+        variety_alternatives=score.variety_alternatives,
+        purity=1.0 - foreign.share if foreign is not None else None,
+        purity_interval=(1.0 - foreign.high, 1.0 - foreign.low) if foreign is not None else None,
+        flagged_checks=reading.checks,
         nearest_reference_lots=score.nearest_reference_lots,
         declared_origin_unit=score.declared_origin,
         low_confidence=score.low_confidence or reading.status in ("cannot_flag", "uncalibrated"),

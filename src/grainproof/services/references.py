@@ -53,13 +53,14 @@ def build_reference_model(
 ) -> ReferenceModel:
     """Fit a reference model on lots (embedding their photos first if they have no features) and save it atomically.
 
-    `units` (per-lot unit vectors) are not needed to build the reference and are accepted for symmetry
-    with `verify_lots`. With `region_set`, lots without a region code are placed by their point, and
-    origin effects borrow strength from neighbouring regions. `runner` (a ChunkRunner, e.g.
-    `grainproof.scale.ray_engine.RayRunner`) runs the per-chunk steps elsewhere; the model is the same.
+    `units` (per-lot unit vectors, about one kernel each) give the kernel-level variety classes that purity
+    is read from; lots whose photos are embedded here bring their own. With `region_set`, lots without a
+    region code are placed by their point, and origin effects borrow strength from neighbouring regions.
+    `runner` (a ChunkRunner, e.g. `grainproof.scale.ray_engine.RayRunner`) runs the per-chunk steps
+    elsewhere; the model is the same.
     """
-    del units
-    lots, _, _, embedded_backbone = ensure_features(lots, base_dir=base_dir, embedder=embedder)
+    lots, embedded_units, _, embedded_backbone = ensure_features(lots, base_dir=base_dir, embedder=embedder)
+    units = {**(units or {}), **embedded_units}
     backbone_id = backbone_id or embedded_backbone or backbone_column(lots)
     if origin_units not in ORIGIN_UNIT_KINDS:
         raise ClaimError(f"Origin units {origin_units!r} are not one of {', '.join(ORIGIN_UNIT_KINDS)}.")
@@ -85,6 +86,7 @@ def build_reference_model(
         seed=seed,
         progress=progress,
         runner=runner,
+        units=units,
     )
     if zones is not None:
         model.zone_members, model.zone_reach_km = zones.members, zones.reach_km

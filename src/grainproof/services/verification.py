@@ -75,6 +75,7 @@ def verify_vectors(
         lot_id=claim.lot_id,
         alpha=alpha,
         alpha_source=alpha_source,
+        min_purity=get_settings().min_purity,
         model_version=model.version,
         warnings=[*origin_warnings, *warnings, *unseen_phone_warnings(model, device)],
     )
@@ -116,15 +117,19 @@ def verify_lots(
     base_dir: Path | None = None,
     embedder: Any = None,
     progress: ProgressCallback | None = None,
+    units: dict[str, np.ndarray] | None = None,
 ) -> list[Verdict | ClaimFailure]:
     """Verdicts for a batch of lots, in order; photos are embedded first where lots have no features.
 
     A claim that cannot be verified (an unknown variety, an origin outside the region set...) becomes a
-    ClaimFailure in its place, so one bad row does not stop a day's batch.
+    ClaimFailure in its place, so one bad row does not stop a day's batch. `units` are per-kernel unit
+    vectors by lot_id (for admixture and purity) for lots that come with features.
     """
-    lots, units, photo_warnings, embedded_backbone = ensure_features(
+    lots, embedded_units, photo_warnings, embedded_backbone = ensure_features(
         lots, base_dir=base_dir, embedder=embedder, progress=progress
     )
+    # Units of lots embedded here, else those `grainproof embed` wrote beside the manifest (`units`).
+    units = {**(units or {}), **embedded_units}
     results: list[Verdict | ClaimFailure] = []
     for i, lot in enumerate(lots):
         try:
@@ -135,14 +140,16 @@ def verify_lots(
                     np.asarray(lot.features, dtype=np.float64),
                     units.get(lot.lot_id),
                     alpha=alpha,
-                    backbone_id=embedded_backbone if lot.lot_id in units else lot.extra.get("backbone") or None,
+                    backbone_id=embedded_backbone
+                    if lot.lot_id in embedded_units
+                    else lot.extra.get("backbone") or None,
                     warnings=[*photo_warnings.get(lot.lot_id, ()), *reference_overlap_warnings(model, lot, base_dir)],
                     device=lot.device,
                 )
             )
         except GrainproofError as exc:
             results.append(ClaimFailure(lot_id=lot.lot_id, error=error_kind(exc), detail=str(exc)))
-        if progress is not None and not units:
+        if progress is not None and not embedded_units:
             progress(i + 1, len(lots))
     return results
 
