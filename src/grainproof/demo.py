@@ -183,7 +183,6 @@ def embed_reference(
 ) -> tuple[Path, Path]:
     """The reference lots as an embedded manifest (f_* columns) and its units sidecar, in the world dir."""
     from grainproof.embed import embed_manifest, get_embedder
-    from grainproof.embed.batch import units_path
 
     manifest = write_manifest(world_dir / "demo-reference.csv", reference)
     embedder = get_embedder(settings=settings)
@@ -191,7 +190,7 @@ def embed_reference(
     with stage(f"Embedding {photos} reference photos", photos) as progress:
         out = world_dir / "demo-reference.embedded.csv"
         embedded = embed_manifest(manifest, out, embedder=embedder, progress=progress)
-    return embedded, units_path(embedded)
+    return embedded.path, embedded.units
 
 
 def fresh_data_dir(data_dir: Path) -> Path:
