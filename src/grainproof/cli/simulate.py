@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from grainproof.cli import app, bench_app
+from grainproof.cli._output import json_option, print_json
 from grainproof.errors import GrainproofError
 from grainproof.progress import console, progress_bar
 
@@ -54,13 +55,19 @@ def simulate(
     workers: int | None = typer.Option(None, "--workers", help="Rendering processes (default: available cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a world already in --out."),
     list_profiles: bool = typer.Option(False, "--list-profiles", help="List phone profiles and trays, then exit."),
+    as_json: bool = json_option(),
 ) -> None:
     """Render a synthetic world of grain lots: photos, lots.csv (truth), claims.csv (declarations)."""
+    from dataclasses import asdict
+
     from grainproof.simulate import DEFAULT_REGIONS, DEFAULT_UNREFERENCED, WorldConfig, simulate_world
     from grainproof.simulate.devices import PHONE_PROFILES
     from grainproof.simulate.render import TRAYS
 
     if list_profiles:
+        if as_json:
+            print_json({"phones": [asdict(p) for p in PHONE_PROFILES], "trays": [t.name for t in TRAYS]})
+            return
         table = Table(title="Phone profiles")
         for column in ("name", "make", "model", "long side", "zoom", "JPEG q"):
             table.add_column(column)
@@ -84,6 +91,9 @@ def simulate(
     )
     with progress_bar(f"Rendering {lots} lots x {photos_per_lot} photos", lots) as progress:
         summary = simulate_world(config, out, progress, workers=workers, overwrite=overwrite)
+    if as_json:
+        print_json({**asdict(summary), "lots_csv": str(summary.lots_csv), "claims_csv": str(summary.claims_csv)})
+        return
     table = Table(title=f"World written to {summary.out_dir} in {summary.seconds:.1f} s")
     table.add_column("claims")
     table.add_column("lots", justify="right")
@@ -103,10 +113,12 @@ def bench_simulate(
     photos_per_lot: int = typer.Option(3, "--photos-per-lot", help="Photos per lot."),
     workers: int | None = typer.Option(None, "--workers", help="Processes of the parallel run (default: cores)."),
     seed: int = typer.Option(1, "--seed", help="World seed."),
+    as_json: bool = json_option(),
 ) -> None:
     """Rendering speed (one process vs the pool, same world) and the world's signal-vs-nuisance sizes."""
     import shutil
     import tempfile
+    from dataclasses import asdict
 
     from grainproof.geo import load_region_set
     from grainproof.simulate import DEFAULT_REGIONS, DEFAULT_SEASONS, NATURE_SEED, WorldConfig, simulate_world
@@ -126,6 +138,22 @@ def bench_simulate(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     photos = lots * photos_per_lot
+    regions = load_region_set("fr-departements")
+    nature = Nature(NATURE_SEED)
+    separation = latent_separation(regions, DEFAULT_REGIONS, nature, DEFAULT_SEASONS)
+    pixels = phone_vs_neighbour_colour(regions, DEFAULT_REGIONS, nature)
+    if as_json:
+        print_json(
+            {
+                "lots": lots,
+                "photos": photos,
+                "seconds_by_processes": seconds,
+                "speedup": seconds[1] / seconds[pool],
+                "latent_separation": asdict(separation),
+                "pixel_nuisance": asdict(pixels),
+            }
+        )
+        return
     speed = Table(title=f"Rendering {lots} lots x {photos_per_lot} photos (seed {seed})")
     for column in ("run", "seconds", "photos/s", "ratio vs 1 process"):
         speed.add_column(column, justify="right")
@@ -136,10 +164,6 @@ def bench_simulate(
         f"Projected 1,000 lots x 3 photos with {pool} process(es): {seconds[pool] / photos * 3000 / 60:.1f} min"
     )
 
-    regions = load_region_set("fr-departements")
-    nature = Nature(NATURE_SEED)
-    separation = latent_separation(regions, DEFAULT_REGIONS, nature, DEFAULT_SEASONS)
-    pixels = phone_vs_neighbour_colour(regions, DEFAULT_REGIONS, nature)
     signal = Table(title="Signal and nuisance (default départements)")
     signal.add_column("measure")
     signal.add_column("value", justify="right")
