@@ -30,7 +30,9 @@ def _years(text: str) -> tuple[int, ...]:
 
 @app.command("simulate")
 def simulate(
-    out: Path = typer.Option(..., "--out", help="Folder to write the world into (must be empty or a world)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder to write the world into (must be empty or a world); required unless listing."
+    ),
     lots: int = typer.Option(200, "--lots", help="Number of lots."),
     photos_per_lot: int = typer.Option(3, "--photos-per-lot", help="Photos taken of each lot."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same world (byte-identical CSVs)."),
@@ -76,6 +78,8 @@ def simulate(
         console.print(table)
         console.print("Trays: " + ", ".join(t.name for t in TRAYS))
         return
+    if out is None:
+        raise GrainproofError("Give the folder to write the world into with --out (or --list-profiles to list).")
     config = WorldConfig(
         lots=lots,
         photos_per_lot=photos_per_lot,
