@@ -139,12 +139,15 @@ def score_claim(
     grid = {"extra_origin_neighbours": extra_origin, "extra_season": extra_season}
     outside_prior = model.options.outside_prior
     # Conformal p-values compare the lot's score under each fold's model with that fold's calibration
-    # lots, scored by the same model: the lot and those lots are exchangeable (cross-conformal).
+    # lots, scored by the same model: the lot and those lots are exchangeable (cross-conformal). A fold whose
+    # model holds no lot of this variety (the fold took them all) cannot score the lot out of sample: it takes
+    # no part (its own lots of the variety are left out of the calibration for the same reason).
+    folds = [f for f, fold in enumerate(ref.fold_cells) if fold.evidence["variety"][variety_index] > 0]
     fold_distances = np.stack(
-        [cell_distances(fold, z, variety_index, **grid)[0][0] for fold in ref.fold_cells]  # type: ignore[arg-type]
+        [cell_distances(ref.fold_cells[f], z, variety_index, **grid)[0][0] for f in folds]  # type: ignore[arg-type]
     )
     # Every fold at once: one row per fold, each with its own tau.
-    fold_taus = np.array([fold.outside_distance for fold in ref.fold_cells])
+    fold_taus = np.array([ref.fold_cells[f].outside_distance for f in folds])
     n_folds = len(fold_taus)
     fold_scores = declaration_nonconformity(
         fold_distances,
@@ -160,11 +163,11 @@ def score_claim(
         )[0, 0]
     )
     min_cal = model.options.min_calibration
-    origin_p = _p(ref.calibration_scores(1, (variety_index, origin_index), min_cal, stratum), fold_scores[:, 1])
+    origin_p = _p(ref.calibration_scores(1, (variety_index, origin_index), min_cal, stratum), fold_scores[:, 1], folds)
     season_p = (
         None
         if undated
-        else _p(ref.calibration_scores(2, (variety_index, season_index), min_cal, stratum), fold_scores[:, 2])
+        else _p(ref.calibration_scores(2, (variety_index, season_index), min_cal, stratum), fold_scores[:, 2], folds)
     )
     joint_p = (
         origin_p
@@ -172,6 +175,7 @@ def score_claim(
         else _p(
             ref.calibration_scores(0, (variety_index, origin_index, season_index), min_cal, stratum),
             fold_scores[:, 0],
+            folds,
         )
     )
     declared_count = (
@@ -224,7 +228,7 @@ def score_claim(
         )[:, 0].reshape(n_folds, len(picks))
     alternatives: list[Alternative] = []
     for j, (o, s) in enumerate(picks):
-        p_alt = _p(ref.calibration_scores(0, (variety_index, o, s), min_cal, stratum), alt_scores[:, j])
+        p_alt = _p(ref.calibration_scores(0, (variety_index, o, s), min_cal, stratum), alt_scores[:, j], folds)
         alternatives.append(
             Alternative(
                 origin_unit=labels_o[o],
@@ -271,12 +275,11 @@ def score_claim(
     )
 
 
-def _p(calibration: list[np.ndarray], scores: np.ndarray) -> float:
-    """Cross-conformal p-value: (1 + sum over folds of #{calibration_f >= score_f}) / (n + 1)."""
-    at_least = sum(
-        float(conformal_p_value(cal, s)) * (len(cal) + 1) - 1 for cal, s in zip(calibration, scores, strict=True)
-    )
-    total = sum(len(cal) for cal in calibration)
+def _p(calibration: list[np.ndarray], scores: np.ndarray, folds: list[int]) -> float:
+    """Cross-conformal p-value over the folds taking part: (1 + sum of #{calibration_f >= score_f}) / (n + 1)."""
+    used = [calibration[f] for f in folds]
+    at_least = sum(float(conformal_p_value(cal, s)) * (len(cal) + 1) - 1 for cal, s in zip(used, scores, strict=True))
+    total = sum(len(cal) for cal in used)
     return float((1.0 + at_least) / (total + 1.0))
 
 
