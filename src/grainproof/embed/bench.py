@@ -253,13 +253,15 @@ def bench_embed_process(
         listing = scratch / "photos.txt"
         listing.write_text("".join(f"{f}\n" for f in files), encoding="utf-8")
         cache = scratch / "cache"
+        threads = cpu_threads(settings.torch_threads)
         env = {
             **os.environ,
             "GRAINPROOF_DATA_DIR": str(scratch / "data"),
             "GRAINPROOF_CACHE_DIR": str(cache),
             "GRAINPROOF_BACKBONE": "efficientnet_lite0",
             "GRAINPROOF_EMBED_RUNTIME": settings.embed_runtime,
-            "GRAINPROOF_TORCH_THREADS": str(settings.torch_threads),
+            "GRAINPROOF_TORCH_THREADS": str(threads),
+            "OMP_NUM_THREADS": str(threads),  # the loop's torch gets as many cores as ours, no more
         }
         # `-I`: the loop runs as a newcomer's script would, without grainproof's path or environment.
         naive = [sys.executable, "-I", str(Path(naive_loop.__file__)), str(weights.path()), str(listing)]
@@ -277,7 +279,7 @@ def bench_embed_process(
         source=str(source),
         photos=len(files),
         rounds=rounds,
-        threads=cpu_threads(settings.torch_threads),
+        threads=threads,
         runtime=settings.embed_runtime,
         naive_s=naive_median,
         ours_cold_s=cold_median,
