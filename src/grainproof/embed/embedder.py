@@ -141,15 +141,8 @@ class Embedder:
     def _network_input(self, prepared: PreparedPhoto) -> np.ndarray:
         return np.ascontiguousarray(((prepared.pixels - self._mean) / self._std).transpose(2, 0, 1))
 
-    def embed_prepared(
-        self,
-        photos: Sequence[PreparedPhoto],
-        measurements: Sequence[Measured] | None = None,
-    ) -> list[PhotoEmbedding]:
-        """Embed prepared photos, batching those of one canvas shape; no cache involved.
-
-        `measurements` are the photos' `measure_photo` results when a worker has taken them already.
-        """
+    def embed_prepared(self, photos: Sequence[PreparedPhoto]) -> list[PhotoEmbedding]:
+        """Embed prepared photos, batching those of one canvas shape; no cache involved."""
         results: list[PhotoEmbedding | None] = [None] * len(photos)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, photo in enumerate(photos):
@@ -157,20 +150,16 @@ class Embedder:
         for indices in by_shape.values():
             for start in range(0, len(indices), BATCH_SIZE):
                 chunk = indices[start : start + BATCH_SIZE]
-                embedded = self._embed_batch(
-                    [photos[i] for i in chunk],
-                    [measurements[i] for i in chunk] if measurements is not None else None,
-                )
+                embedded = self._embed_batch([photos[i] for i in chunk])
                 for i, embedding in zip(chunk, embedded, strict=True):
                     results[i] = embedding
         return [r for r in results if r is not None]
 
     def _embed_batch(
-        self,
-        photos: Sequence[PreparedPhoto],
-        measurements: Sequence[Measured] | None,
+        self, photos: Sequence[PreparedPhoto], measurements: Sequence[Measured] | None = None
     ) -> list[PhotoEmbedding]:
-        """One network call for photos of one canvas shape, then each photo's vector, units and measurements."""
+        """One network call for photos of one canvas shape, then each photo's vector, units and measurements
+        (`measurements`: the photos' `measure_photo` results, when a worker took them already)."""
         batch = np.stack([self._network_input(photo) for photo in photos])
         with self._lock:
             features = self.runner(batch)
