@@ -153,12 +153,18 @@ class OpenVinoRunner:
             "PERFORMANCE_HINT": "LATENCY",
         }
         core = ov.Core()
-        if compiled_dir is not None:
-            # OpenVINO's model cache: the compiled network, keyed by the ONNX file and the settings above, is read
-            # back on the next start instead of compiled again (0.2 s instead of 1 s here).
-            compiled_dir.mkdir(parents=True, exist_ok=True)
-            core.set_property({"CACHE_DIR": str(compiled_dir)})
-        self.model = core.compile_model(str(onnx_path), "CPU", config)
+        if compiled_dir is None:
+            self.model = core.compile_model(str(onnx_path), "CPU", config)
+            return
+        from filelock import FileLock
+
+        # OpenVINO's model cache: the compiled network, keyed by the ONNX file and the settings above, is read
+        # back on the next start instead of compiled again (0.2 s instead of 1 s here). Its writes are not safe
+        # between processes (service workers, Ray actors starting together), so one compiles at a time.
+        compiled_dir.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(compiled_dir)})
+        with FileLock(compiled_dir / ".compile.lock"):
+            self.model = core.compile_model(str(onnx_path), "CPU", config)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         request = self.model.create_infer_request()  # one per call: safe from several threads
