@@ -15,13 +15,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Run the main job end to end on the embedded default (SQLite in .data/demo), print the verdicts and stop.
-## `make demo DEMO_ARGS=` keeps the service and the auditor's desk running until Ctrl-C.
-DEMO_ARGS ?= --no-serve
+## Run the main job end to end on the embedded default (SQLite in .data/demo, or under GRAINPROOF_DATA_DIR),
+## print the verdicts, the desk's address and a key per role, and keep the service and the desk running
+## until Ctrl-C. `make demo DEMO_ARGS=--no-serve` stops after printing (what scripts and CI want).
+DEMO_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/grainproof demo $(DEMO_ARGS)
 
-## Lint, type-check and run every test.
+## Lint, type-check and run every test (never the serving demo: tests run it with --no-serve).
 test: $(STAMP) browser lint typecheck pytest
 
 lint: $(STAMP)

@@ -1,16 +1,18 @@
 """The end-to-end demo: a simulated world sent through the real service, as a miller and an auditor would.
 
-Steps, each reusable: simulate a small world (kept under reference_lots/), split it into reference lots
-and a few intake lots held out of the reference, embed the reference photos, start the service on the
-embedded default (SQLite in a fresh data dir) on a free localhost port, load the reference and build a
-model through the API, then send the intake lots as multipart photo uploads and collect the verdicts.
-The CLI (`grainproof demo`) prints them and the auditor's desk address.
+Steps, each reusable: simulate a small world (kept under reference_lots/, or GRAINPROOF_DATA_DIR when set),
+split it into reference lots and a few intake lots held out of the reference, embed the reference photos,
+start the service on the embedded default (SQLite in a fresh data dir) on a free localhost port, load the
+reference and build a model through the API, then send the intake lots as multipart photo uploads and
+collect the verdicts. The CLI (`grainproof demo`) prints them, the auditor's desk address, a key per role
+and ready-to-paste API calls, and keeps serving until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import shutil
 import socket
 import threading
@@ -39,6 +41,34 @@ DEMO_SPECIES: tuple[str, ...] = ("soft_wheat",)
 DEMO_SITE = "demo-silo"
 _MARKER = ".grainproof-demo"
 _KEEP = ("cache", _MARKER)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoLocations:
+    """Where the demo keeps its service data and its world (absolute), and the world's second choice."""
+
+    data_dir: Path
+    world_dir: Path
+    fallback_world_dir: Path
+
+
+def demo_locations(settings: Settings, *, cwd: Path | None = None) -> DemoLocations:
+    """Under GRAINPROOF_DATA_DIR when it is set (demo/, demo-world/), else under the current directory
+    (.data/demo, reference_lots/demo-world): a user who chose a data dir finds nothing written elsewhere.
+
+    The fallback holds the world when someone else's world sits in the default place.
+    """
+    if settings.data_dir_set:
+        root = settings.data_dir.expanduser().resolve()
+        return DemoLocations(
+            data_dir=root / "demo", world_dir=root / "demo-world", fallback_world_dir=root / "demo-world-2"
+        )
+    here = (cwd or Path.cwd()).resolve()
+    return DemoLocations(
+        data_dir=here / ".data" / "demo",
+        world_dir=here / "reference_lots" / "demo-world",
+        fallback_world_dir=here / ".data" / "demo-world",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,7 +219,6 @@ def embed_reference(
 ) -> tuple[Path, Path]:
     """The reference lots as an embedded manifest (f_* columns) and its units sidecar, in the world dir."""
     from grainproof.embed import embed_manifest, get_embedder
-    from grainproof.embed.batch import units_path
 
     manifest = write_manifest(world_dir / "demo-reference.csv", reference)
     embedder = get_embedder(settings=settings)
@@ -197,7 +226,7 @@ def embed_reference(
     with stage(f"Embedding {photos} reference photos", photos) as progress:
         out = world_dir / "demo-reference.embedded.csv"
         embedded = embed_manifest(manifest, out, embedder=embedder, progress=progress)
-    return embedded, units_path(embedded)
+    return embedded.path, embedded.units
 
 
 def fresh_data_dir(data_dir: Path) -> Path:
@@ -398,6 +427,20 @@ def _p(value: float | None) -> str:
     if value is None:
         return "—"
     return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def api_examples(url: str, keys: DemoKeys, lot: IntakeLot, *, world_dir: Path) -> list[str]:
+    """Ready-to-paste curl lines against the demo's service: an intake sends one of the lots again under a new id
+    (with its photos), an auditor reads the flagged queue, an admin lists the reference model versions."""
+    claim = {**claim_json(lot.claim), "lot_id": f"{lot.claim.lot_id}-again"}
+    photos = " ".join(f"-F {shlex.quote(f'photos=@{(world_dir / p).resolve()}')}" for p in lot.claim.photos)
+    return [
+        f"curl -H {shlex.quote(f'Authorization: Bearer {keys.intake}')} "
+        f"-H 'Idempotency-Key: {lot.claim.lot_id}-again' "
+        f"-F {shlex.quote('claim=' + json.dumps(claim, separators=(',', ':')))} {photos} {url}/v1/verifications",
+        f"curl -H {shlex.quote(f'Authorization: Bearer {keys.auditor}')} '{url}/v1/verifications?flagged=true'",
+        f"curl -H {shlex.quote(f'Authorization: Bearer {keys.admin}')} {url}/v1/reference-models",
+    ]
 
 
 @contextlib.contextmanager

@@ -48,6 +48,17 @@ def season_of(harvest_date: date) -> int:
     return harvest_date.year
 
 
+def check_point(lon: float, lat: float) -> None:
+    """ClaimError unless (lon, lat) is a WGS84 position: finite, longitude in [-180, 180], latitude in [-90, 90]."""
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise ClaimError("Longitude and latitude must be finite numbers.")
+    order = "give longitude first, then latitude, in WGS84 decimal degrees"
+    if not -180.0 <= lon <= 180.0:
+        raise ClaimError(f"Longitude {lon:g} is outside [-180, 180]; {order}.")
+    if not -90.0 <= lat <= 90.0:
+        raise ClaimError(f"Latitude {lat:g} is outside [-90, 90]; {order}.")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Origin:
     """Where a lot is declared to have grown: a point, a field polygon (GeoJSON) and/or a region code."""
@@ -61,12 +72,7 @@ class Origin:
         if (self.lon is None) != (self.lat is None):
             raise ClaimError("Give both longitude and latitude, or neither.")
         if self.lon is not None and self.lat is not None:
-            if not (math.isfinite(self.lon) and math.isfinite(self.lat)):
-                raise ClaimError("Longitude and latitude must be finite numbers.")
-            if not -180.0 <= self.lon <= 180.0:
-                raise ClaimError(f"Longitude {self.lon} is outside [-180, 180].")
-            if not -90.0 <= self.lat <= 90.0:
-                raise ClaimError(f"Latitude {self.lat} is outside [-90, 90].")
+            check_point(self.lon, self.lat)
         if self.region is not None and not self.region.strip():
             raise ClaimError("Region code is empty.")
         if self.lon is None and self.region is None and not self.geometry_geojson:

@@ -2,8 +2,8 @@
 
 One row per lot: lot_id, species, variety, lon, lat, region, origin_geojson, harvest_date,
 device, and either `photos` (paths relative to the CSV, `;`-separated) or feature columns
-f_0 ... f_{d-1}. The reader checks every row and reports all bad rows by line number at once,
-so a user fixes a file in one pass.
+f_0 ... f_{d-1}. The reader checks every row and reports every problem of every row, each with
+its line number, at once, so a user fixes a file in one pass.
 """
 
 from __future__ import annotations
@@ -65,14 +65,48 @@ def parse_harvest_date(text: str, *, today: date | None = None) -> date:
     return parsed
 
 
-def _parse_coordinate(text: str, name: str, low: float, high: float) -> float:
+class RowError(ClaimError):
+    """A manifest row with one or more problems; `problems` lists each of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _parse_coordinate(text: str, name: str, low: float, high: float, problems: list[str]) -> float | None:
+    """The coordinate, or None with a problem noted when it is not a number within [low, high]."""
     try:
         value = float(text)
     except ValueError:
-        raise ClaimError(f"{name} {text!r} is not a number") from None
+        problems.append(f"{name} {text!r} is not a number")
+        return None
     if not math.isfinite(value) or not low <= value <= high:
-        raise ClaimError(f"{name} {text} is outside [{low:g}, {high:g}]")
+        problems.append(f"{name} {text} is outside [{low:g}, {high:g}]")
+        return None
     return value
+
+
+#: Bad feature values named one by one in a row's problem; the rest are counted.
+_FEATURES_NAMED = 5
+
+
+def _parse_features(values: dict[str, str], dim: int, problems: list[str]) -> tuple[float, ...] | None:
+    """The row's f_* values, None when the row has none, or None with a problem noted when any is bad."""
+    texts = [values.get(f"f_{i}", "") for i in range(dim)]
+    if not any(texts):
+        return None
+    bad = [f"f_{i}={t!r}" for i, t in enumerate(texts) if not _is_float(t)]
+    if bad:
+        more = f" and {len(bad) - _FEATURES_NAMED} more" if len(bad) > _FEATURES_NAMED else ""
+        noun = "feature" if len(bad) == 1 else "features"
+        verb = "is not a number" if len(bad) == 1 else "are not numbers"
+        problems.append(f"{noun} {', '.join(bad[:_FEATURES_NAMED])}{more} {verb}")
+        return None
+    parsed = tuple(float(t) for t in texts)
+    if not all(math.isfinite(v) for v in parsed):
+        problems.append("feature vector has NaN or infinite values")
+        return None
+    return parsed
 
 
 def parse_row(
@@ -83,41 +117,38 @@ def parse_row(
     check_photos: bool = True,
     today: date | None = None,
 ) -> LotRecord:
-    """One manifest row as a LotRecord; raises ClaimError naming the first problem."""
+    """One manifest row as a LotRecord; RowError listing every problem of the row."""
     values = {k: (v or "").strip() for k, v in row.items() if k is not None}
-    for name in REQUIRED_COLUMNS:
-        if not values.get(name):
-            raise ClaimError(f"{name} is empty")
+    problems: list[str] = [f"{name} is empty" for name in REQUIRED_COLUMNS if not values.get(name)]
     lon_text, lat_text = values.get("lon", ""), values.get("lat", "")
-    lon = _parse_coordinate(lon_text, "lon", -180.0, 180.0) if lon_text else None
-    lat = _parse_coordinate(lat_text, "lat", -90.0, 90.0) if lat_text else None
-    if (lon is None) != (lat is None):
-        raise ClaimError("give both lon and lat, or neither")
+    lon = _parse_coordinate(lon_text, "lon", -180.0, 180.0, problems) if lon_text else None
+    lat = _parse_coordinate(lat_text, "lat", -90.0, 90.0, problems) if lat_text else None
+    if bool(lon_text) != bool(lat_text):
+        problems.append("give both lon and lat, or neither")
     region = values.get("region") or None
     geojson = values.get("origin_geojson") or None
-    if lon is None and region is None and geojson is None:
-        raise ClaimError("no origin: give lon/lat, region or origin_geojson")
-    harvest_text = values.get("harvest_date", "")
-    harvest = parse_harvest_date(harvest_text, today=today) if harvest_text else None
+    if not lon_text and region is None and geojson is None:
+        problems.append("no origin: give lon/lat, region or origin_geojson")
+    harvest: date | None = None
+    if harvest_text := values.get("harvest_date", ""):
+        try:
+            harvest = parse_harvest_date(harvest_text, today=today)
+        except ClaimError as exc:
+            problems.append(str(exc))
     photos: tuple[str, ...] = tuple(p.strip() for p in values.get("photos", "").split(";") if p.strip())
     if check_photos:
-        for photo in photos:
-            if not (base_dir / photo).is_file():
-                raise ClaimError(f"photo {photo!r} does not exist (paths are relative to the CSV)")
-    features: tuple[float, ...] | None = None
-    if dim:
-        texts = [values.get(f"f_{i}", "") for i in range(dim)]
-        if any(texts):
-            try:
-                parsed = tuple(float(t) for t in texts)
-            except ValueError:
-                bad = next(f"f_{i}={t!r}" for i, t in enumerate(texts) if not _is_float(t))
-                raise ClaimError(f"feature {bad} is not a number") from None
-            if not all(math.isfinite(v) for v in parsed):
-                raise ClaimError("feature vector has NaN or infinite values")
-            features = parsed
-    if not photos and features is None:
-        raise ClaimError("no photos and no feature values: give one or the other")
+        problems.extend(
+            f"photo {photo!r} does not exist (paths are relative to the CSV)"
+            for photo in photos
+            if not (base_dir / photo).is_file()
+        )
+    feature_problems: list[str] = []
+    features = _parse_features(values, dim, feature_problems) if dim else None
+    problems.extend(feature_problems)
+    if not photos and features is None and not feature_problems:
+        problems.append("no photos and no feature values: give one or the other")
+    if problems:
+        raise RowError(problems)
     extra = {k: v for k, v in values.items() if k not in STANDARD_COLUMNS and not _FEATURE_RE.match(k)}
     claim = Claim(
         lot_id=values["lot_id"],
@@ -191,15 +222,21 @@ def parse_manifest_text(
             if any(v is None for v in row.values()):
                 problems.append(f"line {line}: fewer values than header columns")
                 continue
+            row_problems: list[str] = []
+            lot_id = (row.get("lot_id") or "").strip()
+            if lot_id in seen:
+                row_problems.append(f"lot_id {lot_id!r} already used on line {seen[lot_id]}")
+            elif lot_id:
+                seen[lot_id] = line
             try:
                 lot = parse_row(row, base_dir=base, dim=dim, check_photos=check_photos, today=today)
+            except RowError as exc:
+                row_problems.extend(exc.problems)
             except GrainproofError as exc:
-                problems.append(f"line {line}: {exc}")
+                row_problems.append(str(exc))
+            if row_problems:
+                problems.extend(f"line {line}: {problem}" for problem in row_problems)
                 continue
-            if lot.lot_id in seen:
-                problems.append(f"line {line}: lot_id {lot.lot_id!r} already used on line {seen[lot.lot_id]}")
-                continue
-            seen[lot.lot_id] = line
             lots.append(lot)
     except csv.Error as exc:
         problems.append(f"line {reader.line_num}: malformed CSV ({exc})")

@@ -6,6 +6,7 @@ the API passes none.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -15,9 +16,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 #: Called with (units done so far, total units); services call it as they go.
 ProgressCallback = Callable[[int, int], None]
 
+#: Width of output that goes to a file or a pipe: wide enough that no table column is cut.
+UNBOUNDED_WIDTH = 1000
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console that fits the terminal, or prints in full where no terminal is (a pipe, a file, a CI log).
+
+    Rich assumes 80 columns without a terminal and cuts table cells to fit ("endpo…"); figures in a log must be
+    readable, so a redirected console gets an unbounded width (COLUMNS, when set, still wins).
+    """
+    console = Console(stderr=stderr)
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(stderr=stderr, width=UNBOUNDED_WIDTH)
+
+
 #: Results for people go to stdout; progress and errors to stderr so stdout stays pipeable.
-console = Console()
-err_console = Console(stderr=True)
+console = _console()
+err_console = _console(stderr=True)
 
 
 @contextmanager

@@ -29,6 +29,8 @@ class Settings:
     """Everything configurable, in one place; build with `Settings.from_env()` or `get_settings()`."""
 
     data_dir: Path = field(default_factory=_default_data_dir)
+    #: True when GRAINPROOF_DATA_DIR was given: `grainproof demo` then keeps its world and data under it.
+    data_dir_set: bool = False
     cache_dir: Path | None = None
     database_url: str | None = None
     backbone: str = "efficientnet_lite0"
@@ -64,6 +66,7 @@ class Settings:
         cache = os.environ.get("GRAINPROOF_CACHE_DIR")
         return cls(
             data_dir=data_dir,
+            data_dir_set=bool(os.environ.get("GRAINPROOF_DATA_DIR")),
             cache_dir=Path(cache).expanduser() if cache else None,
             database_url=os.environ.get("GRAINPROOF_DATABASE_URL") or None,
             backbone=_env("BACKBONE", "efficientnet_lite0"),

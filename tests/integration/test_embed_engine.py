@@ -198,3 +198,37 @@ def test_embed_manifest_adds_features_backbone_and_units(
     assert set(units) == {"L1", "L2"} and units["L1"].shape[1] == 8 + 1280
     expected = lot_embedding(embedder.embed_files([folder / "tray_1.jpg", folder / "tray_0.jpg"]))
     assert np.allclose(features[0], expected.vector, atol=1e-6)
+
+
+COMPILE = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "import numpy as np\n"
+    "from grainproof.embed.runtime import OpenVinoRunner\n"
+    "runner = OpenVinoRunner(Path(sys.argv[1]), threads=1, bf16=True, compiled_dir=Path(sys.argv[2]))\n"
+    "print(runner(np.zeros((1, 3, 224, 224), dtype=np.float32)).shape)\n"
+)
+
+
+@pytest.mark.slow
+def test_processes_starting_together_share_one_compiled_network_cache(
+    embedder: Embedder, settings: Settings, tmp_path: Path
+) -> None:
+    """Service workers and Ray actors start at once on a fresh cache: OpenVINO's cache writes are not safe
+    between processes ("cannot set permissions: No such file"), so they take turns."""
+    (onnx_path,) = (settings.embedding_cache_dir / "onnx").glob("*.onnx")
+    compiled = tmp_path / "openvino"
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", COMPILE, str(onnx_path), str(compiled)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for start in starts:
+        out, err = start.communicate(timeout=600)
+        assert start.returncode == 0, err[-2000:]
+        assert out.strip() == "(1, 1280, 7, 7)"
+    assert list(compiled.glob("*.blob")), "the compiled network is kept for the next start"

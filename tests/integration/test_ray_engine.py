@@ -90,7 +90,7 @@ def test_embed_command_on_ray_equals_the_single_process_embedding(
 
     local_out = embed_manifest(
         photo_world, tmp_path / "local.csv", embedder=get_embedder(settings=Settings(data_dir=tmp_path / "local"))
-    )
+    ).path
     # Its own cache: the Ray run must compute its embeddings, not read the local run's.
     monkeypatch.setenv("GRAINPROOF_DATA_DIR", str(tmp_path / "ray"))
     get_settings.cache_clear()

@@ -72,6 +72,35 @@ def test_verify_writes_one_verdict_per_claim_and_flags_lies(files: dict[str, Pat
     assert lie_flags >= 20 and genuine_flags <= 5
 
 
+def test_verify_says_when_its_table_shows_only_the_lowest_p_values(files: dict[str, Path]) -> None:
+    out = files["root"] / "noticed.jsonl"
+    result = runner.invoke(app, ["verify", str(files["model"]), str(files["claims"]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"the 20 lowest p-values of 60 claims; every verdict is in {out}" in result.stdout
+    shown = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert len(shown) == 20
+    few = write_manifest(files["root"] / "few.csv", WORLD.lots(5, seed=7, prefix="few"))
+    result = runner.invoke(app, ["verify", str(files["model"]), str(few), "--out", str(out)])
+    assert result.exit_code == 0 and "lowest p-values" not in result.stdout, "all 5 shown: nothing left out"
+
+
+def test_verify_and_reference_build_answer_in_json(files: dict[str, Path]) -> None:
+    out = files["root"] / "as-json.jsonl"
+    result = runner.invoke(app, ["verify", str(files["model"]), str(files["claims"]), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["claims"] == 60 and len(printed["verdicts"]) == 60, "JSON leaves no verdict out"
+    p_values = [v["plausibility"] for v in printed["verdicts"]]
+    assert p_values == sorted(p_values) and printed["flagged"] == sum(v["flagged"] for v in printed["verdicts"])
+    build = runner.invoke(
+        app, ["reference", "build", str(files["reference"]), "--out", str(files["root"] / "m2"), "--json"]
+    )
+    assert build.exit_code == 0, build.output
+    built = json.loads(build.stdout)
+    assert built["version"] == ReferenceModel.load(files["root"] / "m2").version
+    assert built["species"][0]["reference_lots"] == 240
+
+
 def test_verify_against_a_missing_model_is_a_clear_error(files: dict[str, Path]) -> None:
     result = runner.invoke(app, ["verify", str(files["root"] / "nope"), str(files["claims"]), "--out", "x.jsonl"])
     assert isinstance(result.exception, ModelError)

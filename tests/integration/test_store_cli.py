@@ -38,6 +38,8 @@ def test_keys_create_prints_the_key_once_and_stores_only_its_hash(data_dir: Path
     assert rows == [(hash_key(secret), "auditor")]
     code, listed = _run("keys", "list")
     assert code == 0 and "auditor" in listed and secret not in listed
+    code, listed_json = _run("keys", "list", "--json")
+    assert code == 0 and [(k["id"], k["role"], k["name"]) for k in json.loads(listed_json)] == [(1, "auditor", "desk")]
     assert _run("keys", "revoke", "1")[0] == 0
 
 
@@ -128,6 +130,15 @@ def test_db_upgrade_status_and_downgrade(data_dir: Path) -> None:
 def test_commands_on_an_unmigrated_database_say_to_upgrade(data_dir: Path) -> None:
     result = runner.invoke(app, ["audit", "verify"])
     assert "grainproof db upgrade" in str(result.exception)
+
+
+def test_checking_a_data_dir_without_a_database_creates_nothing_there(data_dir: Path) -> None:
+    """A mistyped GRAINPROOF_DATA_DIR must not get an empty database that later looks like the real one."""
+    for command in (["audit", "verify"], ["keys", "list"], ["db", "status"], ["export", "epcis"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code != 0, command
+        assert f"There is no grainproof database at {data_dir / 'grainproof.db'}" in str(result.exception), command
+        assert not data_dir.exists(), f"{command} created {data_dir}"
 
 
 def test_audit_verify_names_the_edited_entry_and_export_writes_epcis(

@@ -297,3 +297,24 @@ def test_a_few_unmeasured_lots_are_still_calibrated_among_their_own_kind() -> No
     assert model.options.min_calibration > 40
     p = np.array([_p(model, lot) for lot in lots(400, seed=2, every=1)])
     assert np.mean(p <= 0.1) <= 0.1 + 3 * np.sqrt(0.1 * 0.9 / 40)
+
+
+def test_a_variety_one_fold_took_whole_is_left_out_of_that_fold_without_numpy_warnings() -> None:
+    """A variety with a single reference lot is absent from the model of the fold holding it: that lot cannot be
+    scored out of sample (its calibration score stays NaN) and a claim of the variety is scored by the other
+    folds only. It used to be scored with an infinite variance (numpy's divide-by-zero warning, every distance 0)."""
+    import warnings
+
+    lots = WORLD.lots(200, seed=4)
+    rare = replace(lots[0], claim=replace(lots[0].claim, variety="rare"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning from numpy fails the test
+        model = fit_reference_model([rare, *lots[1:]], seed=0)
+        ref = model.species[rare.claim.species]
+        rare_index = ref.varieties.index("rare")
+        lot = ref.lot_ids.tolist().index(rare.lot_id)
+        assert np.isnan(ref.calibration[lot]).all(), "no fold model knows the variety of the fold that holds it"
+        holders = [f for f, cells in enumerate(ref.fold_cells) if cells.evidence["variety"][rare_index] == 0]
+        assert holders == [int(ref.lot_folds[lot])]
+        verdict = _p(model, rare)
+    assert 0.0 < verdict <= 1.0

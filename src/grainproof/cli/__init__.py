@@ -1,7 +1,7 @@
 """The `grainproof` command line: thin typer commands over the same services the API uses.
 
-Each area registers its commands from its own module below; heavy libraries (torch, geopandas)
-are imported inside commands so `grainproof --help` stays fast.
+Each area registers its commands from its own module below; heavy libraries (numpy, torch, geopandas)
+are imported inside commands so `grainproof --help` stays fast (tests/unit/test_cli_basics.py checks it).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import typer
 
 from grainproof.errors import GrainproofError
-from grainproof.progress import err_console
+from grainproof.progress import console, err_console
 
 app = typer.Typer(
     name="grainproof",
@@ -19,7 +19,30 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Typer's rich help prints a type after every option, flags too (`--overwrite <bool>`, as if they took a
+    # value); click's plain help shows flags as flags. The setting holds for every command and group below.
+    rich_markup_mode=None,
+    # Click wraps help at 80 columns at most by default; use up to 120 where the terminal is that wide.
+    context_settings={"max_content_width": 120},
 )
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        from importlib.metadata import version
+
+        console.print(f"grainproof {version('grainproof')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+    ),
+) -> None:
+    """Verify the declared origin and harvest date of grain lots from smartphone photos."""
+
 
 bench_app = typer.Typer(
     help="Benchmarks: each prints a baseline and ours from the same run, and their ratio.", no_args_is_help=True

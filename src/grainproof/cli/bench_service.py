@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.table import Table
 
 from grainproof.cli import bench_app
+from grainproof.cli._output import json_option, json_out_option, print_json, write_json
 from grainproof.errors import GrainproofError
 from grainproof.progress import console, progress_bar
-
-
-def _write_json(path: Path | None, data: dict[str, Any]) -> None:
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        console.print(f"wrote {path}")
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -40,7 +32,8 @@ def bench_reference_command(
     threads: int = typer.Option(2, help="BLAS threads of each build process."),
     seed: int = typer.Option(0),
     work_dir: Path | None = typer.Option(None, help="Scratch directory for the synthetic archives (default: /tmp)."),
-    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
+    json_out: Path | None = json_out_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Build time and peak memory from 10k to 1M lots (streaming vs all in memory), and a day's update vs rebuild."""
     from grainproof.scale.reference_bench import run_reference_bench
@@ -57,6 +50,10 @@ def bench_reference_command(
             work_dir=work_dir,
             progress=progress,
         )
+    write_json(json_out, result.as_dict())
+    if as_json:
+        print_json(result.as_dict())
+        return
     table = Table(title=f"bench reference: synthetic lots, d={dim}, {threads} BLAS threads per build")
     for column in (
         "lots",
@@ -94,7 +91,6 @@ def bench_reference_command(
             f"({update['update_and_save_s']:.2f} s with saving) vs full rebuild {update['rebuild_s']:.1f} s "
             f"({update['rebuild_and_save_s']:.1f} s with saving): ratio {update['update_s'] / update['rebuild_s']:.3f}"
         )
-    _write_json(json_out, result.as_dict())
 
 
 @bench_app.command("verify")
@@ -111,7 +107,8 @@ def bench_verify_command(
         None, help="Run the service on this database (e.g. postgresql+psycopg://...); default: SQLite in a temp dir."
     ),
     seed: int = typer.Option(0),
-    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
+    json_out: Path | None = json_out_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """p50/p99 latency and throughput of POST /v1/verifications (vectors, 3 photos) vs /health, same server and load."""
     from grainproof.scale.verify_bench import run_verify_bench
@@ -131,6 +128,10 @@ def bench_verify_command(
             seed=seed,
             progress=progress,
         )
+    write_json(json_out, result.as_dict())
+    if as_json:
+        print_json(result.as_dict())
+        return
     table = Table(
         title=f"bench verify: {result.server} server, {result.workers} workers, {result.database}, "
         f"{result.cpu_count} CPUs, {result.reference_lots} reference lots, d={result.dim}"
@@ -162,4 +163,3 @@ def bench_verify_command(
             f"{ratio['p99_ratio']:.1f}" if ratio else "1",
         )
     console.print(table)
-    _write_json(json_out, result.as_dict())

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import typer
 from rich.table import Table
 
 from grainproof.cli import app, bench_app
+from grainproof.cli._output import json_option, json_out_option, print_json, write_json
 from grainproof.errors import GrainproofError
 from grainproof.progress import console, progress_bar
 
@@ -35,13 +34,6 @@ def _settings(backbone: str | None, runtime: str | None, threads: int | None) ->
     return replace(settings, **changes) if changes else settings
 
 
-def _write_json(path: Path | None, data: dict[str, Any]) -> None:
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        console.print(f"wrote {path}")
-
-
 @app.command("embed")
 def embed(
     manifest: Path = typer.Argument(..., help="Lot manifest CSV whose `photos` column lists each lot's photos."),
@@ -51,10 +43,12 @@ def embed(
     runtime: str | None = typer.Option(None, help="openvino (default, fastest), onnxruntime or torch."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data actors)."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local Ray)."),
+    as_json: bool = json_option(),
 ) -> None:
     """Embed every lot's photos (cached by photo content) and write the manifest with lot vectors."""
+    from dataclasses import asdict
+
     from grainproof.embed import embed_manifest, get_embedder
-    from grainproof.embed.batch import units_path
     from grainproof.scale.engines import photo_embedder
 
     settings = _settings(backbone, runtime, None)
@@ -65,8 +59,24 @@ def embed(
         embedder = get_embedder(settings.backbone, checkpoint_path=checkpoint, settings=settings)
     with progress_bar("embedding photos") as progress:
         written = embed_manifest(manifest, out, embedder=embedder, progress=progress)
-    console.print(f"wrote {written} ({embedder.dim} features, backbone {embedder.backbone_id})")
-    console.print(f"wrote {units_path(written)} (per-kernel unit vectors)")
+    if as_json:
+        print_json({**asdict(written), "features": embedder.dim, "backbone": embedder.backbone_id})
+        return
+    console.print(
+        f"wrote {written.path} ({written.lots} lots, {embedder.dim} features, backbone {embedder.backbone_id})"
+    )
+    console.print(f"wrote {written.units} (per-kernel unit vectors)")
+    if not written.warnings:
+        console.print(f"no warnings on {written.photos} photos")
+        return
+    # One line per kind of warning: the same advice repeated for every photo would hide the rare ones.
+    table = Table(title=f"warnings on {written.photos} photos (each lot's are in the embedding_warnings column)")
+    table.add_column("photos", justify="right")
+    table.add_column("warning")
+    table.add_column("for example")
+    for counted in written.warnings:
+        table.add_row(str(counted.photos), counted.warning, counted.example)
+    console.print(table)
 
 
 @bench_app.command("embed")
@@ -77,14 +87,32 @@ def bench_embed_command(
     rounds: int = typer.Option(3, help="Timed rounds; each runs the naive path then ours; medians are reported."),
     threads: int | None = typer.Option(None, help="CPU threads for our path (default: GRAINPROOF_TORCH_THREADS)."),
     runtime: str | None = typer.Option(None, help="Our runtime: openvino (default), onnxruntime or torch."),
-    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
+    photos: Path | None = typer.Option(
+        None,
+        "--photos",
+        help="Also time whole processes on these photos (a folder, one lot per photo, or a lot manifest): "
+        "a plain timm loop vs `grainproof embed`, start-up included. E.g. ../shared/data/rice.",
+    ),
+    process_rounds: int = typer.Option(1, "--process-rounds", help="Rounds of the whole-process comparison."),
+    json_out: Path | None = json_out_option(),
+    as_json: bool = json_option(),
 ) -> None:
-    """Images per second: naive timm path (one image at a time) vs ours, their ratio, and share of matmul peak."""
-    from grainproof.embed.bench import bench_embed
+    """Images per second: naive timm path (one image at a time) vs ours, their ratio, and share of matmul peak;
+    with --photos, whole `grainproof embed` processes against a plain timm loop on the same photos."""
+    from grainproof.embed.bench import bench_embed, bench_embed_process
 
     settings = _settings(None, runtime, threads)
-    with progress_bar("benchmark rounds", rounds) as progress:
+    with progress_bar("network: benchmark rounds", rounds) as progress:
         result = bench_embed(settings=settings, images=images, rounds=rounds, progress=progress)
+    process = None
+    if photos is not None:
+        with progress_bar("whole processes: loop, ours cold, ours warm", process_rounds) as progress:
+            process = bench_embed_process(photos, settings=settings, rounds=process_rounds, progress=progress)
+    figures = {**result.as_dict(), "whole_process": process.as_dict() if process is not None else None}
+    write_json(json_out, figures)
+    if as_json:
+        print_json(figures)
+        return
     table = Table(title=f"bench embed: {result.backbone_id}, canvas {result.canvas[0]}x{result.canvas[1]}")
     table.add_column("path")
     table.add_column("images/s", justify="right")
@@ -96,7 +124,36 @@ def bench_embed_command(
         f"backbone: {result.gflops_per_image:.2f} GFLOP/image; fp32 matmul peak measured now: "
         f"{result.matmul_gflops_per_s:.1f} GFLOP/s; ours reaches {100 * result.fraction_of_matmul_peak:.1f}% of it"
     )
-    _write_json(json_out, result.as_dict())
+    if process is None:
+        console.print("whole processes: not timed (give --photos, e.g. --photos ../shared/data/rice)")
+        return
+    timed = Table(
+        title=f"whole processes, start-up included: {process.photos} photos from {process.source}, "
+        f"{process.threads} threads, median of {process.rounds} round(s)"
+    )
+    timed.add_column("process")
+    timed.add_column("seconds", justify="right")
+    timed.add_column("photos/s", justify="right")
+    timed.add_column("loop / this", justify="right")
+    timed.add_row(
+        "plain timm loop (tf_efficientnet_lite0, 224x224, one photo at a time)",
+        f"{process.naive_s:.2f}",
+        f"{process.photos / process.naive_s:.1f}",
+        "1.00x",
+    )
+    timed.add_row(
+        f"grainproof embed, fresh cache ({process.runtime}: exports and compiles the network)",
+        f"{process.ours_cold_s:.2f}",
+        f"{process.photos / process.ours_cold_s:.1f}",
+        f"{process.speedup_cold:.2f}x",
+    )
+    timed.add_row(
+        "grainproof embed, network cached, photos new",
+        f"{process.ours_warm_s:.2f}",
+        f"{process.photos / process.ours_warm_s:.1f}",
+        f"{process.speedup_warm:.2f}x",
+    )
+    console.print(timed)
 
 
 @bench_app.command("invariance")
@@ -105,7 +162,8 @@ def bench_invariance_command(
     held_out: int = typer.Option(4, help="Phone profiles kept out of training; the test lots use only these."),
     lots: int = typer.Option(240, help="Lots to simulate when no WORLD is given."),
     seed: int = typer.Option(0, help="Seed for the held-out phones (and the simulated world)."),
-    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
+    json_out: Path | None = json_out_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """Between-region / within-region-across-phones distance ratio on unseen phones, without and with our handling."""
     import tempfile
@@ -119,6 +177,10 @@ def bench_invariance_command(
                 world = simulate_bench_world(Path(scratch), lots=lots, seed=seed, progress=simulate_progress)
         with progress_bar("embedding photos") as progress:
             result = bench_invariance(world, held_out=held_out, seed=seed, progress=progress, label=label)
+    write_json(json_out, result.as_dict())
+    if as_json:
+        print_json(result.as_dict())
+        return
     table = Table(title=f"bench invariance: {result.world}")
     table.add_column("lots from unseen phones")
     table.add_column("between regions", justify="right")
@@ -142,17 +204,19 @@ def bench_invariance_command(
         f"trained on {result.train_lots} lots from {', '.join(result.train_devices)}; "
         f"tested on {result.test_lots} lots from unseen {', '.join(result.held_out_devices)}"
     )
-    _write_json(json_out, result.as_dict())
 
 
 @bench_app.command("measurements")
 def bench_measurements_command(
     embedded: Path = typer.Argument(..., help="An embedded manifest of a simulated world (`grainproof embed`)."),
     latent: Path = typer.Option(..., "--latent", help="The world's latent_traits.csv (the truth)."),
-    json_out: Path | None = typer.Option(None, "--json-out", help="Also write the figures as JSON here."),
+    json_out: Path | None = json_out_option(),
+    as_json: bool = json_option(),
 ) -> None:
     """How well the kernel measurements in the vectors track the simulator's true lot traits."""
     from dataclasses import asdict
+
+    import numpy as np
 
     from grainproof.domain import measured_feature_count
     from grainproof.embed.bench import measurement_agreement
@@ -172,6 +236,11 @@ def bench_measurements_command(
         columns,
         MEASURED_FEATURES,
     )
+    data = {"embedded": str(embedded), "figures": [asdict(f) for f in figures]}
+    write_json(json_out, data)
+    if as_json:
+        print_json(data)
+        return
     table = Table(title=f"bench measurements: {embedded}")
     table.add_column("measured feature")
     table.add_column("true trait")
@@ -180,4 +249,3 @@ def bench_measurements_command(
     for figure in figures:
         table.add_row(figure.feature, figure.trait, f"{figure.correlation:.3f}", str(figure.lots))
     console.print(table)
-    _write_json(json_out, {"embedded": str(embedded), "figures": [asdict(f) for f in figures]})

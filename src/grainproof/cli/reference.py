@@ -12,8 +12,12 @@ import typer
 from rich.table import Table
 
 from grainproof.cli import app, bench_app
+from grainproof.cli._output import json_option, print_json
 from grainproof.errors import GrainproofError
 from grainproof.progress import console, err_console, progress_bar
+
+#: `grainproof verify` shows this many of a batch's verdicts, the least plausible first (all are in --out).
+VERIFY_TABLE_ROWS = 20
 
 reference_app = typer.Typer(help="Build and inspect reference models (the distributions claims are scored against).")
 app.add_typer(reference_app, name="reference")
@@ -31,6 +35,7 @@ def build(
     folds: int = typer.Option(5, "--folds", help="Cross-conformal calibration folds."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data, same results)."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address (default: local Ray)."),
+    as_json: bool = json_option(),
 ) -> None:
     """Fit a reference model from reference lots and save it as a versioned directory."""
     from grainproof.manifest import read_manifest, units_beside
@@ -58,6 +63,21 @@ def build(
             runner=runner,
             origin_units=origin_units,
         )
+    warnings = build_warnings(model, get_settings().alpha)
+    if as_json:
+        species = [
+            {
+                "species": name,
+                "varieties": list(ref.varieties),
+                "origin_units": len(ref.origins),
+                "seasons": list(ref.seasons),
+                "reference_lots": len(ref.lot_ids),
+                "reduced_dim": ref.dim,
+            }
+            for name, ref in sorted(model.species.items())
+        ]
+        print_json({"version": model.version, "model_dir": str(out), "species": species, "warnings": warnings})
+        return
     table = Table(title=f"reference model {model.version} -> {out}")
     for column in ("species", "varieties", "origin units", "seasons", "reference lots", "reduced dim"):
         table.add_column(column, justify="right" if column in ("reference lots", "reduced dim") else "left")
@@ -71,7 +91,7 @@ def build(
             str(ref.dim),
         )
     console.print(table)
-    for warning in build_warnings(model, get_settings().alpha):
+    for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
@@ -90,6 +110,7 @@ def verify(
     exit_code: bool = typer.Option(
         False, "--exit-code", help="Exit 1 when at least one lot was flagged (for scripts), as `git diff` does."
     ),
+    as_json: bool = json_option(),
 ) -> None:
     """Score every claim of a manifest and write one JSON verdict per line.
 
@@ -125,11 +146,44 @@ def verify(
             handle.write(json.dumps(row) + "\n")
     os.replace(tmp, out)
     flagged = sum(v.flagged for v in verdicts)
-    shown = sorted(verdicts, key=lambda v: v.plausibility)[:SHOWN_VERDICTS]
-    title = f"{len(verdicts)} claims verified against model {model.version} -> {out}"
-    if len(verdicts) > len(shown):
-        title += f" (the {len(shown)} lowest plausibilities of {len(verdicts)})"
-    table = Table(title=title)
+    least_plausible = sorted(verdicts, key=lambda v: v.plausibility)
+    if as_json:
+        print_json(
+            {
+                "model_version": model.version,
+                "out": str(out),
+                "claims": len(results),
+                "verified": len(verdicts),
+                "flagged": flagged,
+                "could_not_verify": [failure.as_dict() for failure in failures],
+                "alpha": verdicts[0].alpha if verdicts else alpha,
+                "fdr": fdr,
+                "flagged_fdr": sum(flags_fdr.values()) if flags_fdr is not None else None,
+                # Every claim, least plausible first; the full verdicts are in --out.
+                "verdicts": [
+                    {
+                        "lot_id": v.lot_id,
+                        "plausibility": v.plausibility,
+                        "status": v.status,
+                        "flagged": v.flagged,
+                        "reason": v.reasons[0] if v.reasons else "",
+                    }
+                    for v in least_plausible
+                ],
+            }
+        )
+        if strict and failures:
+            raise typer.Exit(2)
+        if exit_code and flagged:
+            raise typer.Exit(1)
+        return
+    shown = least_plausible[:VERIFY_TABLE_ROWS]
+    table = Table(
+        title=f"{len(verdicts)} claims verified against model {model.version} -> {out}",
+        caption=f"the {len(shown)} lowest p-values of {len(verdicts)} claims; every verdict is in {out}"
+        if len(shown) < len(verdicts)
+        else None,
+    )
     table.add_column("lot")
     table.add_column("plausibility", justify="right")
     table.add_column("verdict")
@@ -156,10 +210,6 @@ def verify(
         raise typer.Exit(1)
 
 
-#: Verdicts `verify` prints (the lowest plausibilities); every one is in the output file.
-SHOWN_VERDICTS = 20
-
-
 @app.command("evaluate")
 def evaluate(
     manifest: Path = typer.Argument(..., help="Manifest CSV of labelled lots with f_* features (the truth)."),
@@ -172,7 +222,7 @@ def evaluate(
     ),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Also score the peer methods."),
     seed: int = typer.Option(0, "--seed", help="Seed for folds and derived false claims."),
-    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
     """Cross-validate the scoring on labelled lots: AUROC, detection and false-alarm rate per fraud kind."""
     from grainproof.manifest import read_manifest
@@ -197,7 +247,7 @@ def evaluate(
             progress=update,
         )
     if as_json:
-        console.print_json(json.dumps(report.as_dict()))
+        print_json(report.as_dict())
         return
     kinds = sorted({k for m in report.methods for k in m.kinds})
     table = Table(
@@ -228,12 +278,18 @@ def bench_scoring(
     update_lots: int = typer.Option(2_000, "--update-lots", help="Lots added by the incremental update."),
     claims: int = typer.Option(500, "--claims", help="Claims verified for the latency figure."),
     seed: int = typer.Option(0, "--seed"),
+    as_json: bool = json_option(),
 ) -> None:
     """Build, update and verify on a Gaussian world: times against full rebuild and raw-distance baselines."""
+    from dataclasses import asdict
+
     from grainproof.services.scoring_bench import run_scoring_bench
 
     with progress_bar("benchmarking scoring", 5) as update:
         rows = run_scoring_bench(lots=lots, dim=dim, update_lots=update_lots, claims=claims, seed=seed, progress=update)
+    if as_json:
+        print_json({"lots": lots, "dim": dim, "rows": [asdict(row) for row in rows]})
+        return
     table = Table(title=f"scoring benchmark: {lots} reference lots, d={dim}")
     table.add_column("measure")
     table.add_column("ours", justify="right")

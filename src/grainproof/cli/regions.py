@@ -9,8 +9,9 @@ import typer
 from rich.table import Table
 
 from grainproof.cli import app, bench_app
+from grainproof.cli._output import json_option, print_json
 from grainproof.errors import GrainproofError
-from grainproof.progress import console, progress_bar
+from grainproof.progress import console, err_console, progress_bar
 
 regions_app = typer.Typer(
     help="Region sets (départements, régions, your own), maps and provenance zones.", no_args_is_help=True
@@ -21,21 +22,38 @@ app.add_typer(regions_app, name="regions")
 @regions_app.command("list")
 def list_command(
     region_set: str | None = typer.Option(None, "--set", help="Show the regions of this set instead of the sets."),
+    as_json: bool = json_option(),
 ) -> None:
     """List the available region sets, or the regions (code, name, neighbours) of one set."""
     from grainproof.geo import list_region_sets, load_region_set
 
     if region_set is None:
+        sets = [(name, load_region_set(name)) for name in list_region_sets()]
+        if as_json:
+            print_json([{"set": name, "regions": len(loaded), "area_crs": loaded.area_crs} for name, loaded in sets])
+            return
         table = Table(title="Region sets")
         table.add_column("set")
         table.add_column("regions", justify="right")
         table.add_column("equal-area CRS")
-        for name in list_region_sets():
-            loaded = load_region_set(name)
+        for name, loaded in sets:
             table.add_row(name, str(len(loaded)), loaded.area_crs)
         console.print(table)
         return
     loaded = load_region_set(region_set)
+    if as_json:
+        print_json(
+            [
+                {
+                    "code": code,
+                    "name": loaded.name_of(code),
+                    "area_km2": loaded.area_km2(loaded.geometry(code)),
+                    "neighbours": list(loaded.neighbours(code)),
+                }
+                for code in loaded.codes
+            ]
+        )
+        return
     table = Table(title=f"{region_set}: {len(loaded)} regions")
     table.add_column("code")
     table.add_column("name")
@@ -82,8 +100,9 @@ def show(
     from grainproof.geo import load_region_set
     from grainproof.geo.maps import draw_region_map
 
-    loaded = load_region_set(region_set)
+    # Origin refuses impossible coordinates (and a lon without its lat) before any map work starts.
     declared = Origin(lon=lon, lat=lat, region=region) if (lon is not None or lat is not None or region) else None
+    loaded = load_region_set(region_set)
     written = draw_region_map(
         loaded,
         _read_values(values) if values else {},
@@ -100,17 +119,35 @@ def lookup(
     lon: float = typer.Argument(..., help="Longitude (WGS84)."),
     lat: float = typer.Argument(..., help="Latitude (WGS84)."),
     region_set: str = typer.Option("fr-departements", "--set", help="Region set to look the point up in."),
+    as_json: bool = json_option(),
 ) -> None:
-    """Print the region that contains a point (or say that none does)."""
+    """Print the region that contains a point (or say that none does, and which is nearest)."""
+    from grainproof.domain import check_point
     from grainproof.geo import load_region_set
 
+    check_point(lon, lat)  # before loading the set: an impossible point is the user's to fix
     loaded = load_region_set(region_set)
     code = loaded.region_of(lon, lat)
-    if code is None:
-        nearest, distance = loaded.nearest_region(lon, lat)
+    nearest, distance = loaded.nearest_region(lon, lat) if code is None else (code, 0.0)
+    if as_json:
+        print_json(
+            {
+                "lon": lon,
+                "lat": lat,
+                "set": region_set,
+                "region": code,
+                "name": loaded.name_of(code) if code is not None else None,
+                "nearest": nearest,
+                "nearest_name": loaded.name_of(nearest),
+                "distance_km": distance,
+            }
+        )
+    elif code is None:
         console.print(f"({lon}, {lat}) is in no region of {region_set}; nearest: {nearest} ({distance:.1f} km)")
+    else:
+        console.print(f"{code}\t{loaded.name_of(code)}")
+    if code is None:
         raise typer.Exit(1)
-    console.print(f"{code}\t{loaded.name_of(code)}")
 
 
 @regions_app.command("import")
@@ -158,6 +195,7 @@ def zones(
     min_samples: int = typer.Option(5, help="HDBSCAN density smoothing; larger = more noise."),
     selection: str = typer.Option("leaf", help="HDBSCAN cluster selection: leaf (fine zones) or eom."),
     embedding_weight: float = typer.Option(0.0, help="Weight of embedding similarity (needs f_* columns); 0: off."),
+    as_json: bool = json_option(),
 ) -> None:
     """Cluster reference lots into provenance zones (HDBSCAN, haversine) and report the share of noise."""
     import numpy as np
@@ -186,14 +224,31 @@ def zones(
         polygons.to_parquet(out, index=False)
     else:
         polygons.to_file(out, driver="GeoJSON")
-    table = Table(title=f"{len(lots)} lots: {model.n_zones_} zones, noise {model.noise_share_:.1%}")
-    for column in ("zone", "lots", "main region", "regions"):
-        table.add_column(column)
-    for row in model.zone_summary().itertuples():
-        table.add_row(str(row.zone), str(row.lots), str(row.main_region), str(row.regions))
-    console.print(table)
-    console.print(f"noise share: {model.noise_share_:.3f} ({int((model.labels_ == -1).sum())} of {len(lots)} lots)")
-    console.print(f"zones written to {out}")
+    summary = model.zone_summary()
+    noise_lots = int((model.labels_ == -1).sum())
+    if as_json:
+        print_json(
+            {
+                "lots": len(lots),
+                "zones": model.n_zones_,
+                "noise_share": model.noise_share_,
+                "noise_lots": noise_lots,
+                "out": str(out),
+                "zone_summary": [
+                    {"zone": row.zone, "lots": row.lots, "main_region": row.main_region, "regions": row.regions}
+                    for row in summary.itertuples()
+                ],
+            }
+        )
+    else:
+        table = Table(title=f"{len(lots)} lots: {model.n_zones_} zones, noise {model.noise_share_:.1%}")
+        for column in ("zone", "lots", "main region", "regions"):
+            table.add_column(column)
+        for row in summary.itertuples():
+            table.add_row(str(row.zone), str(row.lots), str(row.main_region), str(row.regions))
+        console.print(table)
+        console.print(f"noise share: {model.noise_share_:.3f} ({noise_lots} of {len(lots)} lots)")
+        console.print(f"zones written to {out}")
     if map_out is not None:
         from grainproof.geo import load_region_set
         from grainproof.geo.maps import draw_region_map
@@ -206,7 +261,7 @@ def zones(
             zones=polygons,
             points=np.column_stack([lon, lat]),
         )
-        console.print(f"map written to {map_out}")
+        (err_console if as_json else console).print(f"map written to {map_out}")
 
 
 @bench_app.command("regions")
@@ -214,6 +269,7 @@ def bench_regions(
     points: int = typer.Option(200_000, help="Random points to look up."),
     region_set: str = typer.Option("fr-departements", "--set", help="Region set to look the points up in."),
     seed: int = typer.Option(0, help="Seed of the random points."),
+    as_json: bool = json_option(),
 ) -> None:
     """Point -> region lookup: our spatial index against testing every polygon in turn, same points."""
     import time
@@ -242,6 +298,19 @@ def bench_regions(
     ours = loaded.lookup_points(lon, lat)
     ours_s = time.perf_counter() - started
     agree = float(np.mean(ours == baseline))
+    if as_json:
+        print_json(
+            {
+                "points": points,
+                "set": region_set,
+                "regions": len(loaded),
+                "baseline_s": baseline_s,
+                "ours_s": ours_s,
+                "speedup": baseline_s / ours_s,
+                "same_answer_share": agree,
+            }
+        )
+        return
     table = Table(title=f"{points:,} random points in the bounds of {region_set} ({len(loaded)} regions)")
     for column in ("method", "seconds", "points/s"):
         table.add_column(column, justify="right")
@@ -255,6 +324,7 @@ def bench_regions(
 def bench_zones(
     manifest: Path = typer.Argument(..., help="Manifest of reference lots with lon/lat and region (e.g. lots.csv)."),
     region_set: str = typer.Option("fr-departements", "--set", help="Administrative regions to compare zones with."),
+    as_json: bool = json_option(),
 ) -> None:
     """Provenance zones on a world: zones, noise share and purity for each HDBSCAN setting, with reruns."""
     import time
@@ -281,6 +351,7 @@ def bench_zones(
     table = Table(title=f"{len(lots):,} lots from {manifest}")
     for column in ("selection", "min size", "min samples", "zones", "noise", "purity", "rerun equal", "seconds"):
         table.add_column(column, justify="right")
+    rows = []
     with progress_bar("fitting provenance zones", total=len(settings)) as progress:
         for done, (method, size, samples) in enumerate(settings, start=1):
             started = time.perf_counter()
@@ -295,6 +366,19 @@ def bench_zones(
                 _, counts = np.unique(regions[model.labels_ == zone].astype(str), return_counts=True)
                 majority += int(counts.max())
             purity = majority / max(1, int(zoned.sum()))
+            same = bool(np.array_equal(model.labels_, rerun.labels_))
+            rows.append(
+                {
+                    "selection": method,
+                    "min_cluster_size": size,
+                    "min_samples": samples,
+                    "zones": model.n_zones_,
+                    "noise_share": model.noise_share_,
+                    "purity": purity,
+                    "rerun_equal": same,
+                    "seconds": seconds,
+                }
+            )
             table.add_row(
                 method,
                 str(size),
@@ -302,8 +386,11 @@ def bench_zones(
                 str(model.n_zones_),
                 f"{model.noise_share_:.1%}",
                 f"{purity:.1%}",
-                str(bool(np.array_equal(model.labels_, rerun.labels_))),
+                str(same),
                 f"{seconds:.2f}",
             )
             progress(done, len(settings))
+    if as_json:
+        print_json({"lots": len(lots), "manifest": str(manifest), "settings": rows})
+        return
     console.print(table)

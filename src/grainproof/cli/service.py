@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from grainproof.cli import app
+from grainproof.cli._output import json_option, print_json
 from grainproof.errors import GrainproofError
 from grainproof.progress import console, err_console
 
@@ -27,18 +28,20 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(export_app, name="export")
 
 
-def _engine():  # type: ignore[no-untyped-def]
+def _engine(*, must_exist: bool = True):  # type: ignore[no-untyped-def]
+    """The engine of the configured database; unless `must_exist` is False, a SQLite file must be there already."""
     from grainproof.settings import get_settings
     from grainproof.store.database import create_db_engine
 
-    return create_db_engine(get_settings())
+    return create_db_engine(get_settings(), must_exist=must_exist)
 
 
 def _migrated_engine(*, create: bool = False):  # type: ignore[no-untyped-def]
-    """The engine, checked to be at the newest migration; `create` first migrates a database never migrated."""
+    """The engine, checked to be at the newest migration; `create` first creates and migrates a database that
+    is not there or was never migrated (otherwise a missing database is an error, not a new empty one)."""
     from grainproof.store.database import current_revision, require_current_schema, upgrade
 
-    engine = _engine()
+    engine = _engine(must_exist=not create)
     if create and current_revision(engine) is None:
         upgrade(engine)  # a fresh install: the first admin key or reference import sets the database up
     require_current_schema(engine)
@@ -84,7 +87,7 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target migration (de
     """Migrate the database up (creates it when absent)."""
     from grainproof.store.database import current_revision, upgrade
 
-    engine = _engine()
+    engine = _engine(must_exist=False)
     upgrade(engine, revision)
     console.print(f"database at migration {current_revision(engine)} ({engine.url.render_as_string()})")
 
@@ -131,23 +134,38 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: bool = json_option()) -> None:
     """List API keys (never their secrets)."""
     from grainproof.store.database import session_scope
     from grainproof.store.keys import list_keys
 
-    table = Table("id", "prefix", "role", "name", "site", "created", "revoked")
     with session_scope(_migrated_engine()) as session:
-        for key in list_keys(session):
-            table.add_row(
-                str(key.id),
-                key.prefix + "…",
-                key.role,
-                key.name,
-                key.site or "",
-                key.created_at.isoformat(timespec="seconds"),
-                key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
-            )
+        keys = [
+            {
+                "id": key.id,
+                "prefix": key.prefix,
+                "role": key.role,
+                "name": key.name,
+                "site": key.site,
+                "created": key.created_at.isoformat(timespec="seconds"),
+                "revoked": key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else None,
+            }
+            for key in list_keys(session)
+        ]
+    if as_json:
+        print_json(keys)
+        return
+    table = Table("id", "prefix", "role", "name", "site", "created", "revoked")
+    for key in keys:
+        table.add_row(
+            str(key["id"]),
+            f"{key['prefix']}…",
+            str(key["role"]),
+            str(key["name"]),
+            str(key["site"] or ""),
+            str(key["created"]),
+            str(key["revoked"] or ""),
+        )
     console.print(table)
 
 

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from grainproof.cli import app, bench_app
+from grainproof.cli._output import json_option, print_json
 from grainproof.errors import GrainproofError
 from grainproof.progress import console, progress_bar
 
@@ -29,7 +30,9 @@ def _years(text: str) -> tuple[int, ...]:
 
 @app.command("simulate")
 def simulate(
-    out: Path = typer.Option(..., "--out", help="Folder to write the world into (must be empty or a world)."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder to write the world into (must be empty or a world); required unless listing."
+    ),
     lots: int = typer.Option(200, "--lots", help="Number of lots."),
     photos_per_lot: int = typer.Option(3, "--photos-per-lot", help="Photos taken of each lot."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same world (byte-identical CSVs)."),
@@ -57,6 +60,7 @@ def simulate(
     workers: int | None = typer.Option(None, "--workers", help="Rendering processes (default: available cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a world already in --out."),
     list_profiles: bool = typer.Option(False, "--list-profiles", help="List phone profiles and trays, then exit."),
+    as_json: bool = json_option(),
 ) -> None:
     """Render a synthetic world of grain lots: photos, lots.csv (truth), claims.csv (declarations).
 
@@ -64,11 +68,16 @@ def simulate(
     from other fields): build a reference from the first and verify the second, so no lot is scored against
     itself.
     """
+    from dataclasses import asdict
+
     from grainproof.simulate import DEFAULT_REGIONS, DEFAULT_UNREFERENCED, WorldConfig, simulate_world
     from grainproof.simulate.devices import PHONE_PROFILES
     from grainproof.simulate.render import TRAYS
 
     if list_profiles:
+        if as_json:
+            print_json({"phones": [asdict(p) for p in PHONE_PROFILES], "trays": [t.name for t in TRAYS]})
+            return
         table = Table(title="Phone profiles")
         for column in ("name", "make", "model", "long side", "zoom", "JPEG q"):
             table.add_column(column)
@@ -77,6 +86,8 @@ def simulate(
         console.print(table)
         console.print("Trays: " + ", ".join(t.name for t in TRAYS))
         return
+    if out is None:
+        raise GrainproofError("Give the folder to write the world into with --out (or --list-profiles to list).")
     config = WorldConfig(
         lots=lots,
         photos_per_lot=photos_per_lot,
@@ -93,6 +104,17 @@ def simulate(
     )
     with progress_bar(f"Rendering {lots} lots x {photos_per_lot} photos", lots) as progress:
         summary = simulate_world(config, out, progress, workers=workers, overwrite=overwrite)
+    if as_json:
+        print_json(
+            {
+                **asdict(summary),
+                **{
+                    name: str(getattr(summary, name))
+                    for name in ("lots_csv", "claims_csv", "reference_csv", "intake_csv")
+                },
+            }
+        )
+        return
     table = Table(title=f"World written to {summary.out_dir} in {summary.seconds:.1f} s")
     table.add_column("claims")
     table.add_column("lots", justify="right")
@@ -107,16 +129,22 @@ def simulate(
     console.print(f"Reference lots: {summary.reference_csv}  Intake (declarations to verify): {summary.intake_csv}")
 
 
+#: The manifests a world holds (WorldSummary properties).
+_MANIFESTS = ("lots_csv", "claims_csv", "reference_csv", "intake_csv")
+
+
 @bench_app.command("simulate")
 def bench_simulate(
     lots: int = typer.Option(24, "--lots", help="Lots rendered in each timed run."),
     photos_per_lot: int = typer.Option(3, "--photos-per-lot", help="Photos per lot."),
     workers: int | None = typer.Option(None, "--workers", help="Processes of the parallel run (default: cores)."),
     seed: int = typer.Option(1, "--seed", help="World seed."),
+    as_json: bool = json_option(),
 ) -> None:
     """Rendering speed (one process vs the pool, same world) and the world's signal-vs-nuisance sizes."""
     import shutil
     import tempfile
+    from dataclasses import asdict
 
     from grainproof.geo import load_region_set
     from grainproof.simulate import DEFAULT_REGIONS, DEFAULT_SEASONS, NATURE_SEED, WorldConfig, simulate_world
@@ -136,6 +164,22 @@ def bench_simulate(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     photos = lots * photos_per_lot
+    regions = load_region_set("fr-departements")
+    nature = Nature(NATURE_SEED)
+    separation = latent_separation(regions, DEFAULT_REGIONS, nature, DEFAULT_SEASONS)
+    pixels = phone_vs_neighbour_colour(regions, DEFAULT_REGIONS, nature)
+    if as_json:
+        print_json(
+            {
+                "lots": lots,
+                "photos": photos,
+                "seconds_by_processes": seconds,
+                "speedup": seconds[1] / seconds[pool],
+                "latent_separation": asdict(separation),
+                "pixel_nuisance": asdict(pixels),
+            }
+        )
+        return
     speed = Table(title=f"Rendering {lots} lots x {photos_per_lot} photos (seed {seed})")
     for column in ("run", "seconds", "photos/s", "ratio vs 1 process"):
         speed.add_column(column, justify="right")
@@ -146,10 +190,6 @@ def bench_simulate(
         f"Projected 1,000 lots x 3 photos with {pool} process(es): {seconds[pool] / photos * 3000 / 60:.1f} min"
     )
 
-    regions = load_region_set("fr-departements")
-    nature = Nature(NATURE_SEED)
-    separation = latent_separation(regions, DEFAULT_REGIONS, nature, DEFAULT_SEASONS)
-    pixels = phone_vs_neighbour_colour(regions, DEFAULT_REGIONS, nature)
     signal = Table(title="Signal and nuisance (default départements)")
     signal.add_column("measure")
     signal.add_column("value", justify="right")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from grainproof.embed.vectors import LotEmbedding, PhotoEmbedding, lot_embedding
 
 if TYPE_CHECKING:
+    from grainproof.embed.batch import EmbeddedManifest
     from grainproof.embed.embedder import Embedder
     from grainproof.progress import ProgressCallback
     from grainproof.settings import Settings
@@ -34,8 +35,9 @@ def get_embedder(
 
 def embed_manifest(
     manifest: Path, out: Path, *, embedder: Embedder | None = None, progress: ProgressCallback | None = None
-) -> Path:
-    """Write `out`: the manifest with the lot vectors as f_* columns and a `backbone` column, plus a units sidecar."""
+) -> EmbeddedManifest:
+    """Write `out`: the manifest with the lot vectors as f_* columns and a `backbone` column, plus a units sidecar;
+    says what it wrote and the photos' warnings by kind."""
     from grainproof.embed.batch import embed_manifest as run
 
     return run(manifest, out, embedder=embedder, progress=progress)

@@ -6,7 +6,11 @@ writes JSON with --json-out).
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -153,6 +157,135 @@ def bench_embed(
         gflops_per_image=gflops,
         matmul_gflops_per_s=peak,
         fraction_of_matmul_peak=ours_rate * gflops / peak,
+    )
+
+
+# ------------------------------------------------------------------------------------------- whole process
+
+#: The photo files the whole-process comparison accepts in a folder.
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessSpeed:
+    """Seconds for a whole process (start-up included) to embed the same photos: a plain timm loop against
+    `grainproof embed` on a fresh cache (it exports and compiles the network) and on a warm one (network ready,
+    photos new). Medians over `rounds`; ratios are the loop's time over ours."""
+
+    source: str
+    photos: int
+    rounds: int
+    threads: int
+    runtime: str
+    naive_s: float
+    ours_cold_s: float
+    ours_warm_s: float
+    speedup_cold: float
+    speedup_warm: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bench_photo_manifest(source: Path, scratch: Path) -> tuple[Path, list[Path]]:
+    """A lot manifest and its photo files: `source` itself, or one lot per photo of a folder (docs/manifest.md)."""
+    from grainproof.domain import Claim, LotRecord, Origin
+    from grainproof.manifest import read_manifest, write_manifest
+
+    if source.is_dir():
+        files = sorted(p.resolve() for p in source.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+        if not files:
+            raise GrainproofError(f"{source} holds no .jpg or .png photos; give a folder of photos or a manifest.")
+        lots = [
+            LotRecord(
+                claim=Claim(
+                    lot_id=f"{i:05d}-{p.stem}", species="unknown", variety="unknown", origin=Origin(region="-")
+                ),
+                photos=(str(p),),
+            )
+            for i, p in enumerate(files)
+        ]
+        return write_manifest(scratch / "photos.csv", lots), files
+    if not source.is_file():
+        raise GrainproofError(f"{source} does not exist; give a folder of photos or a lot manifest.")
+    lots = read_manifest(source)
+    files = [(source.parent / photo).resolve() for lot in lots for photo in lot.photos]
+    if not files:
+        raise GrainproofError(f"{source} lists no photos; the whole-process comparison embeds photos.")
+    return source, files
+
+
+def _timed(command: list[str], *, env: dict[str, str], what: str) -> float:
+    """Seconds the command took from start to exit; GrainproofError with its last words if it failed."""
+    started = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise GrainproofError(f"{what} failed (exit {result.returncode}): " + " / ".join(tail))
+    return seconds
+
+
+def bench_embed_process(
+    source: Path,
+    *,
+    settings: Settings | None = None,
+    rounds: int = 1,
+    progress: ProgressCallback | None = None,
+) -> ProcessSpeed:
+    """Whole-process time of the plain timm loop (grainproof/embed/naive_loop.py) and of `grainproof embed`
+    (efficientnet_lite0) on the same photos, each in a fresh process, interleaved per round."""
+    from grainproof.embed import naive_loop
+    from grainproof.embed.backbones import REGISTRY
+    from grainproof.embed.runtime import cpu_threads
+
+    settings = settings or get_settings()
+    if rounds < 1:
+        raise GrainproofError("--process-rounds must be at least 1.")
+    weights = REGISTRY["efficientnet_lite0"].weights
+    assert weights is not None
+    naive_s: list[float] = []
+    cold_s: list[float] = []
+    warm_s: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="grainproof-bench-process-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        manifest, files = bench_photo_manifest(source, scratch)
+        listing = scratch / "photos.txt"
+        listing.write_text("".join(f"{f}\n" for f in files), encoding="utf-8")
+        cache = scratch / "cache"
+        threads = cpu_threads(settings.torch_threads)
+        env = {
+            **os.environ,
+            "GRAINPROOF_DATA_DIR": str(scratch / "data"),
+            "GRAINPROOF_CACHE_DIR": str(cache),
+            "GRAINPROOF_BACKBONE": "efficientnet_lite0",
+            "GRAINPROOF_EMBED_RUNTIME": settings.embed_runtime,
+            "GRAINPROOF_TORCH_THREADS": str(threads),
+            "OMP_NUM_THREADS": str(threads),  # the loop's torch gets as many cores as ours, no more
+        }
+        # `-I`: the loop runs as a newcomer's script would, without grainproof's path or environment.
+        naive = [sys.executable, "-I", str(Path(naive_loop.__file__)), str(weights.path()), str(listing)]
+        ours = [sys.executable, "-c", "from grainproof.cli import main; main()", "embed", str(manifest)]
+        for round_index in range(rounds):
+            naive_s.append(_timed([*naive, str(scratch / "naive.npy")], env=env, what="The plain timm loop"))
+            shutil.rmtree(cache, ignore_errors=True)  # nothing exported, compiled or embedded yet
+            cold_s.append(_timed([*ours, "--out", str(scratch / "cold.csv")], env=env, what="grainproof embed"))
+            shutil.rmtree(cache / "embeddings")  # the network stays ready; the photos are new again
+            warm_s.append(_timed([*ours, "--out", str(scratch / "warm.csv")], env=env, what="grainproof embed"))
+            if progress is not None:
+                progress(round_index + 1, rounds)
+    naive_median, cold_median, warm_median = (statistics.median(t) for t in (naive_s, cold_s, warm_s))
+    return ProcessSpeed(
+        source=str(source),
+        photos=len(files),
+        rounds=rounds,
+        threads=threads,
+        runtime=settings.embed_runtime,
+        naive_s=naive_median,
+        ours_cold_s=cold_median,
+        ours_warm_s=warm_median,
+        speedup_cold=naive_median / cold_median,
+        speedup_warm=naive_median / warm_median,
     )
 
 

@@ -1,10 +1,19 @@
-"""The Embedder: photo files or bytes in, PhotoEmbeddings out, through the cache and a fast runtime."""
+"""The Embedder: photo files or bytes in, PhotoEmbeddings out, through the cache and a fast runtime.
+
+A batch of files is a pipeline: a small thread pool reads, decodes, prepares and measures photos while the
+network runs on the photos prepared before (decoding and the kernel measurements are numpy, OpenCV and Pillow
+work that releases the GIL), so neither waits for the other on a day's intake.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +34,11 @@ UNITS_PER_PHOTO = 32
 MIN_UNIT_KERNEL_SHARE = 0.25
 #: Canvases of one shape run together in batches of this size.
 BATCH_SIZE = 8
+#: Photos being read, prepared and measured ahead of the network, per worker thread (bounds memory).
+PREFETCH_PER_WORKER = 2 * BATCH_SIZE
+
+#: A photo's kernel measurements and its warnings, as `measure_photo` returns them.
+Measured = tuple[np.ndarray, tuple[str, ...]]
 
 
 #: Kernel measurements that lead every photo vector: the morphometrics that describe the lot (the number of
@@ -136,24 +150,37 @@ class Embedder:
         for indices in by_shape.values():
             for start in range(0, len(indices), BATCH_SIZE):
                 chunk = indices[start : start + BATCH_SIZE]
-                batch = np.stack([self._network_input(photos[i]) for i in chunk])
-                with self._lock:
-                    features = self.runner(batch)
-                for i, feature_map in zip(chunk, features, strict=True):
-                    vector, units = pool_feature_map(feature_map, photos[i].cell_weights)
-                    measured, warnings = measure_photo(photos[i])
-                    results[i] = PhotoEmbedding(
-                        vector=np.concatenate([measured, vector]),
-                        # A unit is a patch of about one kernel; it carries its photo's measurements (rounded
-                        # through half precision like the rest, as the cache stores them).
-                        unit_vectors=np.hstack([np.repeat(measured[None, :], len(units), axis=0), units])
-                        .astype(np.float16)
-                        .astype(np.float32),
-                        content_hash=photos[i].content_hash,
-                        warnings=warnings,
-                        backbone_id=self.backbone_id,
-                    )
+                embedded = self._embed_batch([photos[i] for i in chunk])
+                for i, embedding in zip(chunk, embedded, strict=True):
+                    results[i] = embedding
         return [r for r in results if r is not None]
+
+    def _embed_batch(
+        self, photos: Sequence[PreparedPhoto], measurements: Sequence[Measured] | None = None
+    ) -> list[PhotoEmbedding]:
+        """One network call for photos of one canvas shape, then each photo's vector, units and measurements
+        (`measurements`: the photos' `measure_photo` results, when a worker took them already)."""
+        batch = np.stack([self._network_input(photo) for photo in photos])
+        with self._lock:
+            features = self.runner(batch)
+        embeddings = []
+        for index, (photo, feature_map) in enumerate(zip(photos, features, strict=True)):
+            vector, units = pool_feature_map(feature_map, photo.cell_weights)
+            measured, warnings = measurements[index] if measurements is not None else measure_photo(photo)
+            embeddings.append(
+                PhotoEmbedding(
+                    vector=np.concatenate([measured, vector]),
+                    # A unit is a patch of about one kernel; it carries its photo's measurements (rounded
+                    # through half precision like the rest, as the cache stores them).
+                    unit_vectors=np.hstack([np.repeat(measured[None, :], len(units), axis=0), units])
+                    .astype(np.float16)
+                    .astype(np.float32),
+                    content_hash=photo.content_hash,
+                    warnings=warnings,
+                    backbone_id=self.backbone_id,
+                )
+            )
+        return embeddings
 
     def embed_bytes(self, data: bytes, name: str) -> PhotoEmbedding:
         """One uploaded photo's embedding (cached); PhotoError naming `name` if the photo is unusable."""
@@ -165,40 +192,98 @@ class Embedder:
         return embedding
 
     def embed_files(
-        self, paths: Sequence[Path], progress: ProgressCallback | None = None, *, use_cache: bool = True
+        self,
+        paths: Sequence[Path],
+        progress: ProgressCallback | None = None,
+        *,
+        use_cache: bool = True,
+        workers: int | None = None,
     ) -> list[PhotoEmbedding]:
-        """Embeddings of photo files, in order; each distinct photo content is embedded at most once."""
+        """Embeddings of photo files, in order; each distinct photo content is embedded at most once.
+
+        `workers` threads (default: the embedding threads setting) read, prepare and measure photos while the
+        network runs; at most a few batches are held in memory at once, whatever the number of files.
+        """
         total = len(paths)
+        pool_size = workers or cpu_threads(self.settings.torch_threads)
         results: dict[str, PhotoEmbedding] = {}
         hashes: list[str] = []
         pending: dict[str, Path] = {}  # content hash -> one file with that content, still to embed
-        for path in paths:
-            digest = content_hash(_read(path))
-            hashes.append(digest)
-            if digest in results or digest in pending:
-                continue
-            cached = self.cache.get(digest) if use_cache else None
-            if cached is not None:
-                results[digest] = cached
-            else:
-                pending[digest] = Path(path)
-        done = total - len(pending)
-        if progress is not None:
-            progress(done, total)
-        # Files are read again chunk by chunk so memory stays flat on big manifests, and the bar moves.
-        to_embed = list(pending.items())
-        for start in range(0, len(to_embed), BATCH_SIZE * 4):
-            chunk = to_embed[start : start + BATCH_SIZE * 4]
-            embeddings = self.embed_prepared([self.prepare(_read(path), str(path)) for _, path in chunk])
-            for (digest, _), embedding in zip(chunk, embeddings, strict=True):
-                # Keyed by the first read: a file rewritten meanwhile still gets an answer (for its new content).
-                results[digest] = embedding
-                if use_cache:
-                    self.cache.put(embedding)
-            done += len(chunk)
+        with ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="grainproof-photos") as pool:
+            for path, digest in zip(paths, pool.map(_file_hash, paths), strict=True):
+                hashes.append(digest)
+                if digest in results or digest in pending:
+                    continue
+                cached = self.cache.get(digest) if use_cache else None
+                if cached is not None:
+                    results[digest] = cached
+                else:
+                    pending[digest] = Path(path)
+            done = total - len(pending)
             if progress is not None:
                 progress(done, total)
+            # Batches fill by canvas shape as prepared photos arrive; a photo's file is read again here so that
+            # memory stays flat on big manifests. Its result is keyed by the first read: a file rewritten
+            # meanwhile still gets an answer (for its new content).
+            waiting: dict[tuple[int, ...], list[tuple[str, PreparedPhoto, Measured]]] = {}
+
+            def run(group: list[tuple[str, PreparedPhoto, Measured]]) -> None:
+                nonlocal done
+                embeddings = self._embed_batch([photo for _, photo, _ in group], [m for _, _, m in group])
+                for (digest, _, _), embedding in zip(group, embeddings, strict=True):
+                    results[digest] = embedding
+                    if use_cache:
+                        self.cache.put(embedding)
+                done += len(group)
+                if progress is not None:
+                    progress(done, total)
+
+            ready = _ordered_map(pool, self._prepare_and_measure, pending.items(), PREFETCH_PER_WORKER * pool_size)
+            with closing(ready):  # on an error, photos still queued are dropped rather than prepared
+                for digest, photo, measurement in ready:
+                    group = waiting.setdefault(photo.pixels.shape, [])
+                    group.append((digest, photo, measurement))
+                    if len(group) == BATCH_SIZE:
+                        run(waiting.pop(photo.pixels.shape))
+            for group in waiting.values():
+                run(group)
         return [results[h] for h in hashes]
+
+    def _prepare_and_measure(self, item: tuple[str, Path]) -> tuple[str, PreparedPhoto, Measured]:
+        """A worker's share of a photo: read, prepare for the network, measure the kernels."""
+        digest, path = item
+        photo = self.prepare(_read(path), str(path))
+        return digest, photo, measure_photo(photo)
+
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
+
+def _ordered_map(
+    pool: ThreadPoolExecutor, work: Callable[[_Item], _Result], items: Iterable[_Item], ahead: int
+) -> Generator[_Result, None, None]:
+    """`pool.map` that keeps at most `ahead` items in flight, so a long manifest is not held in memory at once.
+
+    Results come in the items' order; the first failure is raised when its turn comes, and what was queued
+    after it is cancelled.
+    """
+    queue: deque[Future[_Result]] = deque()
+    iterator = iter(items)
+    try:
+        for item in iterator:
+            queue.append(pool.submit(work, item))
+            if len(queue) >= ahead:
+                yield queue.popleft().result()
+        while queue:
+            yield queue.popleft().result()
+    finally:
+        for future in queue:
+            future.cancel()
+
+
+def _file_hash(path: Path) -> str:
+    return content_hash(_read(path))
 
 
 def _read(path: Path) -> bytes:
@@ -228,12 +313,15 @@ def get_embedder(
     with _EMBEDDERS_LOCK:
         embedder = _EMBEDDERS.get(key)
         if embedder is None:
-            import torch
-
-            torch.set_num_threads(threads)
-            backbone = load_backbone(name, checkpoint_path=checkpoint_path)
-            onnx_path = settings.embedding_cache_dir / "onnx" / f"{backbone.backbone_id}.onnx"
-            runner = make_runner(backbone.model, kind=runtime, onnx_path=onnx_path, threads=threads)
+            cache = settings.embedding_cache_dir
+            backbone = load_backbone(name, checkpoint_path=checkpoint_path, checked_dir=cache / "checked-weights")
+            # Weights whose classifier check is on record, with their network exported and compiled before,
+            # start without torch; otherwise the network loads here, checked, and the check is remembered.
+            backbone.ensure_checked()
+            onnx_path = cache / "onnx" / f"{backbone.backbone_id}.onnx"
+            runner = make_runner(
+                backbone, kind=runtime, onnx_path=onnx_path, threads=threads, compiled_dir=cache / "openvino"
+            )
             embedder = Embedder(backbone, runner, settings=settings)
             _EMBEDDERS[key] = embedder
         return embedder

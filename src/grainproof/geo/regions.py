@@ -26,6 +26,7 @@ from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import nearest_points
 
+from grainproof.domain import check_point
 from grainproof.errors import ClaimError, GrainproofError, NotFoundError
 from grainproof.settings import Settings, get_settings
 
@@ -200,12 +201,15 @@ class RegionSet:
         return result.reshape(lon_array.shape)
 
     def region_of(self, lon: float, lat: float) -> str | None:
-        """The code of the region containing one point, or None outside the set."""
+        """The code of the region containing one point, or None outside the set; ClaimError for a point that
+        cannot exist (longitude beyond ±180 or latitude beyond ±90)."""
+        check_point(lon, lat)
         code = self.lookup_points(np.array([lon]), np.array([lat]))[0]
         return None if code is None else str(code)
 
     def nearest_region(self, lon: float, lat: float) -> tuple[str, float]:
         """The region nearest to a point and the distance to it in km (0 inside)."""
+        check_point(lon, lat)
         point = shapely.Point(lon, lat)
         index = int(self._tree.nearest(point))
         nearest_on_border = nearest_points(self._geometries[index], point)[0]

@@ -110,6 +110,11 @@ def nonconformity_for_lots(
     out = np.full((len(keys), CELL_COLUMNS), np.nan)
     no_season = seasons.index(None) if None in seasons else -1
     for variety in np.unique(keys[:, 0]):
+        if cells.evidence["variety"][variety] <= 0:
+            # The model holds no lot of this variety (a cross-conformal fold that took all of them): its mean is
+            # unknown and its variance infinite, so these lots cannot be scored out of sample. They stay out of
+            # the calibration (NaN), as lots of a variety new to an incremental update do.
+            continue
         rows = np.flatnonzero(keys[:, 0] == variety)
         for start in range(0, len(rows), 4096):
             chunk = rows[start : start + 4096]

@@ -181,10 +181,13 @@ def score_claim(
     origins = np.array([origin_index, *(o for o, _ in picks)], dtype=np.int64)
     seasons = np.array([season_index, *(s for _, s in picks)], dtype=np.int64)
     undated_rows = np.array([undated] + [False] * len(picks))
+    # A fold whose model holds no lot of this variety (the fold took them all) cannot score the lot out of
+    # sample: it takes no part (its own lots of the variety are left out of the calibration the same way).
+    folds = [f for f, fold in enumerate(ref.fold_cells) if fold.evidence["variety"][variety_index] > 0]
     fold_scores = np.stack(
         [
             score_declarations(
-                fold,
+                ref.fold_cells[f],
                 z,
                 variety_index,
                 origins,
@@ -193,22 +196,22 @@ def score_claim(
                 outside_tail=options.outside_tail,
                 **grid,  # type: ignore[arg-type]
             )
-            for fold in ref.fold_cells
+            for f in folds
         ]
-    )  # (F, 1 + picks, 4)
+    ).reshape(len(folds), len(origins), -1)  # (folds taking part, 1 + picks, 4)
 
     def p_value(kind: int, scores: np.ndarray) -> float:
-        return _p(ref.calibration_scores(kind, options, stratum=stratum, variety=variety_index), scores)
+        return _p(ref.calibration_scores(kind, options, stratum=stratum, variety=variety_index), scores, folds)
 
     declared_scores = fold_scores[:, 0]
     origin_p = p_value(ORIGIN, declared_scores[:, ORIGIN])
     season_p = None if undated else p_value(SEASON, declared_scores[:, SEASON])
     joint_p = origin_p if undated else p_value(JOINT, declared_scores[:, JOINT])
     inside_p = p_value(INSIDE, declared_scores[:, INSIDE])
-    calibration_lots = sum(
-        len(c)
-        for c in ref.calibration_scores(ORIGIN if undated else JOINT, options, stratum=stratum, variety=variety_index)
+    joint_calibration = ref.calibration_scores(
+        ORIGIN if undated else JOINT, options, stratum=stratum, variety=variety_index
     )
+    calibration_lots = sum(len(joint_calibration[f]) for f in folds)
     declared_count = (
         float(cells.cell_counts[variety_index, origin_index, season_index])
         if origin_index < n_o and season_index < n_s
@@ -293,21 +296,26 @@ def _variety_check(
     # Each variety's score under each fold, as if it had been declared (row f, column v).
     fold_scores = np.stack(
         [
-            variety_nonconformity(fold, np.repeat(z, n_v, axis=0), every) if fold is not None else np.full(n_v, np.nan)
+            variety_nonconformity(fold, np.repeat(z, n_v, axis=0), every) if fold is not None else np.full(n_v, np.inf)
             for fold in ref.fold_variety_densities
         ]
     )
+    # As for the cells: a fold holding no lot of a variety takes no part in that variety's p-value.
+    takes_part = [
+        [f for f, fold in enumerate(ref.fold_variety_densities) if fold is not None and fold.counts[v] > 0]
+        for v in range(n_v)
+    ]
     log_density = ref.variety_densities.log_densities(z)[0]
     posterior = np.exp(log_density - log_density.max())
     posterior /= posterior.sum()
     calibration = [ref.calibration_scores(VARIETY, options, stratum=stratum, variety=v) for v in range(n_v)]
-    p = [_p(calibration[v], fold_scores[:, v]) for v in range(n_v)]
+    p = [_p(calibration[v], fold_scores[takes_part[v], v], takes_part[v]) for v in range(n_v)]
     others = sorted((v for v in range(n_v) if v != declared), key=lambda v: (-posterior[v], v))
     alternatives = tuple(
         VarietyAlternative(variety=ref.varieties[v], probability=_clip(float(posterior[v])), p_value=p[v])
         for v in others[:MAX_VARIETY_ALTERNATIVES]
     )
-    return p[declared], sum(len(c) for c in calibration[declared]), alternatives
+    return p[declared], sum(len(calibration[declared][f]) for f in takes_part[declared]), alternatives
 
 
 def _foreign_kernels(ref: SpeciesReference, declared: int, unit_vectors: np.ndarray | None) -> ShareEstimate | None:
@@ -338,12 +346,11 @@ PURITY_NEEDS_UNITS = (
 )
 
 
-def _p(calibration: list[np.ndarray], scores: np.ndarray) -> float:
-    """Cross-conformal p-value: (1 + sum over folds of #{calibration_f >= score_f}) / (n + 1)."""
-    at_least = sum(
-        float(conformal_p_value(cal, s)) * (len(cal) + 1) - 1 for cal, s in zip(calibration, scores, strict=True)
-    )
-    total = sum(len(cal) for cal in calibration)
+def _p(calibration: list[np.ndarray], scores: np.ndarray, folds: list[int]) -> float:
+    """Cross-conformal p-value over the folds taking part: (1 + sum of #{calibration_f >= score_f}) / (n + 1)."""
+    used = [calibration[f] for f in folds]
+    at_least = sum(float(conformal_p_value(cal, s)) * (len(cal) + 1) - 1 for cal, s in zip(used, scores, strict=True))
+    total = sum(len(cal) for cal in used)
     return float((1.0 + at_least) / (total + 1.0))
 
 

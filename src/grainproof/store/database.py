@@ -39,16 +39,26 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def create_db_engine(settings: Settings, *, url: str | None = None, schema: str | None = None) -> Engine:
+def create_db_engine(
+    settings: Settings, *, url: str | None = None, schema: str | None = None, must_exist: bool = False
+) -> Engine:
     """An engine for the settings' database; SQLite gets WAL mode and writer-serialising transactions.
 
     `schema` (PostgreSQL only) puts every table in that schema, so parallel test runs never collide.
+    `must_exist` refuses a SQLite file that is not there (connecting would create an empty one): commands that
+    only read or check a database must not leave an empty one behind in a mistyped data dir.
     """
     target = normalise_url(url or settings.sqlalchemy_url)
     parsed = make_url(target)
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
+            if must_exist and not Path(parsed.database).is_file():
+                raise DatabaseError(
+                    f"There is no grainproof database at {parsed.database}. Set GRAINPROOF_DATA_DIR to the "
+                    "service's data dir (or GRAINPROOF_DATABASE_URL to its database); `grainproof db upgrade` "
+                    "creates a new one."
+                )
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         connect_args["check_same_thread"] = False
         engine = create_engine(target, connect_args=connect_args)

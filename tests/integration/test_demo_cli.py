@@ -1,0 +1,61 @@
+"""`grainproof demo` end to end (with --no-serve, as tests and CI run it): it keeps everything under
+GRAINPROOF_DATA_DIR, prints absolute paths, and its three keys work on the data it leaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_stays_in_the_data_dir_and_its_printed_keys_work(tmp_path: Path) -> None:
+    from litestar.testing import TestClient
+
+    from grainproof.api import create_app
+    from grainproof.settings import Settings
+
+    cwd, data = tmp_path / "cwd", tmp_path / "data"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GRAINPROOF_CACHE_DIR"}
+    env["GRAINPROOF_DATA_DIR"] = str(data)
+    command = ["demo", "--no-serve", "--json", "--lots", "60", "--genuine", "1"]
+    result = subprocess.run(
+        [sys.executable, "-c", "from grainproof.cli import main; main()", *command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = json.loads(result.stdout)
+    assert list(cwd.iterdir()) == [], "nothing written under the current directory when GRAINPROOF_DATA_DIR is set"
+    assert printed["data_dir"] == str((data / "demo").resolve())
+    assert printed["world_dir"] == str((data / "demo-world").resolve())
+    assert printed["serving"] is False
+    assert printed["serve_again"] == f"GRAINPROOF_DATA_DIR={printed['data_dir']} grainproof serve"
+    assert printed["verdicts"], "the intake lots' verdicts are printed"
+
+    # Each printed key works for its role on the data the demo left, as `grainproof serve` would serve it.
+    settings = Settings(data_dir=Path(printed["data_dir"]), region_set="fr-departements")
+    keys = {role: {"Authorization": f"Bearer {key}"} for role, key in printed["keys"].items()}
+    with TestClient(create_app(settings, migrate=False)) as client:
+        assert client.get("/v1/verifications", headers=keys["intake"]).status_code == 200
+        flagged = client.get("/v1/verifications?flagged=true", headers=keys["auditor"])
+        assert flagged.status_code == 200
+        assert client.get("/v1/reference-models", headers=keys["admin"]).status_code == 200
+        assert client.get("/v1/reference-models", headers=keys["intake"]).status_code == 403
+
+    intake_call, auditor_call, admin_call = printed["api_examples"]
+    words = shlex.split(intake_call)
+    assert words[0] == "curl" and words[-1] == "http://127.0.0.1:8000/v1/verifications"
+    photos = [w.removeprefix("photos=@") for w in words if w.startswith("photos=@")]
+    assert photos and all(Path(p).is_absolute() and Path(p).is_file() for p in photos)
+    assert printed["keys"]["intake"] in intake_call and printed["keys"]["auditor"] in auditor_call
+    assert printed["keys"]["admin"] in admin_call
