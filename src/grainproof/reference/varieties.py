@@ -97,11 +97,12 @@ def fit_variety_densities(stats: CellStatistics) -> ClassDensities | None:
 
 
 def variety_nonconformity(densities: ClassDensities, z: np.ndarray, declared: np.ndarray) -> np.ndarray:
-    """(n,) how much better the best other variety explains each lot than its declared one (log ratio)."""
+    """(n,) how much better the best other variety explains each lot than its declared one (log ratio); NaN
+    where the classes hold no lot of the declared variety (they cannot score it out of sample)."""
     log_density = densities.log_densities(z)
     rows = np.arange(len(log_density))
     own = log_density[rows, declared]
     others = log_density.copy()
     others[rows, declared] = -np.inf
     with np.errstate(invalid="ignore"):
-        return np.where(np.isfinite(own), others.max(axis=1) - own, np.inf)
+        return np.where(densities.counts[declared] > 0, others.max(axis=1) - own, np.nan)
