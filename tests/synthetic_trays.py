@@ -7,7 +7,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from grainproof.simulate.render import place_card
+from grainproof.simulate.render import card_placement, place_card
 
 
 def tray_photo(
@@ -27,7 +27,7 @@ def tray_photo(
     image = np.empty((height, width, 3), dtype=np.float32)
     image[:] = np.asarray(tray, dtype=np.float32)
     if card:
-        place_card(image, width / 125.0, rng)
+        place_card(image, width / 125.0, card_placement(rng))
     first_row = 0.42 if card else 0.15
     for _ in range(60):
         cx, cy = rng.uniform(0.15 * width, 0.85 * width), rng.uniform(first_row * height, 0.85 * height)
