@@ -23,9 +23,16 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # installed with scikit-learn
 
-from grainproof.domain import LotRecord
+from grainproof.domain import LotRecord, measured_feature_count
 from grainproof.errors import ClaimError, ModelError
 from grainproof.reference.cells import CellModel, CellStatistics, fit_cell_model
+from grainproof.reference.phone_scale import (
+    PhoneScale,
+    PhoneScaledVectors,
+    apply_phone_scale,
+    cell_labels,
+    fit_phone_scale,
+)
 from grainproof.reference.runner import ChunkRunner, LocalRunner
 from grainproof.reference.space import (
     MEASURED,
@@ -259,6 +266,8 @@ class ReferenceModel:
     #: Reference lots per phone (EXIF model or the manifest's `device`): a claim photographed with a phone
     #: not in it is told so (its quirks are not in the calibration).
     phones: dict[str, int] = field(default_factory=dict)
+    #: Per species: the scale of kernel sizes measured without the card, per phone (reference.phone_scale).
+    phone_scales: dict[str, PhoneScale] = field(default_factory=dict)
     created_at: str = ""
     inputs_hash: str = ""
     version: str = ""
@@ -319,6 +328,7 @@ class ReferenceModel:
             "origin_units": self.origin_units,
             "zones": {"members": self.zone_members, "reach_km": self.zone_reach_km},
             "phones": dict(sorted(self.phones.items())),
+            "phone_scales": {name: scale.as_json() for name, scale in sorted(self.phone_scales.items())},
             "inputs_hash": self.inputs_hash,
             "options": {k: getattr(self.options, k) for k in self.options.__dataclass_fields__},
             "origin_adjacency": self.origin_adjacency,
@@ -448,6 +458,7 @@ class ReferenceModel:
             zone_members={k: [list(p) for p in v] for k, v in manifest.get("zones", {}).get("members", {}).items()},
             zone_reach_km=float(manifest.get("zones", {}).get("reach_km", 0.0)),
             phones={str(k): int(v) for k, v in manifest.get("phones", {}).items()},
+            phone_scales={k: PhoneScale.from_json(v) for k, v in manifest.get("phone_scales", {}).items()},
             created_at=manifest.get("created_at", ""),
             inputs_hash=manifest.get("inputs_hash", ""),
             version=manifest.get("version", ""),
@@ -494,12 +505,16 @@ class ReferenceModel:
             if not rows:
                 new_species[name] = ref
                 continue
+            devices = [new_lots[i].device or "" for i in rows]
+            scaled, _ = apply_phone_scale(
+                vectors[rows], devices, [varieties[i] for i in rows], self.phone_scales.get(name)
+            )
             new_species[name] = _add_lots(
                 ref,
                 self.options,
                 self.origin_adjacency,
-                z=ref.space.transform(vectors[rows]),
-                strata=ref.space.calibration_strata(vectors[rows]),
+                z=ref.space.transform(scaled),
+                strata=ref.space.calibration_strata(scaled),
                 varieties=[varieties[i] for i in rows],
                 origins=[origins[i] for i in rows],
                 seasons=[seasons[i] for i in rows],
@@ -744,6 +759,7 @@ def fit_reference_arrays(
     order = np.argsort(table.lot_ids, kind="stable")
     all_folds = fold_of_groups(table.groups, options.folds)
     species_models: dict[str, SpeciesReference] = {}
+    phone_scales: dict[str, PhoneScale] = {}
     names = sorted({str(s) for s in np.unique(table.species)})
     total_steps = len(names) * (options.folds + 2)
     step = 0
@@ -758,6 +774,13 @@ def fit_reference_arrays(
         read_order = np.argsort(basis_global, kind="stable")
         basis_x = np.empty((len(basis_global), vectors.dim))
         basis_x[read_order] = vectors.take(basis_global[read_order])
+        # Sizes measured without the card go on a per-phone scale learned from these lots (and stored).
+        basis_phones, basis_varieties = table.devices[basis_global], table.varieties[basis_global]
+        basis_cells = cell_labels(basis_varieties, table.origins[basis_global], table.seasons[basis_global])
+        phone_scales[name] = fit_phone_scale(
+            basis_x, basis_phones, basis_varieties, cells=basis_cells, measured=measured_feature_count(backbone_id)
+        )
+        basis_x = apply_phone_scale(basis_x, basis_phones, basis_varieties, phone_scales[name])[0]
         nuisance = None
         species_devices = table.devices[rows]
         if nuisance_factory is not None and len({d for d in species_devices.tolist() if d}) >= 2:
@@ -795,7 +818,9 @@ def fit_reference_arrays(
             progress(step, total_steps)
         # Chunks of consecutive lots in lot_id order (each is read in file order and put back).
         chunks = [rows[s : s + CHUNK_ROWS] for s in range(0, len(rows), CHUNK_ROWS)]
-        projected = runner.project(space, vectors, chunks)
+        projected = runner.project(
+            space, PhoneScaledVectors(vectors, table.devices, table.varieties, phone_scales[name]), chunks
+        )
         z = np.empty((len(rows), space.dim))
         lot_strata = np.empty(len(rows), dtype=np.int8)
         inputs_digest.update(name.encode())
@@ -859,6 +884,7 @@ def fit_reference_arrays(
         region_set=region_set,
         origin_units=origin_unit_kind,
         phones=_count_phones(table.devices.tolist()),
+        phone_scales=phone_scales,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         inputs_hash=inputs_digest.hexdigest()[:16],
     )

@@ -13,6 +13,7 @@ from grainproof.domain import Alternative, NearestReference
 from grainproof.errors import ClaimError, ModelError, UnknownVarietyError
 from grainproof.reference.calibration import cell_distances, cell_log_posterior, declaration_nonconformity
 from grainproof.reference.model import ReferenceModel, SpeciesReference
+from grainproof.reference.phone_scale import apply_phone_scale
 from grainproof.reference.space import NETWORK_ONLY
 from grainproof.scoring.conformal import conformal_p_value
 
@@ -21,6 +22,12 @@ UNMEASURED_WARNING = (
     "The kernels in this lot's photos could not be measured (they barely stand out from the tray, or touch each "
     "other), so the score rests on the image features alone, which tell origins apart far less well; photograph "
     "the sample again on a plain tray of a contrasting colour, kernels spread apart."
+)
+#: Said of a lot measured without the card on a phone the reference has no size scale for.
+UNSEEN_PHONE_SIZE_WARNING = (
+    "The photos show no calibration card and no reference lot without the card was photographed with this phone, "
+    "so the kernels' sizes could not be put on the reference's scale: the lot was judged on its shapes, shares "
+    "and colours alone. Lay the grainproof card on the tray, or add reference lots photographed with this phone."
 )
 
 
@@ -94,14 +101,20 @@ def score_claim(
     unit_vectors: np.ndarray | None = None,
     n_alternatives: int = 5,
     n_nearest: int = 5,
+    device: str | None = None,
 ) -> ClaimScore:
-    """Score a lot vector (d,) against its declared cell; see docs/scoring.md for the method."""
+    """Score a lot vector (d,) against its declared cell; see docs/scoring.md for the method.
+
+    `device`, the phone that took the photos, puts sizes measured without the card on the reference's scale.
+    """
     ref, variety_index = species_reference(model, species, variety)
     cells = ref.cells
     if cells is None:
         raise ModelError("The reference model is not fitted; load it with ReferenceModel.load.")
     raw = check_vector(model, vector)
-    warnings: list[str] = []
+    scaled, phone_scaled = apply_phone_scale(raw[None, :], [device or ""], [variety], model.phone_scales.get(species))
+    raw = scaled[0]
+    warnings: list[str] = [] if phone_scaled[0] else [UNSEEN_PHONE_SIZE_WARNING]
     low_confidence = False
     n_o, n_s = len(ref.origins), len(ref.seasons)
     dated_reference = any(s is not None for s in ref.seasons)

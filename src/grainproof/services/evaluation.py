@@ -251,6 +251,7 @@ def _score_ours(model: ReferenceModel, lots: Sequence[LotRecord], claims: Sequen
             vector=np.asarray(lots[c.row].features, dtype=np.float64),
             n_alternatives=0,
             n_nearest=0,
+            device=lots[c.row].device,
         ).plausibility
         for c in claims
     ]
