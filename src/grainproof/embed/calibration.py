@@ -85,15 +85,20 @@ def _detector() -> Any:
     return cv2.aruco.ArucoDetector(dictionary, parameters)
 
 
+def detect_markers(pixels: np.ndarray) -> dict[int, np.ndarray]:
+    """The ArUco markers seen in an upright photo (h, w, 3) in [0, 1]: id -> corners (4, 2) in photo px."""
+    grey = np.clip(luminance(pixels) * 255.0 + 0.5, 0, 255)
+    corners, ids, _ = _detector().detectMarkers(grey.astype(np.uint8))
+    if ids is None:
+        return {}
+    return {int(i): c.reshape(4, 2) for i, c in zip(ids.ravel(), corners, strict=True)}
+
+
 def find_card(pixels: np.ndarray) -> CardFix | None:
     """The card's place in an upright photo (h, w, 3) in [0, 1], or None when both markers are not seen."""
     import cv2
 
-    grey = np.clip(luminance(pixels) * 255.0 + 0.5, 0, 255)
-    corners, ids, _ = _detector().detectMarkers(grey.astype(np.uint8))
-    if ids is None:
-        return None
-    found = {int(i): c.reshape(4, 2) for i, c in zip(ids.ravel(), corners, strict=True)}
+    found = detect_markers(pixels)
     if not all(marker.marker_id in found for marker in card.MARKERS):
         return None
     card_points = np.array([p for m in card.MARKERS for p in m.corners()], dtype=np.float64)
