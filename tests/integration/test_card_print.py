@@ -13,39 +13,16 @@ from typer.testing import CliRunner
 from grainproof import card
 from grainproof.cli import app
 from grainproof.errors import GrainproofError
-from grainproof.services.card import _MARGIN_MM, check_card_photo, print_card
-from grainproof.simulate.devices import Lighting, capture, encode_jpeg, get_phone
-from grainproof.simulate.render import card_placement, draw_kernels, get_tray, lot_kernels, place_card, render_tray
-from grainproof.simulate.varieties import get_variety
+from grainproof.services.card import PAGE_MARGIN_MM, check_card_photo, print_card
+from synthetic_trays import LIGHTS, PHOTO_PX_PER_MM, simulated_lot_photo
 
 #: Resolution the PDF is rasterised at (px per mm; about 400 dpi, a photo printer's), then photographed at
 #: a mid-range phone's 8 px per mm.
 PRINT_PX_PER_MM = 16.0
-PHOTO_PX_PER_MM = 1024 / 125.0
 #: A printed card must read this well: scale within 1 %, patches (reflectance) after the colour fit.
 MAX_SCALE_ERROR = 0.01
 MAX_PATCH_RMS = 0.02
 MAX_PATCH_RESIDUAL = 0.04
-#: A soft-wheat lot's traits (LATENT_TRAITS order).
-TRAITS = np.array([6.8, 3.6, 1.0, 0.0, 0.1, 0.05, 0.05, 0.03])
-LIGHTS = (
-    Lighting(
-        temperature_k=2900,
-        intensity=0.8,
-        vignetting=0.2,
-        shadow_strength=0.0,
-        shadow_angle=0.0,
-        light_direction=(0.3, 0.2, 0.93),
-    ),
-    Lighting(
-        temperature_k=6200,
-        intensity=1.3,
-        vignetting=0.0,
-        shadow_strength=0.3,
-        shadow_angle=1.0,
-        light_direction=(-0.4, 0.1, 0.9),
-    ),
-)
 
 
 def _printed_card(pdf: Path) -> np.ndarray:
@@ -53,7 +30,7 @@ def _printed_card(pdf: Path) -> np.ndarray:
     page = pypdfium2.PdfDocument(str(pdf))[0]
     pixels = np.asarray(page.render(scale=PRINT_PX_PER_MM * 25.4 / 72).to_pil().convert("RGB"), dtype=np.float64)
     pixels /= 255.0
-    top = round(_MARGIN_MM * PRINT_PX_PER_MM)
+    top = round(PAGE_MARGIN_MM * PRINT_PX_PER_MM)
     width, height = (round(side * PRINT_PX_PER_MM) for side in card.CARD_SIZE_MM)
     srgb = pixels[top : top + height, top : top + width]
     linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
@@ -70,23 +47,17 @@ def test_the_card_prints_at_its_physical_size_to_pdf_and_svg(tmp_path: Path) -> 
     # The SVG is the same page, in points.
     assert float(svg.get("width", "0").removesuffix("pt")) == pytest.approx(width_mm / 25.4 * 72, rel=1e-4)
     # The card and a 50 mm ruler beside it, with room for the instructions below.
-    assert width_mm == pytest.approx(card.CARD_SIZE_MM[0] + 2 * _MARGIN_MM + 60.0, abs=0.01)
-    assert height_mm > card.CARD_SIZE_MM[1] + 2 * _MARGIN_MM
+    assert width_mm == pytest.approx(card.CARD_SIZE_MM[0] + 2 * PAGE_MARGIN_MM + 60.0, abs=0.01)
+    assert height_mm > card.CARD_SIZE_MM[1] + 2 * PAGE_MARGIN_MM
     with pytest.raises(GrainproofError, match=r"\.pdf or \.svg"):
         print_card(tmp_path / "card.png")
 
 
-@pytest.mark.parametrize("light", LIGHTS, ids=["warm-dim", "daylight"])
-def test_a_photographed_print_of_the_card_reads_true(tmp_path: Path, light: Lighting) -> None:
+@pytest.mark.parametrize("light", sorted(LIGHTS))
+def test_a_photographed_print_of_the_card_reads_true(tmp_path: Path, light: str) -> None:
     texture = _printed_card(print_card(tmp_path / "card.pdf"))
-    rng = np.random.default_rng(3)
-    phone = get_phone("galaxy-s21")
-    canvas = render_tray(get_tray("white_plastic"), 768, 1024, PHOTO_PX_PER_MM, rng)
-    place_card(canvas, PHOTO_PX_PER_MM, card_placement(rng), texture=texture)
-    kernels = lot_kernels(TRAITS, get_variety("soft_wheat", "aurelio"), 60, rng)
-    draw_kernels(canvas, kernels, PHOTO_PX_PER_MM, light.light_direction, rng)
     photo = tmp_path / "tray.jpg"
-    photo.write_bytes(encode_jpeg(capture(canvas, phone, light, rng), phone))
+    photo.write_bytes(simulated_lot_photo(tray="white_plastic", light=light, card_texture=texture))
     check = check_card_photo(photo.read_bytes(), photo.name)
     assert check.card_found and check.ok, check.fixes
     assert check.px_per_mm is not None and abs(check.px_per_mm / PHOTO_PX_PER_MM - 1) < MAX_SCALE_ERROR
@@ -97,13 +68,8 @@ def test_a_photographed_print_of_the_card_reads_true(tmp_path: Path, light: Ligh
     assert result.exit_code == 0 and "card found" in result.output and "reads well" in result.output
 
 
-def test_a_photo_without_the_card_is_told_to_add_it(tmp_path: Path) -> None:
-    rng = np.random.default_rng(4)
-    phone = get_phone("galaxy-s21")
-    canvas = render_tray(get_tray("white_plastic"), 768, 1024, PHOTO_PX_PER_MM, rng)
-    kernels = lot_kernels(TRAITS, get_variety("soft_wheat", "aurelio"), 60, rng)
-    draw_kernels(canvas, kernels, PHOTO_PX_PER_MM, LIGHTS[1].light_direction, rng)
-    check = check_card_photo(encode_jpeg(capture(canvas, phone, LIGHTS[1], rng), phone), "tray.jpg")
+def test_a_photo_without_the_card_is_told_to_add_it() -> None:
+    check = check_card_photo(simulated_lot_photo(tray="white_plastic", light="daylight"), "tray.jpg")
     assert not check.card_found and not check.ok
     assert check.kernels_measured and check.kernel_mode.startswith("measured without the card")
     assert any("lay the printed card" in fix for fix in check.fixes)

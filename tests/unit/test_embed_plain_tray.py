@@ -13,45 +13,17 @@ from grainproof.embed.embedder import measure_photo
 from grainproof.embed.photos import prepare_photo
 from grainproof.embed.plain_tray import nominal_px_per_mm
 from grainproof.measurement_layout import CARD_MEASUREMENTS, MEASUREMENT_NAMES
-from grainproof.simulate.devices import Lighting, capture, encode_jpeg, get_phone
-from grainproof.simulate.render import draw_kernels, get_tray, lot_kernels, render_tray
-from grainproof.simulate.varieties import get_variety
+from synthetic_trays import LIGHTS, WHEAT_TRAITS, simulated_lot_photo
 
-#: LATENT_TRAITS order: length_mm, width_mm, lightness, redness, weathering, broken, shrivelled, impurity.
-TRAITS = np.array([6.8, 3.6, 1.0, 0.0, 0.12, 0.06, 0.05, 0.03])
-LIGHTS = {
-    "warm bulb, dim, vignetted": Lighting(
-        temperature_k=2900,
-        intensity=0.6,
-        vignetting=0.3,
-        shadow_strength=0.0,
-        shadow_angle=0.0,
-        light_direction=(0.3, 0.2, 0.93),
-    ),
-    "daylight, bright": Lighting(
-        temperature_k=6200,
-        intensity=1.4,
-        vignetting=0.05,
-        shadow_strength=0.0,
-        shadow_angle=1.0,
-        light_direction=(-0.4, 0.1, 0.9),
-    ),
-}
 TRAYS = ("white_plastic", "black_plastic")
 
 
 @cache
-def _measured(tray: str, light: str, kernels_seed: int = 11) -> np.ndarray:
+def _measured(tray: str, light: str, redness: float = 0.0) -> np.ndarray:
     """The measurement block of one photo of the same lot (same kernels, same places) on a tray, under a light."""
-    kernels = lot_kernels(TRAITS, get_variety("soft_wheat", "aurelio"), 70, np.random.default_rng(kernels_seed))
-    rng = np.random.default_rng(5)
-    height, width = 768, 1024
-    px_per_mm = width / 125.0
-    canvas = render_tray(get_tray(tray), height, width, px_per_mm, rng)
-    draw_kernels(canvas, kernels, px_per_mm, LIGHTS[light].light_direction, rng)
-    phone = get_phone("galaxy-s21")
-    data = encode_jpeg(capture(canvas, phone, LIGHTS[light], rng), phone)
-    values, warnings = measure_photo(prepare_photo(data, f"{tray}.jpg"))
+    traits = WHEAT_TRAITS.copy()
+    traits[3] = redness
+    values, warnings = measure_photo(prepare_photo(simulated_lot_photo(tray=tray, light=light, traits=traits), "x"))
     assert not any("too few" in w for w in warnings), warnings
     return values
 
@@ -83,26 +55,16 @@ def test_the_same_lot_measures_alike_on_dark_and_light_trays_under_two_lights() 
 
 
 def test_colour_relative_to_the_tray_follows_the_lot_not_the_light() -> None:
-    # The tray's own level differs 18-fold between the trays, so lightness is compared on one tray. Without the
-    # card the phone's tone curve (an S-curve, not a power law) is not undone: colours relative to the tray keep
-    # part of the light's effect. A redder lot (redness +0.15, about four between-lot SDs) must still move the
-    # descriptor more than a change of light does.
+    # White balance on a white tray takes the light's colour out; but without the card the phone's tone curve
+    # (an S-curve, not a power law) is not undone, so colours relative to the tray keep part of the light's
+    # effect. A redder lot (log R/B +0.15, about four between-lot SDs) must still move the descriptor more than
+    # a change from a warm dim bulb to daylight does.
     redness = MEASUREMENT_NAMES.index("tray_redness")
     same_lot = [_measured("white_plastic", light)[redness] for light in LIGHTS]
     light_effect = abs(same_lot[0] - same_lot[1])
     assert light_effect < 0.25
-    for light in LIGHTS:
-        rng = np.random.default_rng(11)
-        redder = TRAITS.copy()
-        redder[3] = 0.15
-        kernels = lot_kernels(redder, get_variety("soft_wheat", "aurelio"), 70, rng)
-        rng = np.random.default_rng(5)
-        canvas = render_tray(get_tray("white_plastic"), 768, 1024, 1024 / 125.0, rng)
-        draw_kernels(canvas, kernels, 1024 / 125.0, LIGHTS[light].light_direction, rng)
-        phone = get_phone("galaxy-s21")
-        data = encode_jpeg(capture(canvas, phone, LIGHTS[light], rng), phone)
-        values, _ = measure_photo(prepare_photo(data, "redder.jpg"))
-        assert values[redness] - _measured("white_plastic", light)[redness] > light_effect
+    for i, light in enumerate(LIGHTS):
+        assert _measured("white_plastic", light, redness=0.15)[redness] - same_lot[i] > light_effect
 
 
 def test_a_single_kernel_on_black_is_measured_and_kernels_cut_by_the_edge_are_not() -> None:

@@ -31,7 +31,7 @@ PRINT_INSTRUCTIONS: tuple[str, ...] = (
 )
 #: Length of the printed ruler (mm) and the page margin around the card and text (mm).
 RULER_MM = 50.0
-_MARGIN_MM = 10.0
+PAGE_MARGIN_MM = 10.0
 _TEXT_MM = 34.0
 _MM_PER_INCH = 25.4
 #: The card's patches are printed as sRGB values relative to the paper's white (its reflectance CARD_WHITE).
@@ -66,14 +66,14 @@ def print_card(out: Path) -> Path:
     if kind not in FORMATS:
         raise GrainproofError(f"Cannot print the card as {out.name}: give an --out file ending in .pdf or .svg.")
     card_width, card_height = card.CARD_SIZE_MM
-    page_width = card_width + 2 * _MARGIN_MM + 60.0
-    page_height = card_height + 2 * _MARGIN_MM + _TEXT_MM
+    page_width = card_width + 2 * PAGE_MARGIN_MM + 60.0
+    page_height = card_height + 2 * PAGE_MARGIN_MM + _TEXT_MM
     figure = plt.figure(figsize=(page_width / _MM_PER_INCH, page_height / _MM_PER_INCH))
     axes = figure.add_axes((0.0, 0.0, 1.0, 1.0))
     axes.set_xlim(0, page_width)
     axes.set_ylim(page_height, 0)  # y down, as in card coordinates
     axes.set_axis_off()
-    x0, y0 = _MARGIN_MM, _MARGIN_MM
+    x0, y0 = PAGE_MARGIN_MM, PAGE_MARGIN_MM
     paper = _print_colour((card.CARD_WHITE,) * 3)
     ink = _print_colour((card.CARD_BLACK,) * 3)
     axes.add_patch(Rectangle((x0, y0), card_width, card_height, facecolor=paper, edgecolor="0.6", linewidth=0.3))
