@@ -136,8 +136,9 @@ def open_photo(data: bytes, name: str, *, min_side: int, max_pixels: int) -> Ima
             # Decode at 1/2, 1/4 or 1/8 scale, never below twice the working size, so resizing stays antialiased.
             scale = short / (2 * WORKING_SHORT_SIDE)
             image.draft("RGB", (int(width / scale), int(height / scale)))
-        image = ImageOps.exif_transpose(image)
-        image = image.convert("RGB")
+        ImageOps.exif_transpose(image, in_place=True)  # no copy when upright already
+        if image.mode != "RGB":
+            image = image.convert("RGB")
         image.load()
     except Exception:  # any failure to decode (bad EXIF, truncated data, bomb) means the file is unusable
         raise PhotoError(f"Photo {name} is corrupt or truncated; take or upload the photo again.") from None
