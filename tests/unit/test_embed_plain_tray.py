@@ -95,3 +95,22 @@ def test_exif_focal_length_at_a_fixed_distance_gives_the_nominal_scale() -> None
     )
     # Without a fixed distance (or without the tag) the protocol's field of view sets it.
     assert nominal_px_per_mm(photo, field_of_view_mm=125.0) == pytest.approx(4000 / 125.0)
+
+
+def test_specks_on_a_dark_tray_are_neither_kernels_nor_impurities() -> None:
+    # A noisy phone on a black tray: 300 bright 2 x 3-pixel specks outnumber the 20 kernels ten to one.
+    rng = np.random.default_rng(0)
+    image = np.full((480, 640, 3), 0.05, dtype=np.float32)
+    yy, xx = np.mgrid[:480, :640]
+    for row in range(4):
+        for column in range(5):
+            cx, cy = 80 + 120 * column, 80 + 105 * row
+            image[((xx - cx) / 36.0) ** 2 + ((yy - cy) / 12.0) ** 2 <= 1.0] = (0.75, 0.55, 0.3)
+    for y, x in zip(rng.integers(0, 478, 300), rng.integers(0, 637, 300), strict=True):
+        image[y : y + 2, x : x + 3] = 0.7
+    buffer = io.BytesIO()
+    Image.fromarray((image * 255).astype(np.uint8)).save(buffer, format="PNG")
+    values, warnings = measure_photo(prepare_photo(buffer.getvalue(), "specks.png"))
+    assert values.any(), warnings
+    assert values[MEASUREMENT_NAMES.index("log_aspect")] == pytest.approx(np.log(3.0), abs=0.08)
+    assert values[MEASUREMENT_NAMES.index("impurity_share")] == 0.0

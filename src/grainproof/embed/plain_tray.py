@@ -38,6 +38,9 @@ COARSE_CELLS = 56
 #: Typical kernel width (mm) of the cereals grainproof serves: sets the morphological sizes (dark-spot closing,
 #: neck depth, dust) from the kernels' width in pixels when no card gives the scale.
 TYPICAL_KERNEL_WIDTH_MM = 3.0
+#: Objects under this share of the typical object's area are specks, not kernels or impurities (a weed seed is
+#: about 7 % of a wheat kernel's area).
+SPECK_SHARE = 0.05
 #: The kernels' own scale is kept within these bounds (px per mm).
 SELF_SCALE_RANGE = (1.0, 60.0)
 #: Display gamma undone to get linear light (sRGB-like; the card path fits each phone's curve instead).
@@ -97,21 +100,28 @@ def _measuring_pixels(image: Image.Image, long_side: int) -> tuple[np.ndarray, f
     return np.asarray(image), 1.0 / factor
 
 
-def _self_scale(mask: np.ndarray) -> float:
-    """Pixels per mm if the typical object in the mask were a kernel TYPICAL_KERNEL_WIDTH_MM wide."""
+def _kernels_and_scale(mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """(the mask without specks, pixels per mm if its typical object were a kernel TYPICAL_KERNEL_WIDTH_MM wide).
+
+    Specks (a noisy phone's grain on a dark tray, JPEG blocks) can be most of the objects but hold little of
+    the mask: the typical object is the one at the middle of the mask's area; objects under SPECK_SHARE of
+    it go, and the median width of those of at least a quarter of it (touching kernels are few) is a kernel's.
+    """
     import cv2
 
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    if not contours:
-        return SELF_SCALE_RANGE[0]
-    area = np.array([cv2.contourArea(c) for c in contours])
-    # Dust and specks are many and small, touching kernels few: among the objects of at least a quarter the
-    # median's area, the median width is a kernel's.
-    kept = [c for c, a in zip(contours, area, strict=True) if a >= 0.25 * np.median(area) and len(c) >= 3]
-    if not kept:
-        return SELF_SCALE_RANGE[0]
-    width = float(np.median([min(cv2.minAreaRect(c)[1]) for c in kept]))
-    return float(np.clip(width / TYPICAL_KERNEL_WIDTH_MM, *SELF_SCALE_RANGE))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return mask, SELF_SCALE_RANGE[0]
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    area[0] = 0.0  # the background
+    order = np.argsort(area)
+    typical = float(area[order][np.searchsorted(np.cumsum(area[order]), 0.5 * area.sum())])
+    cleaned = (area >= SPECK_SHARE * typical)[labels]
+    contours, _ = cv2.findContours(cleaned.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    widths = [min(cv2.minAreaRect(c)[1]) for c in contours if cv2.contourArea(c) >= 0.25 * typical]
+    if not widths:
+        return cleaned, SELF_SCALE_RANGE[0]
+    return cleaned, float(np.clip(float(np.median(widths)) / TYPICAL_KERNEL_WIDTH_MM, *SELF_SCALE_RANGE))
 
 
 def plain_tray_view(
@@ -179,7 +189,7 @@ def plain_tray_view(
     reference = np.repeat(np.repeat(far_from_kernels, block, axis=0), block, axis=1)
     inside = np.ones((height, width), dtype=bool)
     mask = kernel_pixels(image_linear, inside, reference, px_per_mm=nominal * factor)
-    self_scale = _self_scale(mask) if mask.any() else nominal * factor
+    mask, self_scale = _kernels_and_scale(mask) if mask.any() else (mask, nominal * factor)
     times.lap("kernel mask")
     return KernelView(
         reflectance=image_linear,
