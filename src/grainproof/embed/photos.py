@@ -327,6 +327,7 @@ def prepare_photo(
 def calibrated_view(upright: np.ndarray, fix: CardFix) -> KernelView:
     """The photo's sample area in reflectance, light falloff removed, with its kernel mask."""
     from grainproof.embed.calibration import flatten_light, kernel_pixels, to_card_frame
+    from grainproof.embed.plain_tray import NEUTRAL_TRAY_RATIO
 
     frame = to_card_frame(upright, fix)
     ring = frame.tray_ring()
@@ -338,6 +339,8 @@ def calibrated_view(upright: np.ndarray, fix: CardFix) -> KernelView:
     reflectance = frame.sample(flattened)
     bare = reflectance[::4, ::4][~_near(mask, round(frame.px_per_mm))[::4, ::4]]
     tray = np.median(bare, axis=0) if len(bare) else np.median(frame.linear[frame.tray_ring()], axis=0)
+    if float(tray.max()) > NEUTRAL_TRAY_RATIO * max(float(tray.min()), 1e-6):
+        tray = np.full(3, tray.mean())  # a coloured tray's own hue is not a reference for the kernels' colour
     return KernelView(
         reflectance=reflectance,
         kernel_mask=mask,
