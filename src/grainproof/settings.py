@@ -43,6 +43,9 @@ class Settings:
     min_photo_side: int = 64
     torch_threads: int = 0  # 0: use every core
     embed_runtime: str = "openvino-bf16"  # or openvino, onnxruntime, torch (fp32, same vectors; see embed/runtime.py)
+    # The intake protocol's fixed phone-to-tray distance (mm), if it has one: without the card, the EXIF focal
+    # length then gives kernel sizes their scale (embed/plain_tray.py). None: the nominal field of view does.
+    capture_distance_mm: float | None = None
     # The service (grainproof serve): origin checks, upload limits, EPCIS identifiers.
     region_set: str | None = "fr-departements"
     max_photos_per_lot: int = 20
@@ -78,6 +81,7 @@ class Settings:
             min_photo_side=int(_env("MIN_PHOTO_SIDE", "64")),
             torch_threads=int(_env("TORCH_THREADS", "0")),
             embed_runtime=_env("EMBED_RUNTIME", "openvino-bf16"),
+            capture_distance_mm=float(_env("CAPTURE_DISTANCE_MM", "0")) or None,
             region_set=_env("REGION_SET", "fr-departements") or None,
             max_photos_per_lot=int(_env("MAX_PHOTOS_PER_LOT", "20")),
             gs1_gtin=os.environ.get("GRAINPROOF_GS1_GTIN") or None,

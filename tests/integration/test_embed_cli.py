@@ -51,7 +51,7 @@ def test_embed_command_writes_features_and_says_where(manifest: Path, data_dir: 
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "efficientnet_lite0@" in result.output
     lots = read_manifest(out)
-    assert all(lot.features is not None and len(lot.features) == 8 + 1280 for lot in lots)
+    assert all(lot.features is not None and len(lot.features) == 17 + 1280 for lot in lots)
     assert (manifest.parent / "embedded.units.npz").is_file()
     assert (data_dir / "cache" / "embeddings").is_dir()
 

@@ -73,8 +73,8 @@ def counting(embedder: Embedder) -> Iterator[CountingRunner]:
 
 
 def test_backbone_id_names_the_weights(embedder: Embedder) -> None:
-    assert embedder.backbone_id == "efficientnet_lite0@579344248a93+kernels:8"  # 8 kernel measurements lead
-    assert embedder.dim == 8 + 1280
+    assert embedder.backbone_id == "efficientnet_lite0@579344248a93+kernels:17"  # 17 kernel measurements lead
+    assert embedder.dim == 17 + 1280
 
 
 def test_wrongly_mapped_weights_fail_the_load_time_check() -> None:
@@ -191,11 +191,11 @@ def test_embed_manifest_adds_features_backbone_and_units(
     embed_manifest(manifest, out, embedder=embedder)
     lots = read_manifest(out)
     features = feature_matrix(lots)
-    assert features.shape == (2, 8 + 1280)
+    assert features.shape == (2, 17 + 1280)
     assert {lot.extra["backbone"] for lot in lots} == {embedder.backbone_id}
     assert lots[0].extra["field_id"] == "F1"
     units = read_units(units_path(out))
-    assert set(units) == {"L1", "L2"} and units["L1"].shape[1] == 8 + 1280
+    assert set(units) == {"L1", "L2"} and units["L1"].shape[1] == 17 + 1280
     expected = lot_embedding(embedder.embed_files([folder / "tray_1.jpg", folder / "tray_0.jpg"]))
     assert np.allclose(features[0], expected.vector, atol=1e-6)
 

@@ -12,6 +12,7 @@ from grainproof.embed.morphometrics import (
     FALLBACK_FEATURES,
     MORPHOMETRIC_FEATURES,
     measure_kernels,
+    photo_measurements,
     photo_morphometrics,
 )
 from grainproof.simulate.render import AMBIENT_LIGHT, draw_kernels, get_tray, lot_kernels, render_tray
@@ -136,21 +137,31 @@ def test_an_empty_tray_gives_the_defined_fallback() -> None:
 
 def test_a_photo_on_the_fallback_does_not_drag_the_lot_mean() -> None:
     from grainproof.domain import with_measured_features
-    from grainproof.embed.embedder import MEASURED_FEATURES
     from grainproof.embed.vectors import PhotoEmbedding, lot_embedding
+    from grainproof.measurement_layout import CARD_MEASUREMENTS, MEASUREMENT_NAMES, SIZE_MEASUREMENTS
 
-    measured = photo_morphometrics(*_photo(BASE, 1), PX_PER_MM)[: len(MEASURED_FEATURES)]
-    backbone = with_measured_features("net", len(MEASURED_FEATURES))
+    table = measure_kernels(*_photo(BASE, 1), PX_PER_MM)
+    with_card = photo_measurements(table, tray=np.asarray(TRAY.colour), calibrated=True)
+    # The same kernels seen without the card, their sizes on a nominal scale 10 % off.
+    without_card = photo_measurements(table, tray=np.asarray(TRAY.colour), calibrated=False, size_factor=1.1)
+    assert with_card is not None and without_card is not None
+    backbone = with_measured_features("net", len(MEASUREMENT_NAMES))
 
     def photo(values: np.ndarray, digest: str) -> PhotoEmbedding:
         vector = np.concatenate([values, [1.0, 2.0]]).astype(np.float32)
         return PhotoEmbedding(vector=vector, unit_vectors=vector[None], content_hash=digest, backbone_id=backbone)
 
-    unmeasured = np.zeros(len(MEASURED_FEATURES))
-    lot = lot_embedding([photo(measured, "a"), photo(unmeasured, "b")])
-    np.testing.assert_allclose(lot.vector[: len(MEASURED_FEATURES)], measured, rtol=1e-6)
+    unmeasured = np.zeros(len(MEASUREMENT_NAMES))
+    lot = lot_embedding([photo(with_card, "a"), photo(unmeasured, "b")])
+    np.testing.assert_allclose(lot.vector[: len(MEASUREMENT_NAMES)], with_card, rtol=1e-6)
+    # A photo without the card counts for what it measured, not as zero mm kernels; the card's sizes win.
+    mixed = lot_embedding([photo(with_card, "a"), photo(without_card, "b")]).vector
+    cards, sizes = len(CARD_MEASUREMENTS), len(MEASUREMENT_NAMES) - len(SIZE_MEASUREMENTS)
+    np.testing.assert_allclose(mixed[:cards], with_card[:cards], rtol=1e-6)
+    np.testing.assert_allclose(mixed[sizes : len(MEASUREMENT_NAMES)], with_card[sizes:], rtol=1e-6)
+    assert not without_card[:cards].any() and without_card[sizes] == pytest.approx(with_card[sizes] + np.log(1.1))
     # With no photo measured, the block stays zero: the reference model reads that as "not measured".
-    assert not lot_embedding([photo(unmeasured, "a"), photo(unmeasured, "b")]).vector[: len(MEASURED_FEATURES)].any()
+    assert not lot_embedding([photo(unmeasured, "a"), photo(unmeasured, "b")]).vector[: len(MEASUREMENT_NAMES)].any()
 
 
 def test_a_mask_of_another_size_is_refused() -> None:

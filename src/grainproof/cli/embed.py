@@ -94,11 +94,13 @@ def bench_embed_command(
         "a plain timm loop vs `grainproof embed`, start-up included. E.g. ../shared/data/rice.",
     ),
     process_rounds: int = typer.Option(1, "--process-rounds", help="Rounds of the whole-process comparison."),
+    measure_rounds: int = typer.Option(5, help="Timed rounds of measuring a 12-megapixel photo's kernels."),
     json_out: Path | None = json_out_option(),
     as_json: bool = json_option(),
 ) -> None:
     """Images per second: naive timm path (one image at a time) vs ours, their ratio, and share of matmul peak;
-    with --photos, whole `grainproof embed` processes against a plain timm loop on the same photos."""
+    the time to measure a 12-megapixel photo's kernels without the card, stage by stage, on one core; with
+    --photos, whole `grainproof embed` processes against a plain timm loop on the same photos."""
     from grainproof.embed.bench import bench_embed, bench_embed_process
 
     settings = _settings(None, runtime, threads)
@@ -108,7 +110,12 @@ def bench_embed_command(
     if photos is not None:
         with progress_bar("whole processes: loop, ours cold, ours warm", process_rounds) as progress:
             process = bench_embed_process(photos, settings=settings, rounds=process_rounds, progress=progress)
-    figures = {**result.as_dict(), "whole_process": process.as_dict() if process is not None else None}
+    measurement = _measure_speed(measure_rounds)
+    figures = {
+        **result.as_dict(),
+        "measurement": measurement.as_dict(),
+        "whole_process": process.as_dict() if process is not None else None,
+    }
     write_json(json_out, figures)
     if as_json:
         print_json(figures)
@@ -124,6 +131,7 @@ def bench_embed_command(
         f"backbone: {result.gflops_per_image:.2f} GFLOP/image; fp32 matmul peak measured now: "
         f"{result.matmul_gflops_per_s:.1f} GFLOP/s; ours reaches {100 * result.fraction_of_matmul_peak:.1f}% of it"
     )
+    _print_measure_speed(measurement)
     if process is None:
         console.print("whole processes: not timed (give --photos, e.g. --photos ../shared/data/rice)")
         return
@@ -154,6 +162,45 @@ def bench_embed_command(
         f"{process.speedup_warm:.2f}x",
     )
     console.print(timed)
+
+
+def _measure_speed(rounds: int) -> Any:
+    """Time measuring a 12-megapixel photo's kernels without the card, stage by stage, on one core."""
+    from grainproof.embed.measure_bench import bench_measure
+
+    with progress_bar("measuring a 12-megapixel photo", rounds) as progress:
+        return bench_measure(rounds=rounds, progress=progress)
+
+
+def _print_measure_speed(speed: Any) -> None:
+    table = Table(
+        title=f"kernel measurement without the card: {speed.photo[0]}x{speed.photo[1]} JPEG, "
+        f"{speed.kernels_found} objects, 1 core (CPU ms, median of {speed.rounds})"
+    )
+    table.add_column("stage")
+    table.add_column("ms", justify="right")
+    for stage, ms in speed.stages_ms.items():
+        table.add_row(stage, f"{ms:.1f}")
+    table.add_row("total (ours)", f"{speed.total_ms:.1f}")
+    table.add_row("baseline: the same at the decoded resolution", f"{speed.full_resolution_ms:.1f}")
+    console.print(table)
+    verdict = "within" if speed.total_ms <= speed.budget_ms else "over"
+    console.print(f"speed-up {speed.speedup:.2f}x; {verdict} the {speed.budget_ms:.0f} ms budget per photo")
+
+
+def _phone_scaled(lots: list[Any], measured: int) -> tuple[Any, Any]:
+    """The lots' vectors with sizes measured without the card on a per-phone scale fitted to these lots."""
+    import numpy as np
+
+    from grainproof.reference.phone_scale import apply_phone_scale, cell_labels, fit_phone_scale
+
+    vectors = np.array([lot.features for lot in lots], dtype=np.float64)
+    phones = np.array([lot.device or "" for lot in lots])
+    varieties = np.array([lot.claim.variety for lot in lots])
+    regions = np.array([lot.claim.origin.region or "" for lot in lots])
+    cells = cell_labels(varieties, regions, np.array([lot.claim.season for lot in lots]))
+    scale = fit_phone_scale(vectors, phones, varieties, cells=cells, measured=measured)
+    return apply_phone_scale(vectors, phones, varieties, scale)[0], scale
 
 
 @bench_app.command("invariance")
@@ -216,8 +263,6 @@ def bench_measurements_command(
     """How well the kernel measurements in the vectors track the simulator's true lot traits."""
     from dataclasses import asdict
 
-    import numpy as np
-
     from grainproof.domain import measured_feature_count
     from grainproof.embed.bench import measurement_agreement
     from grainproof.embed.embedder import MEASURED_FEATURES
@@ -229,8 +274,10 @@ def bench_measurements_command(
     if len(backbones) != 1 or measured_feature_count(next(iter(backbones))) != len(MEASURED_FEATURES):
         raise GrainproofError(f"{embedded} was not embedded with kernel measurements; run `grainproof embed` again.")
     columns, traits = read_latent_table(latent)
+    # Sizes measured without the card are compared on the per-phone scale a reference of these lots learns.
+    vectors, _ = _phone_scaled(lots, len(MEASURED_FEATURES))
     figures = measurement_agreement(
-        {lot.lot_id: np.asarray(lot.features) for lot in lots},
+        {lot.lot_id: vector for lot, vector in zip(lots, vectors, strict=True)},
         {lot.lot_id: lot.claim.variety for lot in lots},
         traits,
         columns,

@@ -57,6 +57,9 @@ def simulate(
     max_side: int | None = typer.Option(
         None, "--max-side", help="Cap the photos' long side in pixels (smaller, faster worlds for tests)."
     ),
+    no_card: bool = typer.Option(
+        False, "--no-card", help="Leave the calibration card off every tray (photos taken without the protocol)."
+    ),
     workers: int | None = typer.Option(None, "--workers", help="Rendering processes (default: available cores)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a world already in --out."),
     list_profiles: bool = typer.Option(False, "--list-profiles", help="List phone profiles and trays, then exit."),
@@ -101,6 +104,7 @@ def simulate(
         fraud_kinds=_split(fraud_kinds),
         trays=_split(trays) or tuple(t.name for t in TRAYS),
         max_photo_side=max_side,
+        with_card=not no_card,
     )
     with progress_bar(f"Rendering {lots} lots x {photos_per_lot} photos", lots) as progress:
         summary = simulate_world(config, out, progress, workers=workers, overwrite=overwrite)
@@ -137,6 +141,9 @@ _MANIFESTS = ("lots_csv", "claims_csv", "reference_csv", "intake_csv")
 def bench_simulate(
     lots: int = typer.Option(24, "--lots", help="Lots rendered in each timed run."),
     photos_per_lot: int = typer.Option(3, "--photos-per-lot", help="Photos per lot."),
+    no_card: bool = typer.Option(
+        False, "--no-card", help="Leave the calibration card off every tray (photos taken without the protocol)."
+    ),
     workers: int | None = typer.Option(None, "--workers", help="Processes of the parallel run (default: cores)."),
     seed: int = typer.Option(1, "--seed", help="World seed."),
     as_json: bool = json_option(),

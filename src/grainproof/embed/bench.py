@@ -537,7 +537,8 @@ class MeasurementFigures:
     lots: int
 
 
-#: Measured feature -> the latent trait it estimates (log scale for sizes and lightness, as measured).
+#: Measured feature -> the latent trait it estimates (log scale for sizes and lightness, as measured); "a/b"
+#: is the ratio of two traits.
 MEASURED_TRAITS: tuple[tuple[str, str, bool], ...] = (
     ("log_length_mm", "length_mm", True),
     ("log_width_mm", "width_mm", True),
@@ -547,7 +548,21 @@ MEASURED_TRAITS: tuple[tuple[str, str, bool], ...] = (
     ("broken_share", "broken_share", False),
     ("shrivelled_share", "shrivelled_share", False),
     ("impurity_share", "impurity_share", False),
+    ("log_aspect", "length_mm/width_mm", True),
+    ("roundness", "width_mm/length_mm", False),
+    ("eccentricity", "length_mm/width_mm", False),
+    ("tray_lightness", "lightness", True),
+    ("tray_redness", "redness", False),
+    ("log_length", "length_mm", True),
+    ("log_width", "width_mm", True),
 )
+
+
+def _trait(latent: np.ndarray, columns: Sequence[str], trait: str) -> float:
+    if "/" in trait:
+        top, bottom = trait.split("/")
+        return float(latent[list(columns).index(top)] / latent[list(columns).index(bottom)])
+    return float(latent[list(columns).index(trait)])
 
 
 def measurement_agreement(
@@ -559,17 +574,25 @@ def measurement_agreement(
 ) -> list[MeasurementFigures]:
     """Pooled within-variety correlation of each measured lot feature with its true trait.
 
-    Lots whose photos could not be measured (all zeros) are left out. Centring each variety first keeps
-    the differences between varieties (far larger than provenance) from inflating the figure.
+    Lots that did not measure a feature (its group of measurements all zeros: grainproof.measurement_layout)
+    are left out of its figure. Centring each variety first keeps the differences between varieties (far
+    larger than provenance) from inflating the figure.
     """
-    lots = [lot for lot in sorted(features) if lot in latent and np.any(features[lot][: len(measured_names)] != 0)]
+    from grainproof.measurement_layout import missing_measurements
+
+    width = len(measured_names)
+    known = [lot for lot in sorted(features) if lot in latent]
+    missing = missing_measurements(np.array([features[lot][:width] for lot in known]).reshape(-1, width), width)
     results = []
     for name, trait, logged in MEASURED_TRAITS:
-        if name not in measured_names or trait not in latent_columns:
+        if name not in measured_names or any(t not in latent_columns for t in trait.split("/")):
             continue
-        f_index, t_index = list(measured_names).index(name), list(latent_columns).index(trait)
+        f_index = list(measured_names).index(name)
+        lots = [lot for lot, absent in zip(known, missing[:, f_index], strict=True) if not absent]
+        if not lots:
+            continue
         measured = np.array([features[lot][f_index] for lot in lots], dtype=np.float64)
-        truth = np.array([latent[lot][t_index] for lot in lots], dtype=np.float64)
+        truth = np.array([_trait(latent[lot], latent_columns, trait) for lot in lots], dtype=np.float64)
         if logged:
             truth = np.log(truth)
         for variety in {varieties[lot] for lot in lots}:

@@ -85,15 +85,20 @@ def _detector() -> Any:
     return cv2.aruco.ArucoDetector(dictionary, parameters)
 
 
+def detect_markers(pixels: np.ndarray) -> dict[int, np.ndarray]:
+    """The ArUco markers seen in an upright photo (h, w, 3) in [0, 1]: id -> corners (4, 2) in photo px."""
+    grey = np.clip(luminance(pixels) * 255.0 + 0.5, 0, 255)
+    corners, ids, _ = _detector().detectMarkers(grey.astype(np.uint8))
+    if ids is None:
+        return {}
+    return {int(i): c.reshape(4, 2) for i, c in zip(ids.ravel(), corners, strict=True)}
+
+
 def find_card(pixels: np.ndarray) -> CardFix | None:
     """The card's place in an upright photo (h, w, 3) in [0, 1], or None when both markers are not seen."""
     import cv2
 
-    grey = np.clip(luminance(pixels) * 255.0 + 0.5, 0, 255)
-    corners, ids, _ = _detector().detectMarkers(grey.astype(np.uint8))
-    if ids is None:
-        return None
-    found = {int(i): c.reshape(4, 2) for i, c in zip(ids.ravel(), corners, strict=True)}
+    found = detect_markers(pixels)
     if not all(marker.marker_id in found for marker in card.MARKERS):
         return None
     card_points = np.array([p for m in card.MARKERS for p in m.corners()], dtype=np.float64)
@@ -416,36 +421,55 @@ def kernel_pixels(
     out, a lit part of the tray can look lighter than a shaded one.
     """
     import cv2
-    from scipy.ndimage import binary_fill_holes
 
-    reference = inside & tray_ring
-    if reference.sum() < 50:
+    reference = _spaced(inside & tray_ring)
+    if len(reference) < 50:
         return np.zeros(inside.shape, dtype=bool)
     smooth = cv2.GaussianBlur(np.maximum(reflectance, 1e-4).astype(np.float32), (0, 0), sigmaX=1.0)
     log = np.log(np.maximum(smooth, _MIN_REFLECTANCE / 4))
     lit = (smooth[..., 0] + smooth[..., 1] + smooth[..., 2]) >= np.float32(3 * _MIN_REFLECTANCE)
-    tray = np.median(log[reference], axis=0)
+    tray = np.median(log.reshape(-1, 3)[reference], axis=0)
     # Channel by channel: reductions over a last axis of 3 are slow in numpy.
     offsets = [log[..., c] - np.float32(tray[c]) for c in range(3)]
     level = (offsets[0] + offsets[1] + offsets[2]) / np.float32(3.0)
     chroma = np.sqrt((offsets[0] - level) ** 2 + (offsets[1] - level) ** 2 + (offsets[2] - level) ** 2)
     # A textured or noisy tray spreads its own colour: the thresholds stay well outside that spread.
     # (Only where the tray is lit enough to have a colour: a black tray's ring holds just the card's glow.)
-    lit_ring = reference & lit
-    spread = float(np.percentile(chroma[lit_ring], 90)) if lit_ring.sum() > 0.5 * reference.sum() else 0.0
+    lit_ring = reference[lit.ravel()[reference]]
+    spread = float(np.percentile(chroma.ravel()[lit_ring], 90)) if len(lit_ring) > 0.5 * len(reference) else 0.0
     chroma_limit = max(_KERNEL_CHROMA, 4.0 * spread)
-    level_limit = max(_KERNEL_LIGHTER, 2.0 * float(np.percentile(level[reference], 90)))
+    level_limit = max(_KERNEL_LIGHTER, 2.0 * float(np.percentile(level.ravel()[reference], 90)))
     by_colour = (chroma > np.float32(chroma_limit)) & lit
     mask = inside & ((by_colour | (level > np.float32(level_limit))) if by_level else by_colour)
+    flat = smooth.reshape(-1, 3)
     coverage = (
-        _kernel_coverage(smooth, np.median(smooth[reference], axis=0), smooth[mask]) if mask.sum() > 100 else None
+        _kernel_coverage(smooth, np.median(flat[reference], axis=0), flat[_spaced(mask)]) if mask.sum() > 100 else None
     )
     if coverage is None:
         return np.zeros(inside.shape, dtype=bool)
     mask = inside & (coverage > 0.5)
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) > 0
-    holes = (binary_fill_holes(mask) & ~mask).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=4)
-    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= _MAX_HOLE_MM2 * px_per_mm**2)
-    small = small[small > 0]  # label 0 is everything that is not a hole
-    return np.asarray(mask | np.isin(labels, small), dtype=bool)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(_holes(mask), connectivity=4)
+    small = stats[:, cv2.CC_STAT_AREA] <= _MAX_HOLE_MM2 * px_per_mm**2
+    small[0] = False  # label 0 is everything that is not a hole
+    return np.asarray(mask | small[labels], dtype=bool)
+
+
+#: Statistics of many pixels (the tray's median colour, a kernel's typical colour) are read from at most this
+#: many, evenly spaced: a median over 20,000 pixels is as good as over half a million, and 20 times faster.
+_STATISTICS_PIXELS = 20_000
+
+
+def _spaced(mask: np.ndarray) -> np.ndarray:
+    """Flat indices of the mask's pixels, at most _STATISTICS_PIXELS of them, evenly spaced."""
+    index = np.flatnonzero(mask)
+    return index[:: len(index) // _STATISTICS_PIXELS] if len(index) > 2 * _STATISTICS_PIXELS else index
+
+
+def _holes(mask: np.ndarray) -> np.ndarray:
+    """uint8 mask of the background enclosed by the mask (background not 4-connected to the image's edge)."""
+    import cv2
+
+    padded = np.pad(mask.astype(np.uint8), 1)
+    cv2.floodFill(padded, None, (0, 0), 1, flags=4)
+    return np.ascontiguousarray(padded[1:-1, 1:-1] == 0).astype(np.uint8)

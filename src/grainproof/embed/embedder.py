@@ -20,11 +20,12 @@ import numpy as np
 from grainproof.domain import with_measured_features
 from grainproof.embed.backbones import LoadedBackbone, load_backbone
 from grainproof.embed.cache import EmbeddingCache
-from grainproof.embed.morphometrics import MORPHOMETRIC_FEATURES, photo_morphometrics
+from grainproof.embed.morphometrics import measure_kernels, photo_measurements
 from grainproof.embed.photos import PREPROCESS_VERSION, PreparedPhoto, content_hash, prepare_photo
 from grainproof.embed.runtime import FeatureMapRunner, cpu_threads, make_runner
 from grainproof.embed.vectors import PhotoEmbedding
 from grainproof.errors import PhotoError
+from grainproof.measurement_layout import MEASUREMENT_NAMES
 from grainproof.progress import ProgressCallback
 from grainproof.settings import Settings, get_settings
 
@@ -41,14 +42,11 @@ PREFETCH_PER_WORKER = 2 * BATCH_SIZE
 Measured = tuple[np.ndarray, tuple[str, ...]]
 
 
-#: Kernel measurements that lead every photo vector: the morphometrics that describe the lot (the number of
-#: kernels measured describes the photo, not where the grain grew).
-MEASURED_FEATURES: tuple[str, ...] = tuple(f for f in MORPHOMETRIC_FEATURES if f != "kernel_count")
+#: Kernel measurements that lead every photo vector: with the card, without it, and sizes (measurement_layout).
+MEASURED_FEATURES: tuple[str, ...] = MEASUREMENT_NAMES
 #: Bump when the kernel measurements change: it is part of the cache key, like PREPROCESS_VERSION.
-MEASUREMENT_VERSION = "kernels-v4"
-_MEASURED_INDEX = np.array([MORPHOMETRIC_FEATURES.index(f) for f in MEASURED_FEATURES])
-_COUNT_INDEX = MORPHOMETRIC_FEATURES.index("kernel_count")
-_LENGTH_INDEX = MORPHOMETRIC_FEATURES.index("log_length_mm")
+MEASUREMENT_VERSION = "kernels-v7"
+_LENGTH_INDEX = MEASUREMENT_NAMES.index("log_length_mm")
 #: Typical kernels of the cereals grainproof serves are 4-12 mm long; a photo measuring outside this range
 #: measured something else (tray fragments on a grain-coloured board, a close-up without the card).
 PLAUSIBLE_KERNEL_LENGTH_MM = (2.5, 20.0)
@@ -57,19 +55,21 @@ PLAUSIBLE_KERNEL_LENGTH_MM = (2.5, 20.0)
 def measure_photo(photo: PreparedPhoto) -> tuple[np.ndarray, tuple[str, ...]]:
     """(kernel measurements in MEASURED_FEATURES order, the photo's warnings with any about measuring).
 
-    Too few single kernels give zeros, which `lot_embedding` leaves out of the lot's mean.
+    What could not be measured is zero (grainproof.measurement_layout): everything when too few single
+    kernels are seen, the card's columns when the card is not; `lot_embedding` leaves zeros out of the lot.
     """
     view = photo.kernels
-    values = photo_morphometrics(view.reflectance, view.kernel_mask, view.px_per_mm)
-    if values[_COUNT_INDEX] == 0:
+    table = measure_kernels(view.reflectance, view.kernel_mask, view.px_per_mm)
+    values = photo_measurements(table, tray=view.tray, calibrated=view.calibrated, size_factor=view.size_factor)
+    if values is None:
         note = "too few separate kernels to measure; spread the sample so kernels do not touch."
         return np.zeros(len(MEASURED_FEATURES), dtype=np.float32), (*photo.warnings, note)
     length = float(np.exp(values[_LENGTH_INDEX]))
-    if not PLAUSIBLE_KERNEL_LENGTH_MM[0] <= length <= PLAUSIBLE_KERNEL_LENGTH_MM[1]:
-        # Fragments of a badly segmented tray, or a close-up without the card: not a lot's kernels.
+    if view.calibrated and not PLAUSIBLE_KERNEL_LENGTH_MM[0] <= length <= PLAUSIBLE_KERNEL_LENGTH_MM[1]:
+        # Fragments of a badly segmented tray: not a lot's kernels.
         note = f"measured kernels are {length:.1f} mm long, which no cereal grain is; the kernels were not measured."
         return np.zeros(len(MEASURED_FEATURES), dtype=np.float32), (*photo.warnings, note)
-    return values[_MEASURED_INDEX].astype(np.float32), photo.warnings
+    return values.astype(np.float32), photo.warnings
 
 
 def pool_feature_map(features: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +110,8 @@ class Embedder:
             settings.embedding_cache_dir / "embeddings",
             backbone_id=with_measured_features(backbone.backbone_id, len(MEASURED_FEATURES)),
             preprocess_version=f"{PREPROCESS_VERSION}+{MEASUREMENT_VERSION}+{runner.numerics}"
-            + ("" if use_card else "-card-ignored"),
+            + ("" if use_card else "-card-ignored")
+            + (f"+at{settings.capture_distance_mm:g}mm" if settings.capture_distance_mm else ""),
         )
         self._mean = np.asarray(backbone.mean, dtype=np.float32)
         self._std = np.asarray(backbone.std, dtype=np.float32)
@@ -132,6 +133,7 @@ class Embedder:
             min_side=self.settings.min_photo_side,
             max_pixels=self.settings.max_photo_pixels,
             use_card=self.use_card,
+            capture_distance_mm=self.settings.capture_distance_mm,
         )
 
     def without_card(self) -> Embedder:

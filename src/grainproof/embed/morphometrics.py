@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from grainproof.measurement_layout import CARD_MEASUREMENTS, MEASUREMENT_NAMES
+
 #: Per-photo features in this order. A lot's features are the mean of its photos' vectors, so every
 #: feature is a log-size, a log-colour or a share (a proportion), all of which average meaningfully.
 MORPHOMETRIC_FEATURES: tuple[str, ...] = (
@@ -112,6 +114,9 @@ class KernelTable:
     width_mm: np.ndarray  # (n,) short side
     area_mm2: np.ndarray  # (n,)
     solidity: np.ndarray  # (n,) area / convex hull area; low for touching kernels
+    roundness: np.ndarray  # (n,) 4 area / (pi length^2): 1 for a disc (ImageJ's "round"; no perimeter, which
+    #                        pixel steps inflate unevenly across resolutions)
+    eccentricity: np.ndarray  # (n,) of the ellipse with the object's second moments: 0 a disc, towards 1 a needle
     colour: np.ndarray  # (n, 3) mean linear reflectance of the eroded interior
     dark_share: np.ndarray  # (n,) share of the interior in dark spots (weathering)
     wrinkle: np.ndarray  # (n,) upper-quartile darkening of the interior against its along-axis closing
@@ -130,6 +135,8 @@ def _empty_table() -> KernelTable:
         width_mm=empty,
         area_mm2=empty,
         solidity=empty,
+        roundness=empty,
+        eccentricity=empty,
         colour=np.zeros((0, 3)),
         dark_share=empty,
         wrinkle=empty,
@@ -271,7 +278,7 @@ def measure_kernels(reflectance: np.ndarray, mask: np.ndarray, px_per_mm: float)
     pad = closing_px // 2 + 1
 
     n = len(keep)
-    length, breadth, solidity = np.zeros(n), np.zeros(n), np.ones(n)
+    length, breadth, solidity, eccentricity = np.zeros(n), np.zeros(n), np.ones(n), np.zeros(n)
     colour, dark_share, wrinkle = np.zeros((n, 3)), np.zeros(n), np.zeros(n)
     border, from_clump = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     for row, k in enumerate(keep):
@@ -293,6 +300,7 @@ def measure_kernels(reflectance: np.ndarray, mask: np.ndarray, px_per_mm: float)
         hull_area = cv2.contourArea(cv2.convexHull(outline))
         if hull_area > 0:
             solidity[row] = cv2.contourArea(outline) / hull_area
+        eccentricity[row] = _eccentricity(cv2.moments(obj, binaryImage=True))
 
         inside = obj.astype(bool)
         from_clump[row] = bool(was_cut[y0:y1, x0:x1][inside].any())
@@ -314,18 +322,29 @@ def measure_kernels(reflectance: np.ndarray, mask: np.ndarray, px_per_mm: float)
         wrinkle[row] = float(np.partition(darkening, quartile)[quartile])
 
     rows = np.asarray(keep)
+    area = stats[rows, cv2.CC_STAT_AREA].astype(np.float64) / px_per_mm**2
     return KernelTable(
         centre_px=np.asarray(centroids[rows], dtype=np.float64),
         length_mm=length,
         width_mm=breadth,
-        area_mm2=stats[rows, cv2.CC_STAT_AREA].astype(np.float64) / px_per_mm**2,
+        area_mm2=area,
         solidity=solidity,
+        roundness=4.0 * area / (np.pi * np.maximum(length, 1e-6) ** 2),
+        eccentricity=eccentricity,
         colour=colour,
         dark_share=dark_share,
         wrinkle=wrinkle,
         touches_border=border,
         from_clump=from_clump,
     )
+
+
+def _eccentricity(moments: dict[str, float]) -> float:
+    """Eccentricity of the ellipse with these central second moments."""
+    a, b, c = moments["mu20"], moments["mu02"], moments["mu11"]
+    spread = float(np.hypot(a - b, 2.0 * c))
+    major, minor = (a + b + spread) / 2.0, (a + b - spread) / 2.0
+    return float(np.sqrt(max(0.0, 1.0 - minor / major))) if major > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,13 +450,23 @@ def summarise_kernels(table: KernelTable) -> np.ndarray:
     """The photo's feature vector (MORPHOMETRIC_FEATURES order) from its kernel table; FALLBACK_FEATURES if
     it has fewer than MIN_KERNELS whole single grains."""
     classes = classify_kernels(table)
-    whole, sound, single = classes.whole, classes.sound, classes.single
-    if whole.sum() < MIN_KERNELS:
+    if classes.whole.sum() < MIN_KERNELS:
         return FALLBACK_FEATURES.copy()
-    if sound.any():
-        sound = sound & (table.dark_share <= np.quantile(table.dark_share[sound], COLOUR_SPOT_QUANTILE))
-    else:
-        sound = whole
+    return _summary(table, classes)
+
+
+def _colour_grains(table: KernelTable, classes: KernelClasses) -> np.ndarray:
+    """The grains whose colour stands for the lot's: sound ones, the less spotted half (whole ones if none)."""
+    sound = classes.sound
+    if not sound.any():
+        return classes.whole
+    return sound & (table.dark_share <= np.quantile(table.dark_share[sound], COLOUR_SPOT_QUANTILE))
+
+
+def _summary(table: KernelTable, classes: KernelClasses) -> np.ndarray:
+    """MORPHOMETRIC_FEATURES of a photo with at least one whole single grain."""
+    whole, single = classes.whole, classes.single
+    sound = _colour_grains(table, classes)
     not_shrivelled = (single | classes.piece) & ~classes.shrivelled
     n_impurity = int(classes.impurity.sum())
     return np.array(
@@ -446,13 +475,64 @@ def summarise_kernels(table: KernelTable) -> np.ndarray:
             _trimmed_mean(np.log(table.width_mm[whole])),
             _trimmed_mean(_log_lightness(table.colour[sound])),
             _trimmed_mean(_redness(table.colour[sound])),
-            float(table.dark_share[not_shrivelled].mean()),
-            float(classes.broken.sum() / classes.grains),
+            float(table.dark_share[not_shrivelled].mean()) if not_shrivelled.any() else 0.0,
+            float(classes.broken.sum() / max(1, classes.grains)),
             float(classes.shrivelled.sum() / max(1, classes.grains - int(classes.broken.sum()))),
-            float(n_impurity / (n_impurity + classes.grains)),
+            float(n_impurity / max(1, n_impurity + classes.grains)),
             float(whole.sum()),
         ]
     )
+
+
+def measurable(classes: KernelClasses) -> bool:
+    """Whether a photo shows enough whole single grains to describe its lot: MIN_KERNELS of them, or, on a
+    close-up of fewer objects than that (a single-kernel photo, as labs take them), one."""
+    whole = int(classes.whole.sum())
+    return whole >= MIN_KERNELS or (whole >= 1 and int(classes.measured.sum()) < MIN_KERNELS)
+
+
+def photo_measurements(
+    table: KernelTable, *, tray: np.ndarray, calibrated: bool, size_factor: float = 1.0
+) -> np.ndarray | None:
+    """The photo's measurement block (grainproof.measurement_layout.MEASUREMENT_NAMES order), or None when it
+    is not `measurable`.
+
+    `tray` is the bare tray's colour in the table's colour space (colours relative to it do not move with the
+    light or the exposure); `size_factor` turns the table's sizes into the size columns' mm (1 with the card;
+    without it, the photo's nominal scale over the scale the kernels were measured at). Without the card
+    (`calibrated` False) the columns that need it are zero.
+    """
+    classes = classify_kernels(table)
+    if not measurable(classes):
+        return None
+    summary = dict(zip(MORPHOMETRIC_FEATURES, _summary(table, classes), strict=True))
+    whole, unbroken = classes.whole, (classes.single | classes.piece) & ~classes.broken
+    sound = _colour_grains(table, classes)
+    tray = np.maximum(np.asarray(tray, dtype=np.float64), 1e-6)
+    values = {
+        **summary,
+        "log_aspect": _trimmed_mean(np.log(table.length_mm[whole] / np.maximum(table.width_mm[whole], 1e-6))),
+        "roundness": _trimmed_mean(table.roundness[whole]),
+        "solidity": _trimmed_mean(table.solidity[whole]),
+        "eccentricity": _trimmed_mean(table.eccentricity[whole]),
+        "size_spread": _robust_sd(np.log(np.maximum(table.area_mm2[unbroken], 1e-9))),
+        "tray_lightness": _trimmed_mean(_log_lightness(table.colour[sound]) - float(np.log(tray.mean()))),
+        "tray_redness": _trimmed_mean(_redness(table.colour[sound]) - float(np.log(tray[0] / tray[2]))),
+        "log_length": summary["log_length_mm"] + float(np.log(size_factor)),
+        "log_width": summary["log_width_mm"] + float(np.log(size_factor)),
+    }
+    block = np.array([values[name] for name in MEASUREMENT_NAMES], dtype=np.float64)
+    if not calibrated:
+        block[: len(CARD_MEASUREMENTS)] = 0.0
+    return block
+
+
+def _robust_sd(values: np.ndarray) -> float:
+    """Interquartile range / 1.349 (the SD of a normal sample), 0 below four values."""
+    if len(values) < 4:
+        return 0.0
+    q1, q3 = np.percentile(values, [25, 75])
+    return float((q3 - q1) / 1.349)
 
 
 def photo_morphometrics(reflectance: np.ndarray, mask: np.ndarray, px_per_mm: float) -> np.ndarray:

@@ -72,16 +72,20 @@ NOMINAL_FIELD_OF_VIEW_MM = 125.0
 
 @dataclass(frozen=True, slots=True)
 class KernelView:
-    """The sample area in reflectance, with its scale and which of its pixels are kernels.
+    """The sample area in linear light, with its scale and which of its pixels are kernels.
 
-    `calibrated` is True when the card set the scale and colours; otherwise both are the photo's own, in a
-    nominal scale and the phone's gamma undone.
+    `calibrated` is True when the card set the scale and colours (reflectance, mm). Otherwise
+    (`plain_tray.plain_tray_view`) colours are the photo's own, the gamma undone and balanced on the tray, and
+    `px_per_mm` is the kernels' own scale (a typical kernel's width); `size_factor` turns sizes at that scale
+    into mm at the photo's nominal scale. `tray` is the bare tray's colour in the view's colour space.
     """
 
     reflectance: np.ndarray  # (h, w, 3) float32, linear
     kernel_mask: np.ndarray  # (h, w) bool
     px_per_mm: float
     calibrated: bool
+    tray: np.ndarray  # (3,) float32
+    size_factor: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +136,9 @@ def open_photo(data: bytes, name: str, *, min_side: int, max_pixels: int) -> Ima
             # Decode at 1/2, 1/4 or 1/8 scale, never below twice the working size, so resizing stays antialiased.
             scale = short / (2 * WORKING_SHORT_SIDE)
             image.draft("RGB", (int(width / scale), int(height / scale)))
-        image = ImageOps.exif_transpose(image)
-        image = image.convert("RGB")
+        ImageOps.exif_transpose(image, in_place=True)  # no copy when upright already
+        if image.mode != "RGB":
+            image = image.convert("RGB")
         image.load()
     except Exception:  # any failure to decode (bad EXIF, truncated data, bomb) means the file is unusable
         raise PhotoError(f"Photo {name} is corrupt or truncated; take or upload the photo again.") from None
@@ -225,22 +230,30 @@ def _local_background(small: np.ndarray, kernels: np.ndarray, tray: np.ndarray) 
     return np.asarray(background, dtype=np.float32)
 
 
-def kernel_mask(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mask of kernel pixels, tray colour), against a tray background estimated around each place.
+def tray_background(small: np.ndarray, tray: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(the tray's colour around each cell, which cells hold kernels) of a photo shrunk to cells (each pixel of
+    `small` the mean of a block of the photo; 56 cells on the short side follow a tray's shading well).
 
-    The tray colour starts as the median of the photo's border; the background is then re-estimated
-    locally from tray pixels only (twice, at 1/8 scale), so a shadow band or vignetting is not taken for
-    kernels. Thin tray texture (wood grain, grid lines) is removed by a morphological opening.
+    The tray colour starts as `tray`, by default the median of the photo's border; the background is then
+    re-estimated locally from tray cells only (twice), so a shadow band or vignetting is not taken for kernels.
+    """
+    tray = np.median(_border(small), axis=0).astype(np.float32) if tray is None else tray
+    kernels = _split(_colour_distance(small, tray))
+    for _ in range(2):
+        background = _local_background(small, kernels, tray)
+        kernels = _split(_colour_distance(small, background))
+    return background, kernels
+
+
+def kernel_mask(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of kernel pixels, tray colour), against a tray background estimated around each place
+    (`tray_background`). Thin tray texture (wood grain, grid lines) is removed by a morphological opening.
     """
     from scipy.ndimage import binary_opening, gaussian_filter
 
     height, width = pixels.shape[:2]
     tray = np.median(_border(pixels), axis=0).astype(np.float32)
-    small = pixels.reshape(height // 8, 8, width // 8, 8, 3).mean(axis=(1, 3))
-    kernels = _split(_colour_distance(small, tray))
-    for _ in range(2):
-        background = _local_background(small, kernels, tray)
-        kernels = _split(_colour_distance(small, background))
+    background, kernels = tray_background(pixels.reshape(height // 8, 8, width // 8, 8, 3).mean(axis=(1, 3)), tray)
     full_background = background.repeat(8, axis=0).repeat(8, axis=1)  # smooth already: no need to interpolate
     distance = gaussian_filter(_colour_distance(pixels, full_background), sigma=1.0)
     mask = binary_opening(_split(distance), structure=np.ones((3, 3), dtype=bool), iterations=2)
@@ -275,13 +288,22 @@ def cell_weights(mask: np.ndarray, stride: int = STRIDE) -> np.ndarray:
 
 
 def prepare_photo(
-    data: bytes, name: str, *, min_side: int = 64, max_pixels: int = 50_000_000, use_card: bool = True
+    data: bytes,
+    name: str,
+    *,
+    min_side: int = 64,
+    max_pixels: int = 50_000_000,
+    use_card: bool = True,
+    capture_distance_mm: float | None = None,
 ) -> PreparedPhoto:
     """A photo file's bytes as a network-ready canvas with its kernel weights and quality warnings.
 
     `use_card=False` ignores the calibration card even where it is seen (a baseline for benchmarks).
+    Without the card, kernels are measured against the plain tray (`plain_tray`); `capture_distance_mm`, the
+    protocol's fixed distance, lets the EXIF focal length give their nominal scale.
     """
-    from grainproof.embed.calibration import DISPLAY_GAMMA, find_card
+    from grainproof.embed.calibration import find_card
+    from grainproof.embed.plain_tray import plain_tray_view
 
     image = open_photo(data, name, min_side=min_side, max_pixels=max_pixels)
     canvas = working_canvas(image)
@@ -293,23 +315,19 @@ def prepare_photo(
         return _prepared(view.reflectance, view.kernel_mask, data, name, warnings, view)
     warnings = (
         *warnings,
-        f"{name}: no calibration card found, so colours and sizes are not calibrated; lay the grainproof card "
-        "along the top of the tray, both markers in the frame.",
+        f"{name}: no calibration card found, so colours and sizes are not calibrated (kernels are measured "
+        "against the tray instead); lay the grainproof card along the top of the tray, both markers in the frame.",
     )
     mask, tray = kernel_mask(canvas)
     corrected = correct_light(canvas, tray)
-    view = KernelView(
-        reflectance=np.asarray(corrected**DISPLAY_GAMMA, dtype=np.float32),  # the display gamma undone
-        kernel_mask=mask,
-        px_per_mm=canvas.shape[1] / NOMINAL_FIELD_OF_VIEW_MM,
-        calibrated=False,
-    )
+    view = plain_tray_view(image, field_of_view_mm=NOMINAL_FIELD_OF_VIEW_MM, capture_distance_mm=capture_distance_mm)
     return _prepared(corrected, mask, data, name, warnings, view)
 
 
 def calibrated_view(upright: np.ndarray, fix: CardFix) -> KernelView:
     """The photo's sample area in reflectance, light falloff removed, with its kernel mask."""
     from grainproof.embed.calibration import flatten_light, kernel_pixels, to_card_frame
+    from grainproof.embed.plain_tray import NEUTRAL_TRAY_RATIO
 
     frame = to_card_frame(upright, fix)
     ring = frame.tray_ring()
@@ -319,7 +337,25 @@ def calibrated_view(upright: np.ndarray, fix: CardFix) -> KernelView:
     flattened, _ = flatten_light(frame, objects)
     mask = frame.sample(kernel_pixels(flattened, seen, ring, px_per_mm=frame.px_per_mm))
     reflectance = frame.sample(flattened)
-    return KernelView(reflectance=reflectance, kernel_mask=mask, px_per_mm=frame.px_per_mm, calibrated=True)
+    bare = reflectance[::4, ::4][~_near(mask, round(frame.px_per_mm))[::4, ::4]]
+    tray = np.median(bare, axis=0) if len(bare) else np.median(frame.linear[frame.tray_ring()], axis=0)
+    if float(tray.max()) > NEUTRAL_TRAY_RATIO * max(float(tray.min()), 1e-6):
+        tray = np.full(3, tray.mean())  # a coloured tray's own hue is not a reference for the kernels' colour
+    return KernelView(
+        reflectance=reflectance,
+        kernel_mask=mask,
+        px_per_mm=frame.px_per_mm,
+        calibrated=True,
+        tray=np.asarray(tray, dtype=np.float32),
+    )
+
+
+def _near(mask: np.ndarray, margin_px: int) -> np.ndarray:
+    """Pixels within `margin_px` of the mask (kernels and their drop shadows)."""
+    import cv2
+
+    side = 2 * max(1, margin_px) + 1
+    return np.asarray(cv2.dilate(mask.astype(np.uint8), np.ones((side, side), np.uint8)) > 0)
 
 
 def _prepared(

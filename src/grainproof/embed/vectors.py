@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from grainproof.domain import measured_feature_count
+from grainproof.measurement_layout import combine_photo_measurements
 
 #: At most this many unit vectors (≈ one kernel each) per lot: enough to see a 10 % admixture, small on disk.
 MAX_UNITS_PER_LOT = 64
@@ -38,7 +39,7 @@ class PhotoEmbedding:
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class LotEmbedding:
-    """A lot's vector (mean of its photos; for kernel measurements the median of the measured photos), the
+    """A lot's vector (mean of its photos; for kernel measurements the median of the photos that measured them), the
     pooled unit vectors of all its photos, and all photo warnings."""
 
     vector: np.ndarray
@@ -65,11 +66,9 @@ def lot_embedding(photos: Sequence[PhotoEmbedding], *, max_units: int = MAX_UNIT
     vector = stacked.mean(axis=0)
     measured = measured_feature_count(ordered[0].backbone_id)
     if measured:
-        # Photos whose kernels could not be measured (all zeros) do not pull the lot's measurements to zero,
-        # and the median of the others keeps one badly segmented photo from moving the lot.
-        valid = np.any(stacked[:, :measured] != 0, axis=1)
-        if valid.any():
-            vector[:measured] = np.median(stacked[valid, :measured], axis=0)
+        # Per group of measurements, the median of the photos that measured it: a photo that could not be
+        # measured (or showed no card) does not pull the lot to zero, nor one badly segmented photo move it.
+        vector[:measured] = combine_photo_measurements(stacked[:, :measured])
     units = np.concatenate([p.unit_vectors.astype(np.float32) for p in ordered], axis=0)
     if len(units) > max_units:
         # Evenly spaced over the hash-ordered photos: every photo contributes its share.

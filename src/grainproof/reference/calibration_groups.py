@@ -11,8 +11,9 @@ would hold it cell by cell, but were measured to cost much power: a cell's few c
 p-values, and the scores (reference.calibration) are already normalised by each cell's own predictive, so
 cells of one variety share a scale. The partition depends on the reference alone:
 
-1. lots are split by calibration stratum (Mondrian: measured lots and lots whose kernels could not be
-   measured spread differently) when every stratum has at least `min_stratum` lots;
+1. lots are split by calibration stratum (Mondrian: lots measured with the card, without it, and lots whose
+   kernels could not be measured spread differently); a stratum with fewer than `min_stratum` lots joins the
+   largest one;
 2. within a stratum, a variety with at least `min_lots` lots is a group of its own;
 3. the other varieties of the stratum pool into its species remainder, which absorbs the smallest other
    groups until it too has `min_lots` lots (or nothing is left to absorb).
@@ -30,15 +31,20 @@ class CalibrationGroups:
     """A partition of calibration lots into groups, and the rule that maps a declaration to its group."""
 
     lot_group: np.ndarray  # (n,) int: group of each calibration lot, -1 for lots without a finite score
+    stratum_of: dict[int, int]  # a lot's stratum -> the stratum it is calibrated in (small ones join the largest)
     variety_group: dict[tuple[int, int], int]  # (stratum, variety) -> group, for varieties with their own
     species_group: dict[int, int]  # stratum -> group of the species remainder
     absorbed: dict[int, int]  # group -> the species remainder it was merged into
-    stratified: bool
     sizes: np.ndarray  # (groups,) calibration lots per group
+
+    @property
+    def stratified(self) -> bool:
+        """Whether lots of different strata are calibrated apart."""
+        return len(set(self.stratum_of.values())) > 1
 
     def group_of(self, stratum: int, variety: int) -> int:
         """The group a declaration of this variety, from a lot of this stratum, is ranked in."""
-        s = int(stratum) if self.stratified else 0
+        s = self.stratum_of.get(int(stratum), -1)
         if s not in self.species_group:  # a stratum the reference has no lots of: pool with the largest
             s = max(self.species_group, key=lambda key: (self.sizes[self.species_group[key]], -key))
         group = self.variety_group.get((s, int(variety)), self.species_group[s])
@@ -53,8 +59,9 @@ def calibration_groups(
     varieties = np.asarray(varieties, dtype=np.int64)
     usable = np.asarray(valid, dtype=bool)
     stratum_sizes = {int(s): int(np.sum(usable & (strata == s))) for s in np.unique(strata[usable])}
-    stratified = len(stratum_sizes) > 1 and min(stratum_sizes.values()) >= min_stratum
-    lot_stratum = strata if stratified else np.zeros_like(strata)
+    largest = max(stratum_sizes, key=lambda s: (stratum_sizes[s], -s)) if stratum_sizes else 0
+    stratum_of = {s: (s if n >= min_stratum else largest) for s, n in stratum_sizes.items()}
+    lot_stratum = np.array([stratum_of.get(int(s), largest) for s in strata.tolist()], dtype=np.int64)
     lot_group = np.full(len(strata), -1, dtype=np.int64)
     variety_group: dict[tuple[int, int], int] = {}
     species_group: dict[int, int] = {}
@@ -67,7 +74,7 @@ def calibration_groups(
         lot_group[rows] = len(members) - 1
         return len(members) - 1
 
-    for stratum in sorted({int(s) for s in np.unique(lot_stratum[usable])} or {0}):
+    for stratum in sorted({int(s) for s in np.unique(lot_stratum[usable])} or {largest}):
         in_stratum = usable & (lot_stratum == stratum)
         remainder = np.zeros(len(strata), dtype=bool)
         for variety in np.unique(varieties[in_stratum]).tolist():
@@ -92,9 +99,9 @@ def calibration_groups(
             sizes[group] = 0
     return CalibrationGroups(
         lot_group=lot_group,
+        stratum_of=stratum_of,
         variety_group=variety_group,
         species_group=species_group,
         absorbed=absorbed,
-        stratified=stratified,
         sizes=sizes,
     )

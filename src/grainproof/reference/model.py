@@ -23,11 +23,18 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # installed with scikit-learn
 
-from grainproof.domain import LotRecord
+from grainproof.domain import LotRecord, measured_feature_count
 from grainproof.errors import ClaimError, ModelError
 from grainproof.reference.calibration import CELL_COLUMNS, SCORE_COLUMNS, VARIETY
 from grainproof.reference.calibration_groups import CalibrationGroups, calibration_groups
 from grainproof.reference.cells import CellModel, CellStatistics, fit_cell_model
+from grainproof.reference.phone_scale import (
+    PhoneScale,
+    PhoneScaledVectors,
+    apply_phone_scale,
+    cell_labels,
+    fit_phone_scale,
+)
 from grainproof.reference.runner import ChunkRunner, LocalRunner
 from grainproof.reference.space import (
     ReducedSpace,
@@ -276,6 +283,8 @@ class ReferenceModel:
     #: sha256 of every reference lot's photos (when the build saw them): a claim sending one of these photos
     #: is told its verdict compares it with itself.
     photo_hashes: frozenset[str] = frozenset()
+    #: Per species: the scale of kernel sizes measured without the card, per phone (reference.phone_scale).
+    phone_scales: dict[str, PhoneScale] = field(default_factory=dict)
     created_at: str = ""
     inputs_hash: str = ""
     version: str = ""
@@ -346,6 +355,7 @@ class ReferenceModel:
             "origin_units": self.origin_units,
             "zones": {"members": self.zone_members, "reach_km": self.zone_reach_km},
             "phones": dict(sorted(self.phones.items())),
+            "phone_scales": {name: scale.as_json() for name, scale in sorted(self.phone_scales.items())},
             "inputs_hash": self.inputs_hash,
             "options": {k: getattr(self.options, k) for k in self.options.__dataclass_fields__},
             "origin_adjacency": self.origin_adjacency,
@@ -482,6 +492,7 @@ class ReferenceModel:
             zone_reach_km=float(manifest.get("zones", {}).get("reach_km", 0.0)),
             phones={str(k): int(v) for k, v in manifest.get("phones", {}).items()},
             photo_hashes=frozenset(str(h) for h in arrays.get("photo_hashes", np.zeros(0, dtype=str)).tolist()),
+            phone_scales={k: PhoneScale.from_json(v) for k, v in manifest.get("phone_scales", {}).items()},
             created_at=manifest.get("created_at", ""),
             inputs_hash=manifest.get("inputs_hash", ""),
             version=manifest.get("version", ""),
@@ -527,12 +538,16 @@ class ReferenceModel:
             if not rows:
                 new_species[name] = ref
                 continue
+            devices = [new_lots[i].device or "" for i in rows]
+            scaled, _ = apply_phone_scale(
+                vectors[rows], devices, [varieties[i] for i in rows], self.phone_scales.get(name)
+            )
             new_species[name] = _add_lots(
                 ref,
                 self.options,
                 self.origin_adjacency,
-                z=ref.space.transform(vectors[rows]),
-                strata=ref.space.calibration_strata(vectors[rows]),
+                z=ref.space.transform(scaled),
+                strata=ref.space.calibration_strata(scaled),
                 varieties=[varieties[i] for i in rows],
                 origins=[origins[i] for i in rows],
                 seasons=[seasons[i] for i in rows],
@@ -561,18 +576,27 @@ def unit_statistics(
     lot_varieties: np.ndarray,
     n_varieties: int,
     start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    scale: tuple[np.ndarray, np.ndarray, PhoneScale | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per variety: count, sum and scatter of the lots' units in the reduced space (added to `start`)."""
+    """Per variety: count, sum and scatter of the lots' units in the reduced space (added to `start`); `scale`
+    (each lot's phone and variety, and the species' phone scale) puts sizes measured without the card on the
+    reference's scale, as for the lot vectors."""
     k = space.dim
     counts, sums, scatter = np.zeros(n_varieties), np.zeros((n_varieties, k)), np.zeros((n_varieties, k, k))
     if start is not None and len(start[0]):
         old = len(start[0])
         counts[:old], sums[:old], scatter[:old] = start
-    for lot_id, variety in zip(np.asarray(lot_ids).tolist(), np.asarray(lot_varieties).tolist(), strict=True):
+    for i, (lot_id, variety) in enumerate(
+        zip(np.asarray(lot_ids).tolist(), np.asarray(lot_varieties).tolist(), strict=True)
+    ):
         lot_units = units.get(str(lot_id))
         if lot_units is None or not len(lot_units):
             continue
-        z = space.transform(np.asarray(lot_units, dtype=np.float64))
+        raw = np.asarray(lot_units, dtype=np.float64)
+        if scale is not None:
+            phones, names, table = scale
+            raw = apply_phone_scale(raw, [str(phones[i])] * len(raw), [str(names[i])] * len(raw), table)[0]
+        z = space.transform(raw)
         counts[variety] += len(z)
         sums[variety] += z.sum(axis=0)
         scatter[variety] += z.T @ z
@@ -845,6 +869,7 @@ def fit_reference_arrays(
     order = np.argsort(table.lot_ids, kind="stable")
     all_folds = fold_of_groups(table.groups, options.folds)
     species_models: dict[str, SpeciesReference] = {}
+    phone_scales: dict[str, PhoneScale] = {}
     names = sorted({str(s) for s in np.unique(table.species)})
     total_steps = len(names) * (options.folds + 2)
     step = 0
@@ -859,6 +884,13 @@ def fit_reference_arrays(
         read_order = np.argsort(basis_global, kind="stable")
         basis_x = np.empty((len(basis_global), vectors.dim))
         basis_x[read_order] = vectors.take(basis_global[read_order])
+        # Sizes measured without the card go on a per-phone scale learned from these lots (and stored).
+        basis_phones, basis_varieties = table.devices[basis_global], table.varieties[basis_global]
+        basis_cells = cell_labels(basis_varieties, table.origins[basis_global], table.seasons[basis_global])
+        phone_scales[name] = fit_phone_scale(
+            basis_x, basis_phones, basis_varieties, cells=basis_cells, measured=measured_feature_count(backbone_id)
+        )
+        basis_x = apply_phone_scale(basis_x, basis_phones, basis_varieties, phone_scales[name])[0]
         nuisance = None
         species_devices = table.devices[rows]
         if nuisance_factory is not None and len({d for d in species_devices.tolist() if d}) >= 2:
@@ -901,7 +933,9 @@ def fit_reference_arrays(
             progress(step, total_steps)
         # Chunks of consecutive lots in lot_id order (each is read in file order and put back).
         chunks = [rows[s : s + CHUNK_ROWS] for s in range(0, len(rows), CHUNK_ROWS)]
-        projected = runner.project(space, vectors, chunks)
+        projected = runner.project(
+            space, PhoneScaledVectors(vectors, table.devices, table.varieties, phone_scales[name]), chunks
+        )
         z = np.empty((len(rows), space.dim))
         lot_strata = np.empty(len(rows), dtype=np.int8)
         inputs_digest.update(name.encode())
@@ -948,7 +982,12 @@ def fit_reference_arrays(
             origin_neighbours=_neighbour_lists([str(o) for o in origin_list], adjacency),
         )
         ref.unit_counts, ref.unit_sums, ref.unit_scatter = unit_statistics(
-            space, units or {}, species_ids, variety_index, len(variety_list)
+            space,
+            units or {},
+            species_ids,
+            variety_index,
+            len(variety_list),
+            scale=(table.devices[rows], table.varieties[rows], phone_scales[name]),
         )
         # Cross-conformal calibration: each lot is scored by the model fitted without its fold.
         ref.fit(options)
@@ -978,6 +1017,7 @@ def fit_reference_arrays(
         region_set=region_set,
         origin_units=origin_unit_kind,
         phones=_count_phones(table.devices.tolist()),
+        phone_scales=phone_scales,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         inputs_hash=inputs_digest.hexdigest()[:16],
     )

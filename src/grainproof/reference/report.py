@@ -13,9 +13,9 @@ import numpy as np
 
 from grainproof.reference.calibration import JOINT
 from grainproof.reference.model import ReferenceModel
-from grainproof.reference.space import MEASURED, NETWORK_ONLY
+from grainproof.reference.space import MEASURED, MEASURED_WITHOUT_CARD, NETWORK_ONLY
 
-STRATUM_NAMES = {MEASURED: "measured", NETWORK_ONLY: "unmeasured"}
+STRATUM_NAMES = {MEASURED: "measured", MEASURED_WITHOUT_CARD: "measured without the card", NETWORK_ONLY: "unmeasured"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,7 +37,7 @@ def calibration_summary(model: ReferenceModel) -> list[CalibrationRow]:
     for name, ref in sorted(model.species.items()):
         partition = ref.partition(JOINT, model.options)
         lot_varieties = ref.cell_keys[ref.lot_cells, 0]
-        strata = sorted({int(s) for s in np.unique(ref.lot_strata)}) if partition.stratified else [MEASURED]
+        strata = sorted(set(partition.stratum_of.values())) if partition.stratified else [MEASURED]
         for v, variety in enumerate(ref.varieties):
             for stratum in strata:
                 group = partition.group_of(stratum, v)

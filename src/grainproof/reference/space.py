@@ -14,6 +14,14 @@ import numpy as np
 
 from grainproof.domain import measured_feature_count
 from grainproof.errors import ModelError
+from grainproof.measurement_layout import (
+    MEASURED_WITH_CARD,
+    fill_missing_measurements,
+    measured_means,
+    measurement_strata,
+)
+from grainproof.measurement_layout import MEASURED_WITHOUT_CARD as MEASURED_WITHOUT_CARD
+from grainproof.measurement_layout import NETWORK_ONLY as NETWORK_ONLY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,9 +31,9 @@ class ReducedSpace:
     weights: np.ndarray  # (d, k)
     offset: np.ndarray  # (k,)
     explained_variance_ratio: np.ndarray  # (k,)
-    #: Reference mean (m,) of the leading kernel measurements: a vector whose m measurements are all zero
-    #: (none of its photos could be measured) takes these instead, so the missing evidence counts for
-    #: nothing either way rather than as a lot of zero-sized kernels.
+    #: Reference mean (m,) of the leading kernel measurements: a vector lacking a group of them (none of its
+    #: photos could be measured, or none showed the card; grainproof.measurement_layout) takes these instead,
+    #: so the missing evidence counts for nothing either way rather than as a lot of zero-sized kernels.
     measured_fill: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __post_init__(self) -> None:
@@ -41,34 +49,25 @@ class ReducedSpace:
         return int(self.weights.shape[1])
 
     def calibration_strata(self, vectors: np.ndarray) -> np.ndarray:
-        """(n,) int8 calibration stratum of raw vectors: MEASURED, or NETWORK_ONLY where the kernel measurements
-        this space expects are missing (zeros: the photos could not be measured).
+        """(n,) int8 calibration stratum of raw vectors (`measurement_layout.measurement_strata`): MEASURED with
+        the card, MEASURED_WITHOUT_CARD, or NETWORK_ONLY where the photos could not be measured.
 
-        The two kinds of lot differ in how far genuine lots stray from their cell (the network block alone is
-        noisier), so each is calibrated against its own kind: a measured lot's p-value is not diluted by the
-        wider scores of unmeasured ones, nor an unmeasured lot flagged for being one.
+        The kinds of lot differ in how far genuine lots stray from their cell (the network block alone is
+        noisier, uncalibrated measurements noisier than calibrated ones), so each is calibrated against its own
+        kind: a measured lot's p-value is not diluted by the wider scores of others, nor an unmeasured lot
+        flagged for being one.
         """
-        x = np.asarray(vectors, dtype=np.float64)
-        m = len(self.measured_fill)
-        strata = np.full(len(x), MEASURED, dtype=np.int8)
-        if m:
-            strata[~np.any(x[:, :m] != 0, axis=1)] = NETWORK_ONLY
-        return strata
+        return measurement_strata(vectors, len(self.measured_fill))
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
         """Reduced coordinates (n, k) of raw vectors (n, d), in float64."""
-        x = np.asarray(vectors, dtype=np.float64)
-        m = len(self.measured_fill)
-        if m:
-            unmeasured = self.calibration_strata(x) == NETWORK_ONLY
-            if unmeasured.any():
-                x = x.copy()
-                x[unmeasured, :m] = self.measured_fill
+        x = fill_missing_measurements(vectors, self.measured_fill)
         return x @ self.weights + self.offset
 
 
-#: Calibration strata (`ReducedSpace.calibration_strata`): lots with their kernel measurements, and without.
-MEASURED, NETWORK_ONLY = 0, 1
+#: Calibration strata (`ReducedSpace.calibration_strata`), defined in grainproof.measurement_layout.
+#: MEASURED (with the card), MEASURED_WITHOUT_CARD and NETWORK_ONLY are imported from here by the scoring core.
+MEASURED = MEASURED_WITH_CARD
 
 
 def feature_blocks(backbone_id: str | None, dim: int) -> tuple[int, ...]:
@@ -133,8 +132,8 @@ def fit_reduced_space(
     `blocks` (sizes summing to the dimension) are groups of features that each get the same total weight
     before PCA: a dozen kernel measurements beside 1,280 network features would otherwise hold 1 % of
     the variance and be dropped with the noise, though they carry most of the origin signal.
-    `measured` leading features are kernel measurements: lots where they are all zero (unmeasurable
-    photos) take the reference mean instead, here and in `transform`.
+    `measured` leading features are kernel measurements: lots lacking a group of them (unmeasurable photos,
+    or no card) take the reference mean instead, here and in `transform`.
     """
     x = np.asarray(vectors, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
@@ -142,10 +141,8 @@ def fit_reduced_space(
     dim = x.shape[1]
     fill = np.zeros(0)
     if measured:
-        unmeasured = ~np.any(x[:, :measured] != 0, axis=1)
-        fill = x[~unmeasured, :measured].mean(axis=0) if (~unmeasured).any() else np.zeros(measured)
-        x = x.copy()
-        x[unmeasured, :measured] = fill
+        fill = measured_means(x, measured)
+        x = fill_missing_measurements(x, fill)
     if nuisance is not None:
         a_matrix, b_offset = nuisance
         x = x @ a_matrix + b_offset

@@ -14,6 +14,7 @@ from grainproof.errors import ClaimError, ModelError, UnknownVarietyError
 from grainproof.reference.calibration import INSIDE, JOINT, ORIGIN, SEASON, VARIETY, score_declarations, shortlist
 from grainproof.reference.cells import CellModel
 from grainproof.reference.model import ModelOptions, ReferenceModel, SpeciesReference
+from grainproof.reference.phone_scale import apply_phone_scale
 from grainproof.reference.space import NETWORK_ONLY
 from grainproof.reference.varieties import variety_nonconformity
 from grainproof.scoring.conformal import conformal_p_value
@@ -24,6 +25,12 @@ UNMEASURED_WARNING = (
     "The kernels in this lot's photos could not be measured (they barely stand out from the tray, or touch each "
     "other), so the score rests on the image features alone, which tell origins apart far less well; photograph "
     "the sample again on a plain tray of a contrasting colour, kernels spread apart."
+)
+#: Said of a lot measured without the card on a phone the reference has no size scale for.
+UNSEEN_PHONE_SIZE_WARNING = (
+    "The photos show no calibration card and no reference lot without the card was photographed with this phone, "
+    "so the kernels' sizes could not be put on the reference's scale: the lot was judged on its shapes, shares "
+    "and colours alone. Lay the grainproof card on the tray, or add reference lots photographed with this phone."
 )
 
 
@@ -112,14 +119,25 @@ def score_claim(
     unit_vectors: np.ndarray | None = None,
     n_alternatives: int = 5,
     n_nearest: int = 5,
+    device: str | None = None,
 ) -> ClaimScore:
-    """Score a lot vector (d,) against its declared cell; see docs/scoring.md for the method."""
+    """Score a lot vector (d,) against its declared cell; see docs/scoring.md for the method.
+
+    `device`, the phone that took the photos, puts sizes measured without the card on the reference's scale.
+    """
     ref, variety_index = species_reference(model, species, variety)
     cells = ref.cells
     if cells is None:
         raise ModelError("The reference model is not fitted; load it with ReferenceModel.load.")
     raw = check_vector(model, vector)
-    warnings: list[str] = []
+    scales = model.phone_scales.get(species)
+    scaled, phone_scaled = apply_phone_scale(raw[None, :], [device or ""], [variety], scales)
+    raw = scaled[0]
+    units = _checked_units(ref, unit_vectors)
+    if units is not None:
+        # The units' sizes go on the same per-phone scale as the lot's.
+        units = apply_phone_scale(units, [device or ""] * len(units), [variety] * len(units), scales)[0]
+    warnings: list[str] = [] if phone_scaled[0] else [UNSEEN_PHONE_SIZE_WARNING]
     low_confidence = False
     n_o, n_s = len(ref.origins), len(ref.seasons)
     dated_reference = any(s is not None for s in ref.seasons)
@@ -249,13 +267,13 @@ def score_claim(
         shape,
         extra_origin,
         extra_season,
-        unit_vectors,
+        units,
         labels_o,
         labels_s,
     )
     nearest = nearest_reference_lots(ref, variety_index, z[0], n_nearest)
     variety_p, variety_lots, variety_alternatives = _variety_check(ref, z, variety_index, options, stratum)
-    foreign = _foreign_kernels(ref, variety_index, unit_vectors)
+    foreign = _foreign_kernels(ref, variety_index, units)
     if unit_vectors is None and ref.unit_densities is not None:
         warnings.append(PURITY_NEEDS_UNITS)
     return ClaimScore(
@@ -316,6 +334,18 @@ def _variety_check(
         for v in others[:MAX_VARIETY_ALTERNATIVES]
     )
     return p[declared], sum(len(calibration[declared][f]) for f in takes_part[declared]), alternatives
+
+
+def _checked_units(ref: SpeciesReference, unit_vectors: np.ndarray | None) -> np.ndarray | None:
+    """The unit vectors as float64 (m, d), or a clear error for the wrong shape or non-finite values."""
+    if unit_vectors is None:
+        return None
+    units = np.asarray(unit_vectors, dtype=np.float64)
+    if units.ndim != 2 or units.shape[1] != ref.space.input_dim:
+        raise ModelError(f"Unit vectors must have shape (m, {ref.space.input_dim}); got {units.shape}.")
+    if not np.all(np.isfinite(units)):
+        raise ClaimError("The per-photo unit vectors have NaN or infinite values; re-embed the photos.")
+    return units
 
 
 def _foreign_kernels(ref: SpeciesReference, declared: int, unit_vectors: np.ndarray | None) -> ShareEstimate | None:
@@ -379,11 +409,7 @@ def _admixture(
     """
     if unit_vectors is None:
         return None, None
-    units = np.asarray(unit_vectors, dtype=np.float64)
-    if units.ndim != 2 or units.shape[1] != ref.space.input_dim:
-        raise ModelError(f"Unit vectors must have shape (m, {ref.space.input_dim}); got {units.shape}.")
-    if not np.all(np.isfinite(units)):
-        raise ClaimError("The per-photo unit vectors have NaN or infinite values; re-embed the photos.")
+    units = unit_vectors
     others = np.array([o != origin_index for o in range(shape[0])])
     if len(units) < MIN_ADMIXTURE_UNITS or not others.any():
         return None, None

@@ -19,7 +19,7 @@ from grainproof.domain import LotRecord
 from grainproof.errors import ClaimError
 from grainproof.progress import ProgressCallback
 from grainproof.reference import ModelOptions, ReferenceModel, fit_reference_model
-from grainproof.reference.space import MEASURED
+from grainproof.reference.space import NETWORK_ONLY
 from grainproof.scoring.conformal import conformal_p_value
 from grainproof.scoring.evaluation import EvalClaim, MethodResult, far_from, neighbour_of, origin_distances, summarise
 from grainproof.scoring.peers import PeerScorer, default_peers
@@ -162,7 +162,9 @@ def evaluate_lots(
         kinds.extend(c.kind for c in claims)
         # Measured or not as the reference space itself tells (one definition: calibration_strata).
         claim_measured.extend(
-            bool(model.species[c.species].space.calibration_strata(np.asarray([lots[c.row].features]))[0] == MEASURED)
+            bool(
+                model.species[c.species].space.calibration_strata(np.asarray([lots[c.row].features]))[0] != NETWORK_ONLY
+            )
             for c in claims
         )
         if progress is not None:
@@ -249,6 +251,7 @@ def _score_ours(model: ReferenceModel, lots: Sequence[LotRecord], claims: Sequen
             vector=np.asarray(lots[c.row].features, dtype=np.float64),
             n_alternatives=0,
             n_nearest=0,
+            device=lots[c.row].device,
         ).plausibility
         for c in claims
     ]

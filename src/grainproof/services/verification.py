@@ -66,6 +66,7 @@ def verify_vectors(
         vector=np.asarray(lot_vector),
         unit_vectors=None if unit_vectors is None else np.asarray(unit_vectors),
         n_nearest=0 if nearest_lots is not None else N_NEAREST,
+        device=device,
     )
     if nearest_lots is not None:
         found = nearest_lots.nearest(claim.species, claim.variety, np.asarray(lot_vector), N_NEAREST)

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from grainproof.simulate.devices import Lighting, PhoneProfile, capture, encode_jpeg, get_phone, jitter_lighting
-from grainproof.simulate.render import Tray, draw_kernels, get_tray, lot_kernels, place_card, render_tray
+from grainproof.simulate.render import (
+    Tray,
+    card_placement,
+    draw_kernels,
+    get_tray,
+    lot_kernels,
+    place_card,
+    render_tray,
+)
 from grainproof.simulate.varieties import get_variety
 
 #: Width of the tray area a phone at zoom 1 sees, in mm (4:3 frame).
@@ -59,8 +67,9 @@ def render_photo(
         admixture_share=admixture_share,
     )
     canvas = render_tray(tray, height, width, px_per_mm, rng)
+    placement = card_placement(rng)  # drawn either way: without the card, the same photo less the card
     if with_card:
-        place_card(canvas, px_per_mm, rng)
+        place_card(canvas, px_per_mm, placement)
     draw_kernels(canvas, kernels, px_per_mm, lighting.light_direction, rng)
     return capture(canvas, phone, lighting, rng)
 
@@ -82,6 +91,7 @@ class LotPhotoJob:
     max_side: int | None = None
     admixture_traits: tuple[float, ...] | None = None
     admixture_share: float = 0.0
+    with_card: bool = True
 
 
 def lot_rng(seed: int, lot_index: int) -> np.random.Generator:
@@ -110,6 +120,7 @@ def photograph_lot(job: LotPhotoJob) -> int:
             max_side=job.max_side,
             admixture_traits=admixture,
             admixture_share=job.admixture_share,
+            with_card=job.with_card,
         )
         path.write_bytes(encode_jpeg(pixels, phone))
     return len(job.paths)

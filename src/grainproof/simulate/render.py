@@ -195,20 +195,34 @@ def card_texture() -> np.ndarray:
     return texture
 
 
-def place_card(canvas: np.ndarray, px_per_mm: float, rng: np.random.Generator) -> np.ndarray:
-    """Lay the calibration card on the tray reflectance, in place: near the top, a little off and turned."""
+def card_placement(rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """Where the operator lays the card: (turn in radians, centre in mm from the photo's centre).
+
+    Drawn for every photo, card or not, so a world rendered without the card is the same world (kernels,
+    noise, light) as with it, the card alone left off.
+    """
+    turn = float(rng.uniform(-CARD_MAX_TURN, CARD_MAX_TURN))
+    centre = np.asarray(CARD_CENTRE_MM) + rng.uniform(-1.0, 1.0, 2) * np.asarray(CARD_JITTER_MM)
+    return turn, centre
+
+
+def place_card(
+    canvas: np.ndarray, px_per_mm: float, placement: tuple[float, np.ndarray], *, texture: np.ndarray | None = None
+) -> np.ndarray:
+    """Lay the calibration card (or another printed `texture` of the card's size) on the tray reflectance, in
+    place, at `placement` (see `card_placement`)."""
     import cv2
 
     height, width = canvas.shape[:2]
-    texture = card_texture()
-    ratio = _CARD_TEXTURE_PX_PER_MM / px_per_mm
+    texture = card_texture() if texture is None else texture
+    texture_px_per_mm = texture.shape[1] / card.CARD_SIZE_MM[0]
+    ratio = texture_px_per_mm / px_per_mm
     if ratio > 1.0:  # print resolution is finer than the photo's: blur first so placing it does not alias
         texture = cv2.GaussianBlur(texture, (0, 0), sigmaX=0.45 * ratio)
-    turn = rng.uniform(-CARD_MAX_TURN, CARD_MAX_TURN)
-    centre = np.asarray(CARD_CENTRE_MM) + rng.uniform(-1.0, 1.0, 2) * np.asarray(CARD_JITTER_MM)
+    turn, centre = placement
     rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]]) * px_per_mm
-    card_centre_texture = np.asarray(card.CARD_SIZE_MM) * _CARD_TEXTURE_PX_PER_MM / 2
-    linear = rotation / _CARD_TEXTURE_PX_PER_MM
+    card_centre_texture = np.asarray(texture.shape[1::-1], dtype=np.float64) / 2
+    linear = rotation / texture_px_per_mm
     target = centre * px_per_mm + np.array([width / 2, height / 2])
     affine = np.hstack([linear, (target - linear @ card_centre_texture)[:, None]]).astype(np.float64)
     printed = cv2.warpAffine(texture, affine, (width, height), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))

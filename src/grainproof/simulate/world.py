@@ -81,6 +81,8 @@ class WorldConfig:
     species: tuple[str, ...] = SPECIES
     lots_per_field: float = 3.0
     max_photo_side: int | None = None
+    #: False: the calibration card is left off every tray (old photos, another intake protocol).
+    with_card: bool = True
     nature_seed: int = NATURE_SEED
     region_set: str = "fr-departements"
 
@@ -528,6 +530,7 @@ def simulate_world(
             if declarations[i].admixture_traits is None
             else tuple(float(v) for v in np.asarray(declarations[i].admixture_traits)),
             admixture_share=declarations[i].admixture_share,
+            with_card=config.with_card,
         )
         for i in range(config.lots)
     ]

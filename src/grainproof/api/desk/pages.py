@@ -427,6 +427,7 @@ def region_plausibility(model: ReferenceModel, claim_payload: dict[str, Any], ve
             vector=vector,
             n_alternatives=0,
             n_nearest=0,
+            device=claim_payload.get("device"),
         ).plausibility
         for origin in reference.origins
     }
