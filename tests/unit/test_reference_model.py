@@ -318,3 +318,18 @@ def test_a_variety_one_fold_took_whole_is_left_out_of_that_fold_without_numpy_wa
         assert holders == [int(ref.lot_folds[lot])]
         verdict = _p(model, rare)
     assert 0.0 < verdict <= 1.0
+
+
+def test_lots_each_alone_in_their_cell_still_give_finite_scores() -> None:
+    """No cell holds two lots (one photo per field, as a small simulated world gives): the within-cell noise
+    is unmeasured, the fit falls back to the lots' overall spread instead of a zero covariance (which once
+    failed the whole build with "Matrix is not positive definite")."""
+    lots = gaussian_world(dim=6, varieties=1, origins=30, seasons=1, devices=2, seed=4).lots(30, seed=2)
+    by_origin = {}
+    for lot in lots:
+        by_origin.setdefault(lot.claim.origin.region, lot)
+    alone = list(by_origin.values())
+    assert len(alone) >= 10
+    model = fit_reference_model(alone, seed=0)
+    scores = [_p(model, lot) for lot in alone]
+    assert all(np.isfinite(s) and 0.0 <= s <= 1.0 for s in scores)
