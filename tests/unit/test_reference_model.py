@@ -12,7 +12,7 @@ import pytest
 
 from grainproof.errors import ClaimError, ModelError
 from grainproof.reference import ModelOptions, ReferenceModel, fit_reduced_space, fit_reference_model
-from grainproof.reference.space import affine_map_of
+from grainproof.reference.space import affine_map_of, separation_weights
 from grainproof.scoring.plausibility import score_claim
 from grainproof.scoring.synthetic import gaussian_world
 
@@ -352,3 +352,22 @@ def test_a_cut_space_keeps_the_one_feature_that_separates_the_cells() -> None:
     spread = np.sqrt(np.mean([np.var(z[cells == c], axis=0).sum() for c in range(3)]))
     assert space.dim == 5
     assert np.linalg.norm(means[2] - means[0]) > 2.0 * spread
+
+
+def test_a_feature_that_tells_phones_apart_earns_no_weight_for_the_cells_they_photographed() -> None:
+    """Each phone photographed two of six cells: a feature that only tells the phones apart separates the
+    cells too, but not the cells one phone photographed, so it keeps weight 1 (an unseen phone must not look
+    like a new origin); a feature that separates cells under one phone is up-weighted; with too few lots per
+    (phone, cell) nothing is."""
+    rng = np.random.default_rng(1)
+    cells = np.repeat(np.arange(6), 20)
+    phones = cells // 2
+    phone_feature = phones * 3.0 + rng.normal(size=120)
+    cell_feature = (cells % 2) * 3.0 + rng.normal(size=120)
+    noise = rng.normal(size=(120, 5))
+    standard = np.column_stack([phone_feature, cell_feature, noise])
+    standard = (standard - standard.mean(axis=0)) / standard.std(axis=0)
+    weights = separation_weights(standard, cells, phones)
+    assert weights[0] == 1.0 and weights[1] > 10.0 and np.all(weights[2:] == 1.0)
+    assert separation_weights(standard, cells, None)[0] > 10.0  # phones unknown: it looks like a cell feature
+    assert np.all(separation_weights(standard[::15], cells[::15], phones[::15]) == 1.0)  # 1 lot per cell

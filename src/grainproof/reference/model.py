@@ -927,6 +927,7 @@ def fit_reference_arrays(
             blocks=blocks,
             measured=len(blocks) - 1 if blocks else 0,
             cells=basis_cells,
+            phones=basis_phones,
         )
         del basis_x
         step += 1
