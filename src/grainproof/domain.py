@@ -22,6 +22,8 @@ FRAUD_KINDS: tuple[str, ...] = (
     "missing_origin",
     "wrong_season",
     "admixture",
+    "variety_swap",
+    "variety_admixture",
 )
 
 

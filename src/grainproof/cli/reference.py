@@ -224,8 +224,12 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", help="Seed for folds and derived false claims."),
     as_json: bool = json_option(),
 ) -> None:
-    """Cross-validate the scoring on labelled lots: AUROC, detection and false-alarm rate per fraud kind."""
-    from grainproof.manifest import read_manifest
+    """Cross-validate the scoring on labelled lots: AUROC, detection and false-alarm rate per fraud kind.
+
+    The per-kernel units `grainproof embed` wrote beside the manifest (MANIFEST.units.npz), when there, give the
+    purity check its kernels; without them purity is not evaluated.
+    """
+    from grainproof.manifest import read_manifest, units_beside
     from grainproof.services.evaluation import evaluate_lots, read_latent_traits
     from grainproof.services.origins import load_regions
 
@@ -234,6 +238,9 @@ def evaluate(
     adjacency = {c: regions.neighbours(c) for c in regions.codes} if regions is not None else None
     latent_path = latent or manifest.parent / "latent_traits.csv"
     traits = read_latent_traits(latent_path) if latent_path.is_file() else None
+    units = units_beside(manifest)
+    if units is None and not as_json:
+        err_console.print(f"No per-kernel units beside {manifest} (from `grainproof embed`): purity is not evaluated.")
     with progress_bar("cross-validating", folds) as update:
         report = evaluate_lots(
             lots,
@@ -245,6 +252,7 @@ def evaluate(
             latent=traits,
             with_peers=peers,
             progress=update,
+            units=units,
         )
     if as_json:
         print_json(report.as_dict())
