@@ -216,7 +216,9 @@ def evaluate_lots(
     )
 
 
-def _check_methods(scores: Sequence[ClaimScore], kinds: Sequence[str], alpha: float, min_purity: float) -> list[MethodResult]:
+def _check_methods(
+    scores: Sequence[ClaimScore], kinds: Sequence[str], alpha: float, min_purity: float
+) -> list[MethodResult]:
     """The variety check, the purity check (when some lots had units) and the verdict, each over every claim."""
     variety_p = np.array([1.0 if s.variety_plausibility is None else s.variety_plausibility for s in scores])
     checks = [read_score(s, alpha, min_purity).checks for s in scores]

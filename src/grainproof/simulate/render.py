@@ -153,11 +153,12 @@ def lot_kernels(
         angle=rng.uniform(0, np.pi, n),
         length=np.concatenate([lengths, imp_len]),
         width=np.concatenate([widths, imp_wid]),
-        taper=np.concatenate(
-            [np.where(foreign, other.tip_taper, variety.tip_taper), np.where(is_chaff, 0.9, 0.0)]
-        ),
+        taper=np.concatenate([np.where(foreign, other.tip_taper, variety.tip_taper), np.where(is_chaff, 0.9, 0.0)]),
         crease=np.concatenate(
-            [np.where(crease_up, np.where(foreign, other.crease_depth, variety.crease_depth), 0.0), np.zeros(n_impurity)]
+            [
+                np.where(crease_up, np.where(foreign, other.crease_depth, variety.crease_depth), 0.0),
+                np.zeros(n_impurity),
+            ]
         ),
         veins=np.concatenate([np.where(foreign, other.husk_veins, variety.husk_veins), np.where(is_chaff, 0.6, 0.0)]),
         colour=np.concatenate([colour, imp_colour]),
