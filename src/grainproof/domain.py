@@ -27,6 +27,10 @@ FRAUD_KINDS: tuple[str, ...] = (
 )
 
 
+#: The checks that can flag a lot, in the order a verdict lists them (`Verdict.flagged_checks`).
+FLAGGED_CHECKS: tuple[str, ...] = ("origin_season", "variety", "purity")
+
+
 #: Marker in an embedding's backbone id: "+kernels:N" means its first N features are kernel measurements
 #: (sizes in mm, colours in reflectance, from the calibration card), the rest the network's embedding.
 _MEASURED_TAG = "+kernels:"

@@ -358,15 +358,15 @@ def _declare(
             )
         elif kind == "variety_swap":
             # A lot of one variety declared as another variety of its species, its origin and season true.
-            other = _other_variety(lots.species[i], lots.varieties[i], rng)
-            declared = _Declaration(declared.region, declared.lon, declared.lat, declared.harvest, variety=other)
+            swapped = _other_variety(lots.species[i], lots.varieties[i], rng)
+            declared = _Declaration(declared.region, declared.lon, declared.lat, declared.harvest, variety=swapped)
         elif kind == "variety_admixture":
             # Kernels of another variety grown nearby the same season (another field of the same département).
-            other = _other_variety(lots.species[i], lots.varieties[i], rng)
+            cut_with = _other_variety(lots.species[i], lots.varieties[i], rng)
             point = np.array([[lots.lon[i], lots.lat[i]]])
             z = nature.environment(point[:, 0], point[:, 1], [truth], lots.seasons[i : i + 1])[0]
             z += trait_model.field_effects(rng, 1)[0] + trait_model.lot_effects(rng, 1)[0]
-            other_traits = trait_model.traits_from_latent(by_name[(lots.species[i], other)], z)
+            other_traits = trait_model.traits_from_latent(by_name[(lots.species[i], cut_with)], z)
             share = round(float(rng.uniform(*VARIETY_ADMIXTURE_SHARE_RANGE)), 3)
             declared = _Declaration(
                 declared.region,
@@ -375,7 +375,7 @@ def _declare(
                 declared.harvest,
                 admixture_share=share,
                 admixture_traits=other_traits,
-                admixture_variety=other,
+                admixture_variety=cut_with,
             )
         declarations.append(declared)
     return declarations
