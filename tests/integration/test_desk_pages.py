@@ -587,7 +587,7 @@ def test_four_eyes_holds_for_the_api_too(desk: Any) -> None:
 
 
 def test_queue_filters_by_the_check_that_flagged_the_lot(desk: Any) -> None:
-    service, views = desk
+    service, _ = desk
     # A lot of rubisko declared as apache: its variety check flags it.
     body = {
         "claim": claim("desk-swap", region="51"),
