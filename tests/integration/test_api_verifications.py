@@ -229,7 +229,13 @@ def test_epcis_export_is_an_inspecting_object_event_with_the_verdict(
     assert event["quantityList"][0]["epcClass"] == "https://id.gs1.org/01/09506000134352/10/LOT-7%2FB"
     assert event["readPoint"] == {"id": "urn:epc:id:sgln:3010000.00001.0"}
     assert event["disposition"] == "non_conformant"
-    assert event["grainproof:inspection"]["grainproof:flagged"] is True
+    inspection = event["grainproof:inspection"]
+    assert inspection["grainproof:flagged"] is True
+    # The variety check rides beside the origin's; the lot came without units, so it states no purity.
+    assert inspection["grainproof:variety"] == "apache"
+    assert inspection["grainproof:varietyPlausibility"] == created["verdict"]["variety_plausibility"]
+    assert inspection["grainproof:flaggedChecks"] == created["verdict"]["flagged_checks"] != []
+    assert "grainproof:purity" not in inspection
 
 
 def test_region_set_is_served_as_geojson(service: Service) -> None:
