@@ -40,6 +40,8 @@ PURITY_CHECK = "grainproof, purity check"
 #: ranked by the smaller of the origin-and-season and variety p-values.
 VERDICT = "grainproof, any check (verdict)"
 ORACLE = "oracle_latent"
+#: The variety check on the simulator's latent traits: what the check gives when the vectors carry the traits.
+ORACLE_VARIETY = "oracle_latent, variety check"
 MEASURED_LOTS = "grainproof, measured lots"
 UNMEASURED_LOTS = "grainproof, unmeasured lots"
 GROUP_BY = ("device", "field", "none")
@@ -152,7 +154,7 @@ def evaluate_lots(
     codes, distances = origin_distances(centres)
     peers_p: dict[str, list[float]] = defaultdict(list)
     ours: list[ClaimScore] = []
-    oracle_p: list[float] = []
+    oracle: list[ClaimScore] = []
     kinds: list[str] = []
     options = options or ModelOptions()
     # The backbone id says how the features are laid out (kernel measurements first): the reference space
@@ -178,7 +180,7 @@ def evaluate_lots(
                 _with_latent(train, latent), origin_adjacency=origin_adjacency, options=options, seed=seed
             )
             oracle_lots = _with_latent_all(lots, latent, {c.row for c in claims})
-            oracle_p.extend(score.plausibility for score in _score_ours(oracle_model, oracle_lots, claims))
+            oracle.extend(_score_ours(oracle_model, oracle_lots, claims))
         if with_peers:
             for name, p in _score_peers(model, train, lots, claims, seed).items():
                 peers_p[name].extend(p)
@@ -197,7 +199,9 @@ def evaluate_lots(
     methods += _check_methods(ours, kinds, alpha, get_settings().min_purity if min_purity is None else min_purity)
     methods += [summarise(name, kinds, np.asarray(p), alpha) for name, p in peers_p.items()]
     if latent is not None:
-        methods.append(summarise(ORACLE, kinds, np.asarray(oracle_p), alpha))
+        methods.append(summarise(ORACLE, kinds, np.array([score.plausibility for score in oracle]), alpha))
+        oracle_variety = [1.0 if s.variety_plausibility is None else s.variety_plausibility for s in oracle]
+        methods.append(summarise(ORACLE_VARIETY, kinds, np.array(oracle_variety), alpha))
     by_measurement: list[MethodResult] = []
     flags = np.asarray(claim_measured, dtype=bool)
     for label, rows in ((MEASURED_LOTS, flags), (UNMEASURED_LOTS, ~flags)):
