@@ -318,3 +318,37 @@ def test_a_variety_one_fold_took_whole_is_left_out_of_that_fold_without_numpy_wa
         assert holders == [int(ref.lot_folds[lot])]
         verdict = _p(model, rare)
     assert 0.0 < verdict <= 1.0
+
+
+def test_lots_each_alone_in_their_cell_still_give_finite_scores() -> None:
+    """No cell holds two lots (one photo per field, as a small simulated world gives): the within-cell noise
+    is unmeasured, the fit falls back to the lots' overall spread instead of a zero covariance (which once
+    failed the whole build with "Matrix is not positive definite")."""
+    lots = gaussian_world(dim=6, varieties=1, origins=30, seasons=1, devices=2, seed=4).lots(30, seed=2)
+    by_origin = {}
+    for lot in lots:
+        by_origin.setdefault(lot.claim.origin.region, lot)
+    alone = list(by_origin.values())
+    assert len(alone) >= 10
+    model = fit_reference_model(alone, seed=0)
+    scores = [_p(model, lot) for lot in alone]
+    assert all(np.isfinite(s) and 0.0 <= s <= 1.0 for s in scores)
+
+
+def test_a_cut_space_keeps_the_one_feature_that_separates_the_cells() -> None:
+    """200 correlated features hold nearly all the variance and separate nothing; one feature of small
+    variance tells the three cells apart. Cut to 5 dimensions, plain PCA would drop it; weighted by how
+    well each feature separates the cells (supervised PCA), the space keeps it."""
+    rng = np.random.default_rng(0)
+    n = 300
+    cells = np.repeat(np.arange(3), n // 3)
+    shared = rng.normal(size=(n, 8))
+    noise = shared @ rng.normal(size=(8, 200)) + 0.1 * rng.normal(size=(n, 200))
+    separating = (cells * 0.6 + rng.normal(scale=0.2, size=n))[:, None]
+    vectors = np.hstack([noise, separating])
+    space = fit_reduced_space(vectors, max_by_lots=5, max_components=5, cells=cells)
+    z = space.transform(vectors)
+    means = np.stack([z[cells == c].mean(axis=0) for c in range(3)])
+    spread = np.sqrt(np.mean([np.var(z[cells == c], axis=0).sum() for c in range(3)]))
+    assert space.dim == 5
+    assert np.linalg.norm(means[2] - means[0]) > 2.0 * spread

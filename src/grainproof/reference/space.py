@@ -122,6 +122,7 @@ def fit_reduced_space(
     max_by_lots: int | None = None,
     blocks: Sequence[int] = (),
     measured: int = 0,
+    cells: np.ndarray | None = None,
 ) -> ReducedSpace:
     """Fit standardisation + a basis on (a sample of) a species' reference vectors, after the nuisance map.
 
@@ -134,6 +135,11 @@ def fit_reduced_space(
     the variance and be dropped with the noise, though they carry most of the origin signal.
     `measured` leading features are kernel measurements: lots lacking a group of them (unmeasurable photos,
     or no card) take the reference mean instead, here and in `transform`.
+    `cells` (one label per lot), when the space must be cut, weight each feature by how well it separates
+    the cells (`separation_weights`): PCA alone ranks directions by variance, and on embeddings the few
+    features that tell origins or varieties apart (a dozen kernel measurements beside 1,280 network
+    features) hold too little of it to survive the cut. On the rice photos, open set, detection went from
+    0.19 to 0.80 at false alarm 0.03 (docs/scoring.md).
     """
     x = np.asarray(vectors, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
@@ -159,6 +165,11 @@ def fit_reduced_space(
         scale = scale * block_scale(blocks)
     standard = (x - mean) / scale
     n = standard.shape[0]
+    if cells is not None and min(max_by_lots or max_components, max_components) < dim:
+        # The space must be cut: features that separate the cells go first (supervised PCA, in its soft form).
+        weight = separation_weights(standard, np.asarray(cells))
+        scale = scale / weight
+        standard = standard * weight
     # Work in coordinates of the data's own span: all of it when n > dim, else the n - 1 directions it has.
     if n <= dim:
         _, singular, components_t = np.linalg.svd(standard, full_matrices=False)
@@ -179,6 +190,33 @@ def fit_reduced_space(
     weights = (a_matrix / scale) @ basis
     offset = ((b_offset - mean) / scale) @ basis
     return ReducedSpace(weights=weights, offset=offset, explained_variance_ratio=ratio[:k].copy(), measured_fill=fill)
+
+
+def separation_weights(standard: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Per-feature weight F / mean(F), F being the feature's between-cell over within-cell mean square.
+
+    Weighting the standardised features by how well each one alone separates the reference cells, before
+    PCA, is supervised principal components in its soft form (Bair, Hastie, Paul & Tibshirani 2006: screen
+    features by a univariate score, then take principal components): one number per feature, so it adds
+    little that can over-fit, yet PCA's cut no longer drops the few features that tell cells apart when
+    hundreds of others hold the variance. Features that separate nothing (F about 1 or less) keep a small
+    weight, not none: a lot unlike every cell can still stand out along them.
+    """
+    labels = np.unique(cells, return_inverse=True)[1].reshape(-1)
+    n_cells = int(labels.max()) + 1 if len(labels) else 0
+    n = standard.shape[0]
+    if n_cells < 2 or n - n_cells < 2:
+        return np.ones(standard.shape[1])
+    counts = np.bincount(labels, minlength=n_cells).astype(float)
+    means = np.zeros((n_cells, standard.shape[1]))
+    np.add.at(means, labels, standard)
+    means /= np.maximum(counts, 1.0)[:, None]
+    within = ((standard - means[labels]) ** 2).sum(axis=0) / (n - n_cells)
+    grand = standard.mean(axis=0)
+    between = (counts[:, None] * (means - grand) ** 2).sum(axis=0) / (n_cells - 1)
+    f = between / np.maximum(within, 1e-12 * max(float(within.max()), 1e-300))
+    f = np.clip(f, 1e-3, None)
+    return f / float(f.mean())
 
 
 def oas_covariance(covariance: np.ndarray, n_samples: float) -> np.ndarray:
