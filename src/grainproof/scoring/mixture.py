@@ -33,8 +33,15 @@ class ShareEstimate:
         return self.p_value <= alpha
 
 
-def mixture_share(log_own: np.ndarray, log_other: np.ndarray, *, level: float = 0.95) -> ShareEstimate:
-    """The share of units from the other component, from each unit's log density under both components."""
+def mixture_share(
+    log_own: np.ndarray, log_other: np.ndarray, *, level: float = 0.95, independent: float | None = None
+) -> ShareEstimate:
+    """The share of units from the other component, from each unit's log density under both components.
+
+    `independent` is how many independent observations the units amount to (default: each unit is one).
+    Units cut from one photo share its light, tray and kernels: their log-likelihood is scaled down to that
+    many observations (a composite likelihood), so the interval is as wide as the evidence, not the units.
+    """
     a = np.asarray(log_own, dtype=np.float64).reshape(-1)
     b = np.asarray(log_other, dtype=np.float64).reshape(-1)
     if a.shape != b.shape or not len(a):
@@ -46,6 +53,8 @@ def mixture_share(log_own: np.ndarray, log_other: np.ndarray, *, level: float = 
     own, other = np.exp(a - top), np.exp(b - top)
     with np.errstate(divide="ignore"):
         loglik = np.log(np.outer(1.0 - _GRID, own) + np.outer(_GRID, other)).sum(axis=1) + top.sum()
+    if independent is not None:
+        loglik = loglik * min(max(float(independent), 1.0), float(len(a))) / len(a)
     best = int(np.argmax(loglik))
     cut = loglik[best] - 0.5 * float(stats.chi2.ppf(level, 1))
     inside = np.flatnonzero(loglik >= cut)

@@ -362,7 +362,20 @@ def _foreign_kernels(ref: SpeciesReference, declared: int, unit_vectors: np.ndar
         return None
     top = others.max(axis=1, keepdims=True)
     log_other = (top + np.log(np.exp(others - top).mean(axis=1, keepdims=True)))[:, 0]
-    return mixture_share(log_density[:, declared], log_other)
+    return mixture_share(log_density[:, declared], log_other, independent=_independent_sources(ref, unit_vectors))
+
+
+def _independent_sources(ref: SpeciesReference, unit_vectors: np.ndarray) -> float | None:
+    """How many photos the units came from, where their leading kernel measurements tell (every unit of a
+    photo carries that photo's measurements); None (each unit counts) for vectors without measurements.
+
+    Counting patches of one tray photo as independent kernels made the purity interval far too narrow: it
+    flagged 21 % of genuine simulated lots."""
+    measured = len(ref.space.measured_fill)
+    if not measured:
+        return None
+    prefix = np.nan_to_num(np.asarray(unit_vectors, dtype=np.float64)[:, :measured], nan=np.inf)
+    return float(len(np.unique(prefix, axis=0)))
 
 
 #: Most other varieties a verdict lists.
