@@ -354,6 +354,9 @@ class VerificationSummary(Struct, forbid_unknown_fields=True):
     model_version: str
     status: VerificationStatus
     decision: ReviewDecision | None
+    blind_sample: Annotated[
+        bool, Meta(description="Drawn for a blind audit: an unflagged lot auditors review to measure missed frauds.")
+    ] = False
 
 
 class VerificationPage(Struct, forbid_unknown_fields=True):
@@ -519,3 +522,9 @@ ShapeT = TypeVar("ShapeT")
 def shaped(value: Any, shape: type[ShapeT]) -> ShapeT:
     """`value` (a service's plain dict or list) as the contract type; fails loudly if they ever disagree."""
     return msgspec.convert(value, shape)
+
+
+class AcknowledgementInput(Struct, forbid_unknown_fields=True):
+    """An auditor's acknowledgement of a monitor alert, with a note saying what was found or done."""
+
+    note: Annotated[str, Meta(max_length=2000)] = ""

@@ -86,7 +86,9 @@ def weighted_share(events: Sequence[bool], weights: Sequence[float] | None = Non
         raise ValueError("weights must be positive, finite, one per event")
     if np.allclose(w, w[0]):
         low, high = clopper_pearson(k, n, level)
-        return ShareEstimate(events=k, reviewed=n, share=k / n, low=low, high=high, level=level, method="clopper-pearson")
+        return ShareEstimate(
+            events=k, reviewed=n, share=k / n, low=low, high=high, level=level, method="clopper-pearson"
+        )
     share = float(np.sum(w * x) / np.sum(w))
     effective = float(np.sum(w) ** 2 / np.sum(w**2))
     low, high = _wilson(share, effective, level)

@@ -111,7 +111,10 @@ def simulate_blind_audit(spec: AuditStreamSpec, rng: np.random.Generator) -> Aud
     flagged = np.where(fraud, rng.random(spec.lots) < spec.detection_rate, rng.random(spec.lots) < spec.alpha)
     secret = rng.bytes(32)
     blind = np.array(
-        [is_blind_sample(secret, f"verification-{i}", flagged=bool(flagged[i]), rate=spec.audit_rate) for i in range(spec.lots)]
+        [
+            is_blind_sample(secret, f"verification-{i}", flagged=bool(flagged[i]), rate=spec.audit_rate)
+            for i in range(spec.lots)
+        ]
     )
     outcomes = [
         AuditOutcome(

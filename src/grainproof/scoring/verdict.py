@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from grainproof.domain import Alternative, Verdict
 from grainproof.scoring.plausibility import ClaimScore
 
-
 #: The reason given when few or no reference lots stand in the declared cell (the monitor counts these).
 THIN_REFERENCE_REASON = "Few or no reference lots for the declared cell: treat this verdict as low-confidence."
 

@@ -114,6 +114,7 @@ class QueueQuery:
         return VerificationFilter(
             flagged=True if self.flagged == "flagged" else None,
             include_reviewed=True,
+            include_blind_samples=True,
             order=self.sort,
             status=None if self.status == "all" else self.status,
             site=self.site or None,

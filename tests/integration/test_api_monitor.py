@@ -1,0 +1,116 @@
+"""The calibration monitor through the API: verdicts from a phone the reference never saw raise a
+low-confidence alert for that phone, an auditor acknowledges it (audit log), blind samples enter the
+queue marked and their reviews feed the missed-fraud estimate, staleness and /metrics report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from service_support import Service, bootstrap_reference, claim, make_world, start_service
+
+from grainproof.store.audit import verify_chain
+from grainproof.store.database import read_scope
+from grainproof.store.tables import AlertAcknowledgement, BlindSample
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    # Every unflagged lot is a blind sample here, so a handful of lots exercises the whole path.
+    client, runtime, keys = start_service(tmp_path_factory.mktemp("monitor") / "data", blind_audit_rate=1.0)
+    world = make_world()
+    with client:
+        model_id = bootstrap_reference(client, keys, world)
+        rng = np.random.default_rng(3)
+        for i in range(40):
+            # The first 20 lots come from the reference's phone; then a phone it never saw joins.
+            device = "phoneA" if i < 20 else "phoneZ"
+            body = {
+                "claim": claim(f"lot-{i:03d}", device=device),
+                "vectors": world.vector("apache", "51", 2024, rng),
+            }
+            response = client.post(
+                "/v1/verifications", json=body, headers={"Authorization": f"Bearer {keys['intake']}"}
+            )
+            assert response.status_code == 201, response.text
+        yield Service(client=client, runtime=runtime, keys=keys, world=world, model_id=model_id)
+
+
+def test_monitor_counts_every_verdict_by_phone_and_week(service: Service) -> None:
+    response = service.client.get("/v1/monitor/calibration?dimension=phone", headers=service.headers("auditor"))
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["lots"] == 40
+    by_group = {(g["kind"], g["group"]): g for g in report["groups"]}
+    assert by_group[("flag_rate", "phoneA")]["lots"] == 20
+    assert by_group[("low_confidence", "phoneZ")]["events"] == 20  # each carries the unseen-phone warning
+    assert sum(w["lots"] for w in report["weeks"]) == 40
+    for week in report["weeks"]:
+        assert 0.0 <= week["alpha_band"][0] <= week["alpha_band"][1] <= 1.0
+
+
+def test_unseen_phone_raises_a_low_confidence_alert_which_an_auditor_acknowledges(service: Service) -> None:
+    alerts = service.client.get("/v1/monitor/alerts", headers=service.headers("auditor")).json()
+    keys = {a["key"] for a in alerts}
+    assert "low_confidence:phone:phoneZ" in keys
+    assert "low_confidence:phone:phoneA" not in keys
+    metrics = service.client.get("/metrics", headers=service.headers("admin")).text
+    assert 'grainproof_monitor_alert{dimension="phone",group="phoneZ",kind="low_confidence"} 1.0' in metrics
+    acknowledged = service.client.post(
+        "/v1/monitor/alerts/low_confidence:phone:phoneZ/acknowledge",
+        json={"note": "new phone at silo 1; reference lots ordered"},
+        headers=service.headers("auditor"),
+    )
+    assert acknowledged.status_code == 201, acknowledged.text
+    after = {a["key"] for a in service.client.get("/v1/monitor/alerts", headers=service.headers("auditor")).json()}
+    assert "low_confidence:phone:phoneZ" not in after
+    assert service.count(AlertAcknowledgement) == 1
+    with read_scope(service.runtime.engine) as session:
+        report = verify_chain(session)
+    assert report.ok, report.problem
+
+
+def test_acknowledging_an_alert_that_is_not_raised_is_404_and_intake_cannot_read_the_monitor(service: Service) -> None:
+    missing = service.client.post(
+        "/v1/monitor/alerts/flag_rate:site:nowhere/acknowledge", json={}, headers=service.headers("auditor")
+    )
+    assert missing.status_code == 404
+    malformed = service.client.post(
+        "/v1/monitor/alerts/nonsense/acknowledge", json={}, headers=service.headers("admin")
+    )
+    assert malformed.status_code in (400, 422)
+    assert service.client.get("/v1/monitor/alerts", headers=service.headers("intake")).status_code == 403
+
+
+def test_blind_samples_enter_the_queue_marked_and_their_reviews_estimate_missed_frauds(service: Service) -> None:
+    blind_total = service.count(BlindSample)
+    assert blind_total > 0
+    queue = service.client.get(
+        "/v1/verifications?flagged=true&blind_samples=true&limit=100", headers=service.headers("auditor")
+    ).json()
+    marked = [item for item in queue["items"] if item["blind_sample"]]
+    assert len(marked) == blind_total and all(not item["flagged"] for item in marked)
+    intake_view = service.client.get("/v1/verifications?limit=100", headers=service.headers("intake")).json()
+    assert not any(item["blind_sample"] for item in intake_view["items"])
+    for item, decision in zip(
+        marked[:4], ("confirmed_genuine", "confirmed_genuine", "confirmed_genuine", "confirmed_fraud"), strict=True
+    ):
+        review = service.client.post(
+            f"/v1/verifications/{item['id']}/reviews", json={"decision": decision}, headers=service.headers("auditor")
+        )
+        assert review.status_code == 201, review.text
+    report = service.client.get("/v1/monitor/blind-audit", headers=service.headers("auditor")).json()
+    overall = next(e for e in report["estimates"] if e["period"] == "all" and e["site"] == "all")
+    missed = overall["missed_fraud_share"]
+    assert (missed["events"], missed["reviewed"]) == (1, 4)
+    assert missed["interval"][0] < 0.25 < missed["interval"][1]
+
+
+def test_reference_staleness_lists_each_variety(service: Service) -> None:
+    report = service.client.get("/v1/monitor/reference-staleness", headers=service.headers("auditor")).json()
+    rows = {row["variety"]: row for row in report["varieties"]}
+    assert set(rows) == {"apache", "rubisko"}
+    assert rows["apache"]["verifications"] == 40
+    assert rows["apache"]["newest_season"] == 2024
+    assert {s["season"] for s in rows["apache"]["seasons"]} == {2023, 2024}
