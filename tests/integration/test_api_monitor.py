@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import re
+
 import numpy as np
 import pytest
-from service_support import Service, bootstrap_reference, claim, make_world, start_service
+from service_support import (
+    DESK_USERS,
+    Service,
+    bootstrap_reference,
+    claim,
+    create_desk_users,
+    make_world,
+    start_service,
+)
 
 from grainproof.store.audit import verify_chain
 from grainproof.store.database import read_scope
@@ -19,13 +29,14 @@ from grainproof.store.tables import AlertAcknowledgement, BlindSample
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     # Every unflagged lot is a blind sample here, so a handful of lots exercises the whole path.
     client, runtime, keys = start_service(tmp_path_factory.mktemp("monitor") / "data", blind_audit_rate=1.0)
+    create_desk_users(runtime)
     world = make_world()
     with client:
         model_id = bootstrap_reference(client, keys, world)
         rng = np.random.default_rng(3)
-        for i in range(40):
-            # The first 20 lots come from the reference's phone; then a phone it never saw joins.
-            device = "phoneA" if i < 20 else "phoneZ"
+        for i in range(60):
+            # The first 20 lots come from the reference's phone; then two phones it never saw join.
+            device = "phoneA" if i < 20 else "phoneZ" if i < 40 else "phoneY"
             body = {
                 "claim": claim(f"lot-{i:03d}", device=device),
                 "vectors": world.vector("apache", "51", 2024, rng),
@@ -41,13 +52,45 @@ def test_monitor_counts_every_verdict_by_phone_and_week(service: Service) -> Non
     response = service.client.get("/v1/monitor/calibration?dimension=phone", headers=service.headers("auditor"))
     assert response.status_code == 200, response.text
     report = response.json()
-    assert report["lots"] == 40
+    assert report["lots"] == 60
     by_group = {(g["kind"], g["group"]): g for g in report["groups"]}
     assert by_group[("flag_rate", "phoneA")]["lots"] == 20
     assert by_group[("low_confidence", "phoneZ")]["events"] == 20  # each carries the unseen-phone warning
-    assert sum(w["lots"] for w in report["weeks"]) == 40
+    assert sum(w["lots"] for w in report["weeks"]) == 60
     for week in report["weeks"]:
         assert 0.0 <= week["alpha_band"][0] <= week["alpha_band"][1] <= 1.0
+
+
+def test_desk_monitor_page_shows_alerts_and_plots_and_acknowledges_one(service: Service) -> None:
+    client = service.client
+    client.cookies.clear()
+    login = client.post(
+        "/desk/login",
+        data={"username": "alice", "password": DESK_USERS["alice"][0], "next": "/desk/monitor"},
+        follow_redirects=False,
+    )
+    assert login.status_code == 303
+    page = client.get("/desk/monitor")
+    assert page.status_code == 200
+    assert "phone phoneY" in page.text and "Blind audits" in page.text and "Reference staleness" in page.text
+    for dimension in ("overall", "site", "phone", "variety", "model_version"):
+        assert f'src="/desk/monitor/plots/{dimension}.png"' in page.text
+        image = client.get(f"/desk/monitor/plots/{dimension}.png")
+        assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf is not None
+    done = client.post(
+        "/desk/monitor/acknowledge",
+        data={"csrf_token": csrf.group(1), "alert_key": "low_confidence:phone:phoneY", "note": "checked"},
+        follow_redirects=True,
+    )
+    assert done.status_code == 200 and "acknowledged" in done.text
+    assert "phone phoneY" not in done.text.split('id="plots"')[0].split('id="alerts"')[1]
+    forged = client.post(
+        "/desk/monitor/acknowledge", data={"csrf_token": "x", "alert_key": "low_confidence:phone:phoneZ"}
+    )
+    assert forged.status_code in (400, 403)
+    client.cookies.clear()
 
 
 def test_unseen_phone_raises_a_low_confidence_alert_which_an_auditor_acknowledges(service: Service) -> None:
@@ -65,7 +108,7 @@ def test_unseen_phone_raises_a_low_confidence_alert_which_an_auditor_acknowledge
     assert acknowledged.status_code == 201, acknowledged.text
     after = {a["key"] for a in service.client.get("/v1/monitor/alerts", headers=service.headers("auditor")).json()}
     assert "low_confidence:phone:phoneZ" not in after
-    assert service.count(AlertAcknowledgement) == 1
+    assert service.count(AlertAcknowledgement) == 2  # one from the desk, one from the API
     with read_scope(service.runtime.engine) as session:
         report = verify_chain(session)
     assert report.ok, report.problem
@@ -111,6 +154,6 @@ def test_reference_staleness_lists_each_variety(service: Service) -> None:
     report = service.client.get("/v1/monitor/reference-staleness", headers=service.headers("auditor")).json()
     rows = {row["variety"]: row for row in report["varieties"]}
     assert set(rows) == {"apache", "rubisko"}
-    assert rows["apache"]["verifications"] == 40
+    assert rows["apache"]["verifications"] == 60
     assert rows["apache"]["newest_season"] == 2024
     assert {s["season"] for s in rows["apache"]["seasons"]} == {2023, 2024}

@@ -261,3 +261,17 @@ def alert_gauges(session: Session, settings: Settings) -> list[tuple[dict[str, s
         ({"kind": a["kind"], "dimension": a["dimension"], "group": a["group"]}, 1.0 if a["alerting"] else 0.0)
         for a in monitor_alerts(session, settings, alerting_only=False)
     ]
+
+
+def weekly_rate_png(session: Session, settings: Settings, *, dimension: str, weeks: int = 26) -> bytes:
+    """The desk's picture of one dimension: weekly flag rates per group against alpha and its band."""
+    from grainproof.monitor.plots import weekly_rate_plot
+
+    if dimension not in DIMENSIONS:
+        raise NotFoundError(f"No monitor plot for {dimension!r}; one of {', '.join(DIMENSIONS)}.")
+    start = datetime.now(UTC).date() - timedelta(weeks=weeks)
+    rates = [
+        r for r in weekly_rates(verdict_records(session), dimension=dimension, alpha=settings.alpha) if r.week >= start
+    ]
+    label = "all lots" if dimension == "overall" else f"by {dimension.replace('_', ' ')}"
+    return weekly_rate_plot(rates, alpha=settings.alpha, title=f"Weekly flag rate, {label}")
