@@ -4,9 +4,8 @@ queue marked and their reviews feed the missed-fraud estimate, staleness and /me
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import re
+from collections.abc import Iterator
 
 import numpy as np
 import pytest

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from datetime import timedelta
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from grainproof.monitor.calibration import WeeklyRate
@@ -32,13 +34,14 @@ def weekly_rate_plot(rates: Sequence[WeeklyRate], *, alpha: float, title: str) -
     for axis, group in zip(axes, busiest, strict=False):
         weeks = groups[group]
         x = [w.week for w in weeks]
-        axis.fill_between(
+        # The band as one bar a week (its width depends on the week's lots): readable with a single week too.
+        axis.bar(
             x,
-            [w.alpha_band[0] for w in weeks],
-            [w.alpha_band[1] for w in weeks],
-            step="mid",
+            [w.alpha_band[1] - w.alpha_band[0] for w in weeks],
+            bottom=[w.alpha_band[0] for w in weeks],
+            width=6.0,
             color="#9ecae1",
-            alpha=0.5,
+            alpha=0.6,
             label="95 % band of genuine lots",
         )
         axis.axhline(alpha, color="#3182bd", linewidth=1.0, label=f"alpha = {alpha:g}")
@@ -51,8 +54,14 @@ def weekly_rate_plot(rates: Sequence[WeeklyRate], *, alpha: float, title: str) -
         axis.set_title(f"{group} ({sum(w.lots for w in weeks)} lots)", fontsize=9, loc="left")
         axis.set_ylim(0.0, max(0.05, min(1.0, max(w.flag_rate_interval[1] for w in weeks) * 1.05)))
         axis.tick_params(labelsize=7)
-    axes[0].legend(fontsize=7, loc="upper left")
-    figure.autofmt_xdate()
+    if busiest:
+        first = min(r.week for r in rates)
+        last = max(r.week for r in rates)
+        axes[-1].set_xlim(first - timedelta(days=7), last + timedelta(days=7))
+        locator = AutoDateLocator(maxticks=10)
+        axes[-1].xaxis.set_major_locator(locator)
+        axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        axes[0].legend(fontsize=7, loc="upper left")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
