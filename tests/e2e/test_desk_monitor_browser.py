@@ -125,6 +125,9 @@ def test_auditor_sees_plots_acknowledges_an_alert_and_reviews_a_blind_sample(liv
 
             page.click("nav.account a:has-text('Monitor')")
             expect(page.locator("#blind-audit")).to_contain_text("0.0 %")
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('img.monitor-plot')].every(i => i.complete && i.naturalWidth > 0)"
+            )
             page.screenshot(path=str(ARTIFACTS / "monitor-after-review.png"), full_page=True)
         finally:
             browser.close()

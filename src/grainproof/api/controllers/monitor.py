@@ -60,7 +60,7 @@ class MonitorController(Controller):
         operation_id="monitor_alerts",
         summary="The monitor's alerts raised now (or every group's tests with `all=true`)",
         sync_to_thread=True,
-        responses=problems(403),
+        responses=problems(400, 403),
     )
     def alerts(
         self,
@@ -116,7 +116,7 @@ class MonitorController(Controller):
         operation_id="monitor_reference_staleness",
         summary="Per variety: age of the newest reference lots per season, thin-cell share, refresh due",
         sync_to_thread=True,
-        responses=problems(403),
+        responses=problems(400, 403),
     )
     def staleness(
         self,
