@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from service_support import (
     claim,
     create_desk_users,
     make_world,
+    postgres_schema,
     start_service,
 )
 
@@ -24,10 +27,19 @@ from grainproof.store.database import read_scope
 from grainproof.store.tables import AlertAcknowledgement, BlindSample
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The service on SQLite and on PostgreSQL (skipped when no server answers), with 60 lots verified."""
+    if request.param == "sqlite":
+        yield from _with_lots(tmp_path_factory.mktemp("monitor") / "data", {})
+        return
+    for url, schema in postgres_schema("gp_monitor"):
+        yield from _with_lots(tmp_path_factory.mktemp("monitor-pg") / "data", {"database_url": url, "schema": schema})
+
+
+def _with_lots(data_dir: Path, database: dict[str, Any]) -> Iterator[Service]:
     # Every unflagged lot is a blind sample here, so a handful of lots exercises the whole path.
-    client, runtime, keys = start_service(tmp_path_factory.mktemp("monitor") / "data", blind_audit_rate=1.0)
+    client, runtime, keys = start_service(data_dir, blind_audit_rate=1.0, **database)
     create_desk_users(runtime)
     world = make_world()
     with client:
