@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
@@ -10,7 +10,15 @@ from litestar.params import Body, PathParameter, QueryParameter
 from sqlmodel import Session
 
 from grainproof.api.auth import requires_role
-from grainproof.api.contract import AcknowledgementInput
+from grainproof.api.contract import (
+    Acknowledgement,
+    AcknowledgementInput,
+    BlindAuditReport,
+    CalibrationReport,
+    MonitorTest,
+    StalenessReport,
+    shaped,
+)
 from grainproof.api.dependencies import ACCEPTS
 from grainproof.api.openapi import problems
 from grainproof.api.runtime import Runtime
@@ -51,9 +59,11 @@ class MonitorController(Controller):
             str, QueryParameter(description=f"Group by: {', '.join(DIMENSIONS)}.", max_length=40)
         ] = "overall",
         weeks: Annotated[int, QueryParameter(ge=1, le=520, description="How many recent weeks to list.")] = 26,
-    ) -> dict[str, Any]:
+    ) -> CalibrationReport:
         """Weekly flag rates and the group tests of one dimension."""
-        return calibration_report(session, runtime.settings, dimension=dimension, weeks=weeks)
+        return shaped(
+            calibration_report(session, runtime.settings, dimension=dimension, weeks=weeks), CalibrationReport
+        )
 
     @get(
         "/alerts",
@@ -69,9 +79,9 @@ class MonitorController(Controller):
         all_tests: Annotated[
             bool, QueryParameter(name="all", description="Every group's tests, not only alerting ones.")
         ] = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[MonitorTest]:
         """Alerts, strongest evidence first."""
-        return monitor_alerts(session, runtime.settings, alerting_only=not all_tests)
+        return shaped(monitor_alerts(session, runtime.settings, alerting_only=not all_tests), list[MonitorTest])
 
     @post(
         "/alerts/{alert_key:str}/acknowledge",
@@ -88,9 +98,9 @@ class MonitorController(Controller):
         caller: NamedDependency[ApiKey],
         alert_key: Annotated[str, PathParameter(description="The alert's key, KIND:DIMENSION:GROUP.", max_length=400)],
         data: Annotated[AcknowledgementInput, Body(description="A note saying what was found or done.")],
-    ) -> dict[str, Any]:
+    ) -> Acknowledgement:
         """Acknowledge one alert."""
-        return acknowledge_alert(runtime, alert_key, note=data.note, caller=caller)
+        return shaped(acknowledge_alert(runtime, alert_key, note=data.note, caller=caller), Acknowledgement)
 
     @get(
         "/blind-audit",
@@ -107,9 +117,9 @@ class MonitorController(Controller):
         session: NamedDependency[Session],
         runtime: NamedDependency[Runtime],
         level: Annotated[float, QueryParameter(ge=0.5, lt=1.0, description="The intervals' level.")] = 0.9,
-    ) -> dict[str, Any]:
+    ) -> BlindAuditReport:
         """Blind-audit estimates."""
-        return blind_audit_report(session, runtime.settings, level=level)
+        return shaped(blind_audit_report(session, runtime.settings, level=level), BlindAuditReport)
 
     @get(
         "/reference-staleness",
@@ -124,6 +134,6 @@ class MonitorController(Controller):
         recent_days: Annotated[
             int, QueryParameter(ge=1, le=3650, description="Verifications of this many recent days count.")
         ] = 90,
-    ) -> dict[str, Any]:
+    ) -> StalenessReport:
         """Reference staleness per variety."""
-        return staleness_report(session, recent_days=recent_days)
+        return shaped(staleness_report(session, recent_days=recent_days), StalenessReport)
