@@ -117,6 +117,7 @@ def test_auditor_sees_plots_acknowledges_an_alert_and_reviews_a_blind_sample(liv
             lot_id = blind.first.locator("a.lot-link").inner_text()
             blind.first.locator("a.lot-link").click()
             expect(page.locator("h1")).to_have_text(f"Lot {lot_id}")
+            expect(page.locator(".lot-head .tag.blind")).to_have_text("blind sample")
             page.check("input[name=decision][value=confirmed_genuine]")
             page.fill("#note", "Blind sample: delivery note and seed certificate match the declaration.")
             page.click("#review-form button[type=submit]")

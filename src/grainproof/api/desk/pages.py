@@ -26,6 +26,7 @@ from grainproof.api.services.verifications import (
     QUEUE_ORDERS,
     Caller,
     VerificationFilter,
+    blind_sample_ids,
     get_verification,
     iter_verification_summaries,
     list_verifications,
@@ -396,6 +397,7 @@ def lot_page(runtime: Runtime, session: Session, verification_id: str, *, caller
         "hidden_alternatives": len(alternatives) - len(shown_alternatives),
         "min_alternative_posterior": MIN_ALTERNATIVE_POSTERIOR,
         "model": model_label(session, model_row, view["model_version"]),
+        "blind_sample": bool(blind_sample_ids(session, [view["id"]])),
     }
 
 
