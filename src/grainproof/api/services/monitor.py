@@ -16,8 +16,9 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from grainproof.api.runtime import Runtime
+from grainproof.api.schemas import InvalidParameterError
 from grainproof.api.services.verifications import FRAUD_DECISIONS, GENUINE_DECISIONS, Caller, ForbiddenError
-from grainproof.errors import ClaimError, NotFoundError
+from grainproof.errors import NotFoundError
 from grainproof.monitor.blind_audit import AuditOutcome, estimates_by
 from grainproof.monitor.calibration import (
     ALERT_KINDS,
@@ -133,9 +134,9 @@ def monitor_alerts(session: Session, settings: Settings, *, alerting_only: bool 
 def calibration_report(session: Session, settings: Settings, *, dimension: str, weeks: int) -> dict[str, Any]:
     """Realised flag rates per week for the groups of `dimension` over the last `weeks` weeks, and the alerts."""
     if dimension not in DIMENSIONS:
-        raise ClaimError(f"dimension {dimension!r} is not one of {', '.join(DIMENSIONS)}.")
+        raise InvalidParameterError("dimension", f"dimension {dimension!r} is not one of {', '.join(DIMENSIONS)}.")
     if not 1 <= weeks <= 520:
-        raise ClaimError(f"weeks {weeks} must lie between 1 and 520.")
+        raise InvalidParameterError("weeks", f"weeks {weeks} must lie between 1 and 520.")
     records = verdict_records(session)
     start = datetime.now(UTC).date() - timedelta(weeks=weeks)
     rates = [r for r in weekly_rates(records, dimension=dimension, alpha=settings.alpha) if r.week >= start]
@@ -164,13 +165,14 @@ def acknowledge_alert(runtime: Runtime, alert_key: str, *, note: str, caller: Ca
     if caller.role not in ("auditor", "admin"):
         raise ForbiddenError("Only auditors and admins can acknowledge monitor alerts.")
     if len(note) > MAX_NOTE_CHARS:
-        raise ClaimError(f"The note has {len(note)} characters; keep it under {MAX_NOTE_CHARS}.")
+        raise InvalidParameterError("note", f"The note has {len(note)} characters; keep it under {MAX_NOTE_CHARS}.")
     kind, _, rest = alert_key.partition(":")
     dimension, _, group = rest.partition(":")
     if kind not in ALERT_KINDS or dimension not in DIMENSIONS or not group:
-        raise ClaimError(
+        raise InvalidParameterError(
+            "alert_key",
             f"{alert_key[:200]!r} is not an alert key: it reads KIND:DIMENSION:GROUP, KIND one of "
-            f"{', '.join(ALERT_KINDS)} and DIMENSION one of {', '.join(DIMENSIONS)}."
+            f"{', '.join(ALERT_KINDS)} and DIMENSION one of {', '.join(DIMENSIONS)}.",
         )
     with session_scope(runtime.engine) as session:
         known = {a["key"] for a in monitor_alerts(session, runtime.settings, alerting_only=True)}
@@ -192,7 +194,7 @@ def acknowledge_alert(runtime: Runtime, alert_key: str, *, note: str, caller: Ca
 def blind_audit_report(session: Session, settings: Settings, *, level: float = 0.9) -> dict[str, Any]:
     """Missed-fraud and false-alarm shares with their intervals: overall, per month, per site, per both."""
     if not 0.5 <= level < 1.0:
-        raise ClaimError(f"level {level} must lie between 0.5 and 1.")
+        raise InvalidParameterError("level", f"level {level} must lie between 0.5 and 1.")
     decisions = _latest_decisions(session)
     rates = dict(session.exec(select(BlindSample.verification_id, BlindSample.audit_rate)).all())
     outcomes = []
