@@ -22,7 +22,13 @@ FRAUD_KINDS: tuple[str, ...] = (
     "missing_origin",
     "wrong_season",
     "admixture",
+    "variety_swap",
+    "variety_admixture",
 )
+
+
+#: The checks that can flag a lot, in the order a verdict lists them (`Verdict.flagged_checks`).
+FLAGGED_CHECKS: tuple[str, ...] = ("origin_season", "variety", "purity")
 
 
 #: Marker in an embedding's backbone id: "+kernels:N" means its first N features are kernel measurements

@@ -100,6 +100,24 @@ def test_queue_filters_by_site(service: Service) -> None:
     assert page["total"] == 1 and page["items"][0]["lot_id"] == "lot-silo-2"
 
 
+def test_queue_filters_by_the_check_that_flagged_the_lot(service: Service) -> None:
+    from grainproof.api.contract import FlaggedCheck
+    from grainproof.domain import FLAGGED_CHECKS
+
+    assert tuple(FlaggedCheck) == FLAGGED_CHECKS
+    far = _verify(service, "lot-check-far", true_origin="29", declared="51", seed=23).json()
+    assert "origin_season" in far["verdict"]["flagged_checks"]
+    headers = service.headers("auditor")
+    by_origin = service.client.get(
+        "/v1/verifications", params={"flagged_check": "origin_season", "limit": 500}, headers=headers
+    ).json()
+    assert far["id"] in {i["id"] for i in by_origin["items"]} and all(i["flagged"] for i in by_origin["items"])
+    by_purity = service.client.get("/v1/verifications", params={"flagged_check": "purity"}, headers=headers).json()
+    assert far["id"] not in {i["id"] for i in by_purity["items"]}
+    bad = service.client.get("/v1/verifications", params={"flagged_check": "colour"}, headers=headers)
+    assert bad.status_code == 400
+
+
 def test_intake_key_reads_only_its_own_verifications(service: Service) -> None:
     mine = _verify(service, "lot-mine", true_origin="51", declared="51", role="intake2", seed=21).json()
     other = _verify(service, "lot-other", true_origin="51", declared="51", role="intake", seed=22).json()
@@ -229,7 +247,13 @@ def test_epcis_export_is_an_inspecting_object_event_with_the_verdict(
     assert event["quantityList"][0]["epcClass"] == "https://id.gs1.org/01/09506000134352/10/LOT-7%2FB"
     assert event["readPoint"] == {"id": "urn:epc:id:sgln:3010000.00001.0"}
     assert event["disposition"] == "non_conformant"
-    assert event["grainproof:inspection"]["grainproof:flagged"] is True
+    inspection = event["grainproof:inspection"]
+    assert inspection["grainproof:flagged"] is True
+    # The variety check rides beside the origin's; the lot came without units, so it states no purity.
+    assert inspection["grainproof:variety"] == "apache"
+    assert inspection["grainproof:varietyPlausibility"] == created["verdict"]["variety_plausibility"]
+    assert inspection["grainproof:flaggedChecks"] == created["verdict"]["flagged_checks"] != []
+    assert "grainproof:purity" not in inspection
 
 
 def test_region_set_is_served_as_geojson(service: Service) -> None:

@@ -584,3 +584,24 @@ def test_four_eyes_holds_for_the_api_too(desk: Any) -> None:
         headers=service.headers("admin"),
     )
     assert second.status_code == 201 and second.json()["overrides"] == first.json()["id"]
+
+
+def test_queue_filters_by_the_check_that_flagged_the_lot(desk: Any) -> None:
+    service, _ = desk
+    # A lot of rubisko declared as apache: its variety check flags it.
+    body = {
+        "claim": claim("desk-swap", region="51"),
+        "vectors": service.world.vector("rubisko", "51", 2024, np.random.default_rng(9)),
+    }
+    response = service.client.post("/v1/verifications", json=body, headers=service.headers("intake"))
+    assert response.status_code == 201, response.text
+    swap = response.json()
+    assert "variety" in swap["verdict"]["flagged_checks"], swap["verdict"]
+    _login(service)
+    by_variety = service.client.get("/desk/", params={"check": "variety", "status": "all"}).text
+    assert "desk-swap" in by_variety and "desk-far" not in by_variety
+    assert "desk-far" in service.client.get("/desk/", params={"check": "origin_season", "status": "all"}).text
+    assert "desk-swap" not in service.client.get("/desk/", params={"check": "purity", "status": "all"}).text
+    assert 'option value="variety" selected' in by_variety
+    bad = service.client.get("/desk/", params={"check": "colour"})
+    assert bad.status_code == 422 and "origin_season, variety, purity" in bad.text

@@ -75,6 +75,9 @@ def test_queue_date_filter_on_postgresql(pg_desk: tuple[Service, str]) -> None:
     assert "pg-desk-far" in service.client.get("/desk/", params={"date_from": day[1], "date_to": day[1]}).text
     assert "pg-desk-far" not in service.client.get("/desk/", params={"date_to": "2000-01-01"}).text
     assert "pg-desk-far" in service.client.get("/desk/", params={"status": "all", "sort": "least_plausible"}).text
+    # The check filter reads the stored verdict's JSON text the same way on PostgreSQL.
+    assert "pg-desk-far" in service.client.get("/desk/", params={"status": "all", "check": "origin_season"}).text
+    assert "pg-desk-far" not in service.client.get("/desk/", params={"status": "all", "check": "purity"}).text
 
 
 def test_decisions_from_the_desk_on_postgresql_follow_the_four_eyes_rule(pg_desk: tuple[Service, str]) -> None:

@@ -111,7 +111,15 @@ def test_evaluate_reports_ours_and_every_peer_by_fraud_kind(files: dict[str, Pat
     result = runner.invoke(app, ["evaluate", str(files["reference"]), "--folds", "4", "--alpha", "0.05", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert set(report["methods"]) == {"grainproof", "lda", "random_forest", "cell_mahalanobis", "knn_distance"}
+    assert set(report["methods"]) == {
+        "grainproof",
+        "grainproof, variety check",
+        "grainproof, any check (verdict)",
+        "lda",
+        "random_forest",
+        "cell_mahalanobis",
+        "knn_distance",
+    }, "no units beside the manifest: no purity check"
     ours = report["methods"]["grainproof"]
     assert set(ours["kinds"]) == {"neighbour_origin", "far_origin", "missing_origin", "wrong_season"}
     assert ours["false_alarm"] <= 0.12
@@ -158,3 +166,56 @@ def test_a_reference_too_small_for_the_alpha_warns_at_build(files: dict[str, Pat
     result = runner.invoke(app, ["reference", "build", str(small), "--out", str(files["root"] / "small-model")])
     assert result.exit_code == 0, result.output
     assert "nothing can be flagged at alpha=0.01" in " ".join(result.output.split())
+
+
+def test_verify_writes_variety_and_purity_columns_and_says_why_purity_is_missing(tmp_path: Path) -> None:
+    import csv
+
+    import numpy as np
+
+    from grainproof.manifest import units_path
+
+    world = gaussian_world(dim=6, varieties=2, origins=3, seasons=1, seed=8)
+    rng = np.random.default_rng(0)
+
+    def kernels(lots: list) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+        return {lot.lot_id: np.asarray(lot.features) + rng.normal(0, 0.3, (12, world.dim)) for lot in lots}
+
+    reference = world.lots(150, seed=1, prefix="ref")
+    reference_csv = write_manifest(tmp_path / "reference.csv", reference)
+    np.savez(units_path(reference_csv), **kernels(reference))
+    model_dir = tmp_path / "model"
+    assert runner.invoke(app, ["reference", "build", str(reference_csv), "--out", str(model_dir)]).exit_code == 0
+    genuine = world.lots(6, seed=2, prefix="ok")
+    swapped = [
+        replace(
+            lot, claim=replace(lot.claim, lot_id=f"swap{i}", variety=world.varieties[1 - int(lot.claim.variety[-1])])
+        )
+        for i, lot in enumerate(world.lots(4, seed=3, prefix="x"))
+    ]
+    claims_csv = write_manifest(tmp_path / "claims.csv", [*genuine, *swapped])
+    np.savez(units_path(claims_csv), **kernels(genuine[:3]))  # half the genuine lots come with their kernels
+    out = tmp_path / "verdicts.csv"
+    result = runner.invoke(app, ["verify", str(model_dir), str(claims_csv), "--out", str(out), "--alpha", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "purity not estimated: no per-kernel units" in result.output and ": 7 lot(s)." in result.output
+    rows = {row["lot_id"]: row for row in csv.DictReader(out.open(encoding="utf-8"))}
+    assert len(rows) == 10
+    for lot in genuine[:3]:
+        row = rows[lot.lot_id]
+        assert float(row["purity_low"]) <= float(row["purity"]) <= float(row["purity_high"]) == 1.0
+        assert row["purity_note"] == "" and row["likeliest_variety"] == lot.claim.variety
+    for lot in [*genuine[3:], *swapped]:
+        assert rows[lot.lot_id]["purity"] == "" and rows[lot.lot_id]["purity_note"].startswith("not estimated")
+    for lot in swapped:
+        row = rows[lot.lot_id]
+        assert "variety" in row["flagged_checks"].split(";") and float(row["variety_plausibility"]) <= 0.05
+        assert row["likeliest_variety"] not in ("", lot.claim.variety)
+    printed = json.loads(
+        runner.invoke(
+            app, ["verify", str(model_dir), str(claims_csv), "--out", str(tmp_path / "v.jsonl"), "--json"]
+        ).stdout
+    )
+    by_lot = {v["lot_id"]: v for v in printed["verdicts"]}
+    assert by_lot["swap0"]["likeliest_variety"] == rows["swap0"]["likeliest_variety"]
+    assert {"variety_plausibility", "purity", "purity_low", "purity_high", "purity_note"} <= set(by_lot["swap0"])

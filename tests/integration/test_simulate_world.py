@@ -17,6 +17,7 @@ from grainproof.geo import load_region_set
 from grainproof.manifest import read_manifest
 from grainproof.simulate import WorldConfig, WorldSummary, simulate_world
 from grainproof.simulate.traits import LATENT_TRAITS
+from grainproof.simulate.varieties import varieties_of
 from grainproof.simulate.world import FAR_ORIGIN_MIN_KM
 
 CONFIG = WorldConfig(lots=30, photos_per_lot=2, seed=11, fraud_rate=0.5, max_photo_side=128)
@@ -38,7 +39,9 @@ def test_world_writes_photos_truth_claims_traits_and_parameters(world: WorldSumm
     truth = read_manifest(out / "lots.csv")  # photos exist, every row valid
     claims = read_manifest(out / "claims.csv")
     assert [lot.lot_id for lot in truth] == [lot.lot_id for lot in claims]
-    assert {"season", "referenced", "admixture_share", "admixture_region", "field_id"} <= set(truth[0].extra)
+    assert {"season", "referenced", "admixture_share", "admixture_region", "admixture_variety", "field_id"} <= set(
+        truth[0].extra
+    )
     assert set(claims[0].extra) == {"fraud_kind"}
     traits = _rows(out / "latent_traits.csv")
     assert list(traits[0]) == ["lot_id", *LATENT_TRAITS] and len(traits) == 30
@@ -70,8 +73,10 @@ def test_each_false_claim_lies_the_way_its_kind_says(world: WorldSummary) -> Non
         same_date = claim["harvest_date"] == truth["harvest_date"]
         assert claim["photos"] == truth["photos"] and claim["device"] == truth["device"]
         assert (truth["referenced"] == "false") == (kind == "missing_origin")
-        assert (float(truth["admixture_share"]) > 0) == (kind == "admixture")
-        if kind == "genuine":
+        assert (float(truth["admixture_share"]) > 0) == (kind in ("admixture", "variety_admixture"))
+        assert (truth["admixture_variety"] != "") == (kind == "variety_admixture")
+        assert (claim["variety"] != truth["variety"]) == (kind == "variety_swap")
+        if kind in ("genuine", "variety_swap"):
             assert same_place and same_date
         elif kind == "neighbour_origin":
             assert claim["region"] in regions.neighbours(truth["region"]) and claim["region"] in referenced
@@ -88,8 +93,14 @@ def test_each_false_claim_lies_the_way_its_kind_says(world: WorldSummary) -> Non
             assert same_place and same_date
             assert 0.2 <= float(truth["admixture_share"]) <= 0.5
             assert truth["admixture_region"] in referenced and truth["admixture_region"] != truth["region"]
+        elif kind == "variety_admixture":
+            assert same_place and same_date and claim["variety"] == truth["variety"]
+            assert 0.2 <= float(truth["admixture_share"]) <= 0.5
+            assert truth["admixture_variety"] in {v.name for v in varieties_of(truth["species"])}
         if kind != "admixture":
             assert truth["admixture_region"] == ""
+        if kind == "variety_swap":
+            assert claim["variety"] in {v.name for v in varieties_of(truth["species"])}
 
 
 def test_lots_from_one_field_share_its_point(world: WorldSummary) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from grainproof.errors import ClaimError, ModelError
 from grainproof.reference import ModelOptions, ReferenceModel, fit_reduced_space, fit_reference_model
-from grainproof.reference.space import affine_map_of
+from grainproof.reference.space import affine_map_of, separation_weights
 from grainproof.scoring.plausibility import score_claim
 from grainproof.scoring.synthetic import gaussian_world
 
@@ -318,3 +318,56 @@ def test_a_variety_one_fold_took_whole_is_left_out_of_that_fold_without_numpy_wa
         assert holders == [int(ref.lot_folds[lot])]
         verdict = _p(model, rare)
     assert 0.0 < verdict <= 1.0
+
+
+def test_lots_each_alone_in_their_cell_still_give_finite_scores() -> None:
+    """No cell holds two lots (one photo per field, as a small simulated world gives): the within-cell noise
+    is unmeasured, the fit falls back to the lots' overall spread instead of a zero covariance (which once
+    failed the whole build with "Matrix is not positive definite")."""
+    lots = gaussian_world(dim=6, varieties=1, origins=30, seasons=1, devices=2, seed=4).lots(30, seed=2)
+    by_origin = {}
+    for lot in lots:
+        by_origin.setdefault(lot.claim.origin.region, lot)
+    alone = list(by_origin.values())
+    assert len(alone) >= 10
+    model = fit_reference_model(alone, seed=0)
+    scores = [_p(model, lot) for lot in alone]
+    assert all(np.isfinite(s) and 0.0 <= s <= 1.0 for s in scores)
+
+
+def test_a_cut_space_keeps_the_one_feature_that_separates_the_cells() -> None:
+    """200 correlated features hold nearly all the variance and separate nothing; one feature of small
+    variance tells the three cells apart. Cut to 5 dimensions, plain PCA would drop it; weighted by how
+    well each feature separates the cells (supervised PCA), the space keeps it."""
+    rng = np.random.default_rng(0)
+    n = 300
+    cells = np.repeat(np.arange(3), n // 3)
+    shared = rng.normal(size=(n, 8))
+    noise = shared @ rng.normal(size=(8, 200)) + 0.1 * rng.normal(size=(n, 200))
+    separating = (cells * 0.6 + rng.normal(scale=0.2, size=n))[:, None]
+    vectors = np.hstack([noise, separating])
+    space = fit_reduced_space(vectors, max_by_lots=5, max_components=5, cells=cells)
+    z = space.transform(vectors)
+    means = np.stack([z[cells == c].mean(axis=0) for c in range(3)])
+    spread = np.sqrt(np.mean([np.var(z[cells == c], axis=0).sum() for c in range(3)]))
+    assert space.dim == 5
+    assert np.linalg.norm(means[2] - means[0]) > 2.0 * spread
+
+
+def test_a_feature_that_tells_phones_apart_earns_no_weight_for_the_cells_they_photographed() -> None:
+    """Each phone photographed two of six cells: a feature that only tells the phones apart separates the
+    cells too, but not the cells one phone photographed, so it keeps weight 1 (an unseen phone must not look
+    like a new origin); a feature that separates cells under one phone is up-weighted; with too few lots per
+    (phone, cell) nothing is."""
+    rng = np.random.default_rng(1)
+    cells = np.repeat(np.arange(6), 20)
+    phones = cells // 2
+    phone_feature = phones * 3.0 + rng.normal(size=120)
+    cell_feature = (cells % 2) * 3.0 + rng.normal(size=120)
+    noise = rng.normal(size=(120, 5))
+    standard = np.column_stack([phone_feature, cell_feature, noise])
+    standard = (standard - standard.mean(axis=0)) / standard.std(axis=0)
+    weights = separation_weights(standard, cells, phones)
+    assert weights[0] == 1.0 and weights[1] > 10.0 and np.all(weights[2:] == 1.0)
+    assert separation_weights(standard, cells, None)[0] > 10.0  # phones unknown: it looks like a cell feature
+    assert np.all(separation_weights(standard[::15], cells[::15], phones[::15]) == 1.0)  # 1 lot per cell

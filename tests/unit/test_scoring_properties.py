@@ -296,3 +296,61 @@ def test_a_claim_and_its_alternatives_score_as_calibration_lots_declared_that_wa
     together = score_declarations(ref.cells, z, 1, origins, seasons, undated, outside_tail=0.02)
     apart = score_lots(ref.cells, np.repeat(z, m, axis=0), 1, origins, seasons, undated, outside_tail=0.02)
     np.testing.assert_allclose(together, apart, rtol=1e-12, atol=1e-12)
+
+
+#: Per reference lot, 12 kernels around the lot's vector: the kernel-level variety classes purity reads.
+_KERNEL_RNG = np.random.default_rng(5)
+_UNIT_LOTS = WORLD.lots(300, seed=21, prefix="u")
+_UNITS = {lot.lot_id: np.asarray(lot.features) + _KERNEL_RNG.normal(0, 0.5, (12, WORLD.dim)) for lot in _UNIT_LOTS}
+_KERNELS_OF = {
+    variety: np.vstack([_UNITS[lot.lot_id] for lot in _UNIT_LOTS if lot.claim.variety == variety])
+    for variety in WORLD.varieties
+}
+
+
+@pytest.fixture(scope="module")
+def unit_model() -> ReferenceModel:
+    return fit_reference_model(_UNIT_LOTS, seed=0, units=_UNITS)
+
+
+@given(units=st.lists(st.lists(finite, min_size=8, max_size=8), min_size=4, max_size=20))
+def test_purity_lies_in_the_unit_interval(unit_model: ReferenceModel, units: list[list[float]]) -> None:
+    kernels = np.asarray(units)
+    verdict = make_verdict(
+        _score(unit_model, kernels.mean(axis=0), units=kernels), lot_id="x", alpha=0.05, model_version="v"
+    )
+    assert verdict.purity is not None and verdict.purity_interval is not None
+    low, high = verdict.purity_interval
+    assert 0.0 <= low <= verdict.purity <= high <= 1.0
+
+
+@given(variety=st.sampled_from(WORLD.varieties), picks=st.lists(st.integers(0, 10**6), min_size=4, max_size=30))
+def test_a_lot_of_reference_kernels_of_its_variety_has_a_purity_interval_containing_one(
+    unit_model: ReferenceModel, variety: str, picks: list[int]
+) -> None:
+    pool = _KERNELS_OF[variety]
+    kernels = pool[[p % len(pool) for p in picks]]
+    score = _score(unit_model, kernels.mean(axis=0), variety=variety, units=kernels)
+    verdict = make_verdict(score, lot_id="x", alpha=0.05, model_version="v")
+    assert verdict.purity_interval is not None and verdict.purity_interval[1] == 1.0
+    assert "purity" not in verdict.flagged_checks
+
+
+@given(
+    own=st.lists(st.integers(0, 10**6), min_size=4, max_size=20),
+    foreign=st.lists(st.integers(0, 10**6), min_size=1, max_size=20),
+)
+def test_adding_kernels_of_another_variety_never_raises_purity(
+    unit_model: ReferenceModel, own: list[int], foreign: list[int]
+) -> None:
+    declared, other = _KERNELS_OF["variety0"], _KERNELS_OF["variety1"]
+    before_units = declared[[p % len(declared) for p in own]]
+    after_units = np.vstack([before_units, other[[p % len(other) for p in foreign]]])
+    before = make_verdict(
+        _score(unit_model, before_units.mean(axis=0), units=before_units), lot_id="x", alpha=0.05, model_version="v"
+    )
+    after = make_verdict(
+        _score(unit_model, after_units.mean(axis=0), units=after_units), lot_id="x", alpha=0.05, model_version="v"
+    )
+    assert before.purity is not None and after.purity is not None
+    assert after.purity <= before.purity

@@ -97,3 +97,39 @@ def test_a_claim_from_a_phone_no_reference_lot_was_taken_with_is_told_so(tmp_pat
     )
     assert refreshed.phones["phone7"] > 0
     assert not any("this phone" in w for v in verify_lots(refreshed, lots, alpha=0.05) for w in v.warnings)
+
+
+def test_evaluation_reports_variety_swaps_and_cuts_beside_the_origin_kinds() -> None:
+    # Three varieties; a tenth of the lots are cut with 40 % kernels of another variety (their units say so).
+    from grainproof.services.evaluation import PURITY_CHECK, VARIETY_CHECK, VERDICT
+
+    world = gaussian_world(dim=8, varieties=3, origins=5, origin_scale=0.8, seasons=2, devices=6, seed=5)
+    rng = np.random.default_rng(3)
+    lots, units = [], {}
+    for i, lot in enumerate(world.lots(360, seed=1)):
+        own = world.varieties.index(lot.claim.variety)
+        mean = np.asarray(lot.features, dtype=float)
+        kernels = mean + rng.normal(0.0, 0.5, (20, world.dim))
+        if i % 10 == 0:
+            other = (own + 1) % len(world.varieties)
+            shift = world.variety_means[other] - world.variety_means[own]
+            kernels[:8] += shift
+            mean = kernels.mean(axis=0)
+            lot = replace(lot, features=tuple(mean), extra={**lot.extra, "admixture_variety": world.varieties[other]})
+        lots.append(lot)
+        units[lot.lot_id] = kernels
+    report = evaluate_lots(lots, folds=3, alpha=0.05, group_by="device", with_peers=False, units=units)
+    methods = {m.method: m for m in report.methods}
+    variety, purity, verdict = methods[VARIETY_CHECK], methods[PURITY_CHECK], methods[VERDICT]
+    for method in (methods["grainproof"], variety, purity, verdict):
+        assert {"variety_swap", "variety_admixture", "far_origin"} <= set(method.kinds)
+    assert variety.kinds["variety_swap"].detection >= 0.9 and variety.false_alarm <= 0.1
+    assert purity.kinds["variety_admixture"].detection >= 0.8 and purity.false_alarm <= 0.1
+    assert purity.kinds["variety_admixture"].n == 36
+    # The verdict flags a lot when any check does: at least as often as each check alone.
+    for kind in ("variety_swap", "variety_admixture"):
+        assert verdict.kinds[kind].detection >= max(variety.kinds[kind].detection, purity.kinds[kind].detection)
+    assert verdict.false_alarm >= variety.false_alarm
+    # Without units the purity check is left out rather than reported empty.
+    plain = evaluate_lots(lots, folds=3, alpha=0.05, group_by="device", with_peers=False)
+    assert PURITY_CHECK not in {m.method for m in plain.methods}

@@ -225,7 +225,28 @@ def test_a_single_season_world_skips_wrong_season_claims() -> None:
     assert "wrong_season" not in config.active_fraud_kinds
     assert "missing_origin" in config.active_fraud_kinds
     assert "missing_origin" not in WorldConfig(lots=10, unreferenced_regions=()).active_fraud_kinds
-    assert WorldConfig(lots=10, regions=("51",)).active_fraud_kinds == ("missing_origin", "wrong_season")
+    assert WorldConfig(lots=10, regions=("51",)).active_fraud_kinds == (
+        "missing_origin",
+        "wrong_season",
+        "variety_swap",
+        "variety_admixture",
+    )
+
+
+def test_kernels_cut_with_another_variety_take_its_shape_and_colour() -> None:
+    own, other = get_variety("barley", "etoile"), get_variety("barley", "hermine")
+    kernels = lot_kernels(
+        _traits(), own, 400, np.random.default_rng(4), admixture_traits=_traits(), admixture_share=0.3,
+        admixture_variety=other,
+    )  # fmt: skip
+    grains = kernels.kind == GRAIN
+    foreign = np.isclose(kernels.taper[grains], other.tip_taper)
+    assert 0.2 < foreign.mean() < 0.4
+    assert np.allclose(kernels.veins[grains][foreign], other.husk_veins)
+    assert np.allclose(kernels.taper[grains][~foreign], own.tip_taper)
+    # The same draw without another variety: every grain keeps the lot's own outline.
+    plain = lot_kernels(_traits(), own, 400, np.random.default_rng(4), admixture_traits=_traits(), admixture_share=0.3)
+    assert np.allclose(plain.taper[plain.kind == GRAIN], own.tip_taper)
 
 
 def test_trays_have_distinct_looks() -> None:

@@ -74,7 +74,11 @@ class QuantityElement(Struct, omit_defaults=True, rename="camel"):
 
 
 class Inspection(Struct, kw_only=True, omit_defaults=True, rename=_extension_name):
-    """grainproof's outcome of the inspection: the declaration, the p-values and the flag."""
+    """grainproof's outcome of the inspection: the declaration, the p-values and the flag.
+
+    The declared variety's check rides beside the origin's: its p-value, the share of kernels of the declared
+    variety with its interval (only when the lot came with per-kernel units), and which checks flagged the lot.
+    """
 
     verification_id: str
     lot_id: str
@@ -86,8 +90,13 @@ class Inspection(Struct, kw_only=True, omit_defaults=True, rename=_extension_nam
     plausibility: float
     origin_plausibility: float
     season_plausibility: float | None = None
+    variety_plausibility: float | None = None
+    purity: float | None = None
+    purity_low: float | None = None
+    purity_high: float | None = None
     alpha: float
     flagged: bool
+    flagged_checks: list[str] = field(default_factory=list)
     low_confidence: bool
     reasons: list[str]
     model_version: str
@@ -185,6 +194,7 @@ def _event(
 def inspection_event(verification: dict[str, Any], *, gtin: str) -> ObjectEvent:
     """The verification as an inspection event, its disposition from the verdict."""
     claim, verdict = verification["claim"], verification["verdict"]
+    interval = verdict.get("purity_interval")
     outcome = Inspection(
         verification_id=verification["id"],
         lot_id=claim["lot_id"],
@@ -196,8 +206,13 @@ def inspection_event(verification: dict[str, Any], *, gtin: str) -> ObjectEvent:
         plausibility=verdict["plausibility"],
         origin_plausibility=verdict["origin_plausibility"],
         season_plausibility=verdict.get("season_plausibility"),
+        variety_plausibility=verdict.get("variety_plausibility"),
+        purity=verdict.get("purity"),
+        purity_low=interval[0] if interval else None,
+        purity_high=interval[1] if interval else None,
         alpha=verdict["alpha"],
         flagged=verdict["flagged"],
+        flagged_checks=list(verdict.get("flagged_checks") or []),
         low_confidence=verdict["low_confidence"],
         reasons=list(verdict["reasons"]),
         model_version=verification["model_version"],

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import typer
 from rich.table import Table
@@ -15,6 +18,10 @@ from grainproof.cli import app, bench_app
 from grainproof.cli._output import json_option, print_json
 from grainproof.errors import GrainproofError
 from grainproof.progress import console, err_console, progress_bar
+
+if TYPE_CHECKING:
+    from grainproof.domain import Verdict
+    from grainproof.services.verification import ClaimFailure
 
 #: `grainproof verify` shows this many of a batch's verdicts, the least plausible first (all are in --out).
 VERIFY_TABLE_ROWS = 20
@@ -99,7 +106,11 @@ def build(
 def verify(
     model_dir: Path = typer.Argument(..., help="Reference model directory (from `grainproof reference build`)."),
     claims: Path = typer.Argument(..., help="Manifest CSV of claims to verify (f_* features, or photos)."),
-    out: Path = typer.Option(..., "--out", help="JSON lines file: one verdict (or error record) per claim."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="JSON lines file: one verdict (or error record) per claim; a name ending in .csv writes flat CSV columns.",
+    ),
     alpha: float | None = typer.Option(
         None, "--alpha", help="Flag when plausibility <= alpha (default: the GRAINPROOF_ALPHA setting)."
     ),
@@ -120,7 +131,7 @@ def verify(
     """
     from grainproof.manifest import read_manifest, units_beside
     from grainproof.reference import ReferenceModel
-    from grainproof.services.verification import ClaimFailure, batch_flags, verify_lots
+    from grainproof.services.verification import ClaimFailure, batch_flags, variety_columns, verify_lots
 
     if alpha is not None and not 0.0 < alpha < 1.0:
         raise GrainproofError(f"--alpha {alpha} must lie strictly between 0 and 1.")
@@ -135,15 +146,24 @@ def verify(
     verdicts = [r for r in results if not isinstance(r, ClaimFailure)]
     failures = [r for r in results if isinstance(r, ClaimFailure)]
     flags_fdr = dict(zip((v.lot_id for v in verdicts), batch_flags(verdicts, fdr), strict=True)) if fdr else None
+    claim_of = {lot.lot_id: lot.claim for lot in lots}
+
+    def columns(verdict: Verdict) -> dict[str, Any]:
+        claim = claim_of[verdict.lot_id]
+        return variety_columns(verdict, claim.variety, model, claim.species)
+
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        for result in results:
-            row = result.as_dict()
-            if flags_fdr is not None and not isinstance(result, ClaimFailure):
-                row["flagged_fdr"] = flags_fdr[result.lot_id]
-                row["fdr"] = fdr
-            handle.write(json.dumps(row) + "\n")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        if out.suffix.lower() == ".csv":
+            _write_verdict_csv(handle, results, columns, flags_fdr, fdr)
+        else:
+            for result in results:
+                row = result.as_dict()
+                if flags_fdr is not None and not isinstance(result, ClaimFailure):
+                    row["flagged_fdr"] = flags_fdr[result.lot_id]
+                    row["fdr"] = fdr
+                handle.write(json.dumps(row) + "\n")
     os.replace(tmp, out)
     flagged = sum(v.flagged for v in verdicts)
     least_plausible = sorted(verdicts, key=lambda v: v.plausibility)
@@ -166,6 +186,7 @@ def verify(
                         "plausibility": v.plausibility,
                         "status": v.status,
                         "flagged": v.flagged,
+                        **columns(v),
                         "reason": v.reasons[0] if v.reasons else "",
                     }
                     for v in least_plausible
@@ -186,11 +207,26 @@ def verify(
     )
     table.add_column("lot")
     table.add_column("plausibility", justify="right")
+    table.add_column("variety p", justify="right")
+    table.add_column("likeliest variety")
+    table.add_column("purity (interval)", justify="right")
     table.add_column("verdict")
     table.add_column("reason")
     for verdict in shown:
-        table.add_row(verdict.lot_id, f"{verdict.plausibility:.3g}", verdict.status, verdict.reasons[0])
+        row = columns(verdict)
+        table.add_row(
+            verdict.lot_id,
+            f"{verdict.plausibility:.3g}",
+            "-" if row["variety_plausibility"] is None else f"{row['variety_plausibility']:.3g}",
+            row["likeliest_variety"] or "-",
+            "-" if row["purity"] is None else f"{row['purity']:.0%} ({row['purity_low']:.0%}–{row['purity_high']:.0%})",
+            verdict.status + (f" ({', '.join(verdict.flagged_checks)})" if verdict.flagged_checks else ""),
+            verdict.reasons[0],
+        )
     console.print(table)
+    without_purity = Counter(columns(v)["purity_note"] for v in verdicts if v.purity is None)
+    for note, count in sorted(without_purity.items()):
+        err_console.print(f"purity {note}: {count} lot(s).", highlight=False)
     for failure in failures:
         err_console.print(f"[red]could not verify {failure.lot_id}:[/] {failure.detail}", highlight=False)
     statuses = Counter(v.status for v in verdicts)
@@ -210,6 +246,44 @@ def verify(
         raise typer.Exit(1)
 
 
+def _write_verdict_csv(
+    handle: TextIO,
+    results: Sequence[Verdict | ClaimFailure],
+    columns: Callable[[Verdict], dict[str, Any]],
+    flags_fdr: dict[str, bool] | None,
+    fdr: float | None,
+) -> None:
+    """One flat row per claim: the p-values, the variety and purity columns, the first reason (or the error)."""
+    from grainproof.services.verification import ClaimFailure
+
+    header = [
+        "lot_id", "status", "flagged", "plausibility", "origin_plausibility", "season_plausibility",
+        "variety_plausibility", "likeliest_variety", "likeliest_variety_p", "purity", "purity_low", "purity_high",
+        "purity_note", "flagged_checks", "reason",
+    ]  # fmt: skip
+    if flags_fdr is not None:
+        header += ["flagged_fdr", "fdr"]
+    writer = csv.DictWriter(handle, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        if isinstance(result, ClaimFailure):
+            writer.writerow({"lot_id": result.lot_id, "status": "error", "reason": result.detail})
+            continue
+        row: dict[str, Any] = {
+            "lot_id": result.lot_id,
+            "status": result.status,
+            "flagged": result.flagged,
+            "plausibility": result.plausibility,
+            "origin_plausibility": result.origin_plausibility,
+            "season_plausibility": result.season_plausibility,
+            **columns(result),
+            "reason": result.reasons[0] if result.reasons else "",
+        }
+        if flags_fdr is not None:
+            row.update(flagged_fdr=flags_fdr[result.lot_id], fdr=fdr)
+        writer.writerow({key: "" if value is None else value for key, value in row.items()})
+
+
 @app.command("evaluate")
 def evaluate(
     manifest: Path = typer.Argument(..., help="Manifest CSV of labelled lots with f_* features (the truth)."),
@@ -224,8 +298,12 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", help="Seed for folds and derived false claims."),
     as_json: bool = json_option(),
 ) -> None:
-    """Cross-validate the scoring on labelled lots: AUROC, detection and false-alarm rate per fraud kind."""
-    from grainproof.manifest import read_manifest
+    """Cross-validate the scoring on labelled lots: AUROC, detection and false-alarm rate per fraud kind.
+
+    The per-kernel units `grainproof embed` wrote beside the manifest (MANIFEST.units.npz), when there, give the
+    purity check its kernels; without them purity is not evaluated.
+    """
+    from grainproof.manifest import read_manifest, units_beside
     from grainproof.services.evaluation import evaluate_lots, read_latent_traits
     from grainproof.services.origins import load_regions
 
@@ -234,6 +312,9 @@ def evaluate(
     adjacency = {c: regions.neighbours(c) for c in regions.codes} if regions is not None else None
     latent_path = latent or manifest.parent / "latent_traits.csv"
     traits = read_latent_traits(latent_path) if latent_path.is_file() else None
+    units = units_beside(manifest)
+    if units is None and not as_json:
+        err_console.print(f"No per-kernel units beside {manifest} (from `grainproof embed`): purity is not evaluated.")
     with progress_bar("cross-validating", folds) as update:
         report = evaluate_lots(
             lots,
@@ -245,6 +326,7 @@ def evaluate(
             latent=traits,
             with_peers=peers,
             progress=update,
+            units=units,
         )
     if as_json:
         print_json(report.as_dict())

@@ -345,7 +345,7 @@ def fit_cell_model(
     if within is None:
         means = fitted()
         within = (stats.scatter - sums.T @ means - means.T @ sums + (means * counts[:, None]).T @ means) / dof
-    within = (within + within.T) / 2.0
+    within = _measurable_within(within, stats, total)
     covariance = oas_covariance(within, dof)
     whitener, log_det = _whitener(covariance)
     group_scatter = _group_within_scatter(stats, cell_means)
@@ -375,6 +375,22 @@ def fit_cell_model(
         prior_dof=nu0,
         cell_counts=cell_counts,
     )
+
+
+def _measurable_within(within: np.ndarray, stats: CellStatistics, total: float) -> np.ndarray:
+    """The within-cell covariance, or the spread of all lots about their grand mean where the lots leave the
+    within-cell noise unmeasured (each lot alone in its cell, or fitted exactly): an upper bound on the noise,
+    so such a reference flags less rather than scoring with a zero covariance. Always positive definite."""
+    k = within.shape[0]
+    within = (within + within.T) / 2.0
+    grand = stats.sums.sum(axis=0).astype(np.float64)
+    spread = (stats.scatter - np.outer(grand, grand) / max(total, 1.0)) / max(total - 1.0, 1.0)
+    spread = (spread + spread.T) / 2.0
+    scale = max(float(np.trace(spread)) / k, 1e-12)
+    if float(np.trace(within)) / k <= 1e-9 * scale:
+        within = spread
+    values, vectors = np.linalg.eigh(within)
+    return (vectors * np.maximum(values, 1e-9 * scale)) @ vectors.T
 
 
 def _group_within_scatter(stats: CellStatistics, cell_means: np.ndarray) -> np.ndarray:

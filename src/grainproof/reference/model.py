@@ -926,6 +926,8 @@ def fit_reference_arrays(
             max_by_lots=max_by_lots,
             blocks=blocks,
             measured=len(blocks) - 1 if blocks else 0,
+            cells=basis_cells,
+            phones=basis_phones,
         )
         del basis_x
         step += 1

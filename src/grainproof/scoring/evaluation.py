@@ -1,8 +1,9 @@
 """The evaluation harness's pure parts: false claims derived from the truth, and the metrics.
 
 A false claim is a genuine lot's vector with a wrong declaration: a neighbouring origin, a far
-origin, another season; or a lot from an origin kept out of the reference declared as the nearest
-referenced one; or an admixed lot declared as its main origin.
+origin, another season, another variety of its species; or a lot from an origin kept out of the
+reference declared as the nearest referenced one; or an admixed lot declared as its main origin, or
+a lot cut with another variety declared as its main variety.
 """
 
 from __future__ import annotations
@@ -117,20 +118,29 @@ class MethodResult:
         }
 
 
-def summarise(method: str, kinds: Sequence[str], p_values: np.ndarray, alpha: float) -> MethodResult:
-    """Metrics from one p-value per claim (lower = more suspicious) and each claim's kind."""
+def summarise(
+    method: str, kinds: Sequence[str], p_values: np.ndarray, alpha: float, *, flagged: np.ndarray | None = None
+) -> MethodResult:
+    """Metrics from one p-value per claim (lower = more suspicious) and each claim's kind.
+
+    Claims are flagged at p <= alpha, unless `flagged` says which were (a rule that is not a p-value at alpha,
+    such as purity below its required level); the p-values (any score, lower = more suspicious) still rank
+    the claims for the AUROC.
+    """
     kinds_arr = np.asarray(kinds)
     p = np.asarray(p_values, dtype=float)
-    genuine = p[kinds_arr == "genuine"]
+    hit = p <= alpha if flagged is None else np.asarray(flagged, dtype=bool)
+    is_genuine = kinds_arr == "genuine"
+    genuine = p[is_genuine]
     results = {}
     for kind in sorted(set(kinds_arr) - {"genuine"}):
-        false = p[kinds_arr == kind]
+        rows = kinds_arr == kind
         results[kind] = KindResult(
-            n=len(false), auroc=auroc(-genuine, -false), detection=float(np.mean(false <= alpha))
+            n=int(rows.sum()), auroc=auroc(-genuine, -p[rows]), detection=float(np.mean(hit[rows]))
         )
     return MethodResult(
         method=method,
         n_genuine=len(genuine),
-        false_alarm=float(np.mean(genuine <= alpha)) if len(genuine) else float("nan"),
+        false_alarm=float(np.mean(hit[is_genuine])) if len(genuine) else float("nan"),
         kinds=results,
     )

@@ -3,6 +3,8 @@
 Lots are split into folds grouped by phone (default: held-out phones are really unseen), field or
 lot. For each fold a reference is built on the others; the held-out lots are scored as genuine
 claims and as every kind of false claim derived from the truth (see grainproof.scoring.evaluation).
+Beside the origin-and-season p-value, the variety check and (with per-kernel units) the purity check are
+reported as methods of their own, and so is the verdict, which flags a lot when any of the three does.
 """
 
 from __future__ import annotations
@@ -23,11 +25,23 @@ from grainproof.reference.space import NETWORK_ONLY
 from grainproof.scoring.conformal import conformal_p_value
 from grainproof.scoring.evaluation import EvalClaim, MethodResult, far_from, neighbour_of, origin_distances, summarise
 from grainproof.scoring.peers import PeerScorer, default_peers
-from grainproof.scoring.plausibility import score_claim
+from grainproof.scoring.plausibility import ClaimScore, score_claim
+from grainproof.scoring.verdict import read_score
 from grainproof.services.references import backbone_column, device_nuisance_factory
+from grainproof.settings import get_settings
 
 OURS = "grainproof"
+#: The declared-variety check alone (its conformal p-value); 1 for a species with a single variety.
+VARIETY_CHECK = "grainproof, variety check"
+#: The purity check alone: flagged when the interval of the share of kernels of the declared variety lies below
+#: the required purity; ranked by the interval's upper end. Only with per-kernel units.
+PURITY_CHECK = "grainproof, purity check"
+#: The verdict as a user sees it: flagged when any check (origin and season, variety, purity) flags the lot;
+#: ranked by the smaller of the origin-and-season and variety p-values.
+VERDICT = "grainproof, any check (verdict)"
 ORACLE = "oracle_latent"
+#: The variety check on the simulator's latent traits: what the check gives when the vectors carry the traits.
+ORACLE_VARIETY = "oracle_latent, variety check"
 MEASURED_LOTS = "grainproof, measured lots"
 UNMEASURED_LOTS = "grainproof, unmeasured lots"
 GROUP_BY = ("device", "field", "none")
@@ -62,6 +76,8 @@ class EvaluationReport:
 def _role(lot: LotRecord) -> str:
     if lot.extra.get("referenced", "").strip().lower() == "false":
         return "missing"
+    if lot.extra.get("admixture_variety", "").strip():
+        return "variety_admixture"
     try:
         share = float(lot.extra.get("admixture_share") or 0.0)
     except ValueError:
@@ -93,8 +109,15 @@ def evaluate_lots(
     with_peers: bool = True,
     options: ModelOptions | None = None,
     progress: ProgressCallback | None = None,
+    units: Mapping[str, np.ndarray] | None = None,
+    min_purity: float | None = None,
 ) -> EvaluationReport:
-    """Cross-validated AUROC, detection at alpha and false-alarm rate, for ours and each peer, by fraud kind."""
+    """Cross-validated AUROC, detection at alpha and false-alarm rate, for ours and each peer, by fraud kind.
+
+    `units` (lot_id -> per-kernel unit vectors, as `grainproof embed` writes beside its output) give the
+    references their kernel-level variety classes and the scored lots their purity; `min_purity` is the purity
+    the purity check requires (default: GRAINPROOF_MIN_PURITY).
+    """
     if group_by not in GROUP_BY:
         raise ClaimError(f"--group-by {group_by!r} is not one of {', '.join(GROUP_BY)}.")
     if not 0.0 < alpha < 1.0:
@@ -130,8 +153,8 @@ def evaluate_lots(
     centres = _origin_centres(lots)
     codes, distances = origin_distances(centres)
     peers_p: dict[str, list[float]] = defaultdict(list)
-    ours_p: list[float] = []
-    oracle_p: list[float] = []
+    ours: list[ClaimScore] = []
+    oracle: list[ClaimScore] = []
     kinds: list[str] = []
     options = options or ModelOptions()
     # The backbone id says how the features are laid out (kernel measurements first): the reference space
@@ -148,14 +171,16 @@ def evaluate_lots(
             nuisance_factory=device_nuisance_factory(),
             options=options,
             seed=seed,
+            units=units,
         )
         claims = _claims_for(lots, roles, test_rows, model, codes, distances, origin_adjacency, rng)
-        ours_p.extend(_score_ours(model, lots, claims))
+        ours.extend(_score_ours(model, lots, claims, units))
         if latent is not None:
             oracle_model = fit_reference_model(
                 _with_latent(train, latent), origin_adjacency=origin_adjacency, options=options, seed=seed
             )
-            oracle_p.extend(_score_ours(oracle_model, _with_latent_all(lots, latent, {c.row for c in claims}), claims))
+            oracle_lots = _with_latent_all(lots, latent, {c.row for c in claims})
+            oracle.extend(_score_ours(oracle_model, oracle_lots, claims))
         if with_peers:
             for name, p in _score_peers(model, train, lots, claims, seed).items():
                 peers_p[name].extend(p)
@@ -169,10 +194,14 @@ def evaluate_lots(
         )
         if progress is not None:
             progress(f + 1, n_folds)
+    ours_p = [score.plausibility for score in ours]
     methods = [summarise(OURS, kinds, np.asarray(ours_p), alpha)]
+    methods += _check_methods(ours, kinds, alpha, get_settings().min_purity if min_purity is None else min_purity)
     methods += [summarise(name, kinds, np.asarray(p), alpha) for name, p in peers_p.items()]
     if latent is not None:
-        methods.append(summarise(ORACLE, kinds, np.asarray(oracle_p), alpha))
+        methods.append(summarise(ORACLE, kinds, np.array([score.plausibility for score in oracle]), alpha))
+        oracle_variety = [1.0 if s.variety_plausibility is None else s.variety_plausibility for s in oracle]
+        methods.append(summarise(ORACLE_VARIETY, kinds, np.array(oracle_variety), alpha))
     by_measurement: list[MethodResult] = []
     flags = np.asarray(claim_measured, dtype=bool)
     for label, rows in ((MEASURED_LOTS, flags), (UNMEASURED_LOTS, ~flags)):
@@ -189,6 +218,24 @@ def evaluate_lots(
         methods=tuple(methods),
         ours_by_measurement=tuple(by_measurement) if len(by_measurement) == 2 else (),
     )
+
+
+def _check_methods(
+    scores: Sequence[ClaimScore], kinds: Sequence[str], alpha: float, min_purity: float
+) -> list[MethodResult]:
+    """The variety check, the purity check (when some lots had units) and the verdict, each over every claim."""
+    variety_p = np.array([1.0 if s.variety_plausibility is None else s.variety_plausibility for s in scores])
+    checks = [read_score(s, alpha, min_purity).checks for s in scores]
+    methods = [summarise(VARIETY_CHECK, kinds, variety_p, alpha)]
+    if any(s.foreign_kernels is not None for s in scores):
+        purity_high = np.array([1.0 if s.foreign_kernels is None else 1.0 - s.foreign_kernels.low for s in scores])
+        impure = np.array(["purity" in c for c in checks])
+        methods.append(summarise(PURITY_CHECK, kinds, purity_high, alpha, flagged=impure))
+    joint = np.array([s.plausibility for s in scores])
+    methods.append(
+        summarise(VERDICT, kinds, np.minimum(joint, variety_p), alpha, flagged=np.array([bool(c) for c in checks]))
+    )
+    return methods
 
 
 def _origin_centres(lots: Sequence[LotRecord]) -> dict[str, tuple[float, float]]:
@@ -218,8 +265,8 @@ def _claims_for(
             continue
         origin, season = claim.origin.region or "", claim.season
         base = {"row": i, "species": claim.species, "variety": claim.variety}
-        if roles[i] == "admixture":
-            out.append(EvalClaim(kind="admixture", origin=origin, season=season, **base))  # type: ignore[arg-type]
+        if roles[i] in ("admixture", "variety_admixture"):
+            out.append(EvalClaim(kind=roles[i], origin=origin, season=season, **base))  # type: ignore[arg-type]
             continue
         if roles[i] == "missing":
             declared = neighbour_of(origin, ref.origins, codes, distances, adjacency, rng)
@@ -237,10 +284,24 @@ def _claims_for(
         if season is not None and other_seasons:
             wrong = other_seasons[int(rng.integers(len(other_seasons)))]
             out.append(EvalClaim(kind="wrong_season", origin=origin, season=wrong, **base))  # type: ignore[arg-type]
+        # A lot of this variety declared as another variety of its species, its origin and season true.
+        other_varieties = [v for v in ref.varieties if v != claim.variety]
+        if other_varieties:
+            swapped = other_varieties[int(rng.integers(len(other_varieties)))]
+            out.append(
+                EvalClaim(
+                    kind="variety_swap", row=i, species=claim.species, variety=swapped, origin=origin, season=season
+                )
+            )
     return out
 
 
-def _score_ours(model: ReferenceModel, lots: Sequence[LotRecord], claims: Sequence[EvalClaim]) -> list[float]:
+def _score_ours(
+    model: ReferenceModel,
+    lots: Sequence[LotRecord],
+    claims: Sequence[EvalClaim],
+    units: Mapping[str, np.ndarray] | None = None,
+) -> list[ClaimScore]:
     return [
         score_claim(
             model,
@@ -252,7 +313,8 @@ def _score_ours(model: ReferenceModel, lots: Sequence[LotRecord], claims: Sequen
             n_alternatives=0,
             n_nearest=0,
             device=lots[c.row].device,
-        ).plausibility
+            unit_vectors=None if units is None else units.get(lots[c.row].lot_id),
+        )
         for c in claims
     ]
 

@@ -179,6 +179,43 @@ def reference_overlap_warnings(model: ReferenceModel, lot: LotRecord, base_dir: 
     return warnings
 
 
+#: Why a verdict has no purity, when the reference could estimate it but the claim came without units.
+PURITY_NO_UNITS = "not estimated: no per-kernel units (send photos, or the units sidecar `grainproof embed` writes)"
+#: Why a verdict has no purity, when the reference model holds no kernel-level variety classes.
+PURITY_NO_CLASSES = "not estimated: the reference model was built without per-kernel units of two varieties or more"
+
+
+def variety_columns(verdict: Verdict, declared_variety: str, model: ReferenceModel, species: str) -> dict[str, Any]:
+    """The variety and purity results of a verdict as flat columns (the CSV and --json shape of `verify`).
+
+    The likeliest variety is the declared one unless the likeliest other variety (by posterior) fits the kernels
+    better (a higher p-value), as the verdict's reasons say it; `purity_note` says why purity is missing.
+    """
+    top = verdict.variety_alternatives[0] if verdict.variety_alternatives else None
+    declared_p = verdict.variety_plausibility
+    if declared_p is None:
+        likeliest, likeliest_p = None, None
+    elif top is not None and top.p_value > declared_p:
+        likeliest, likeliest_p = top.variety, top.p_value
+    else:
+        likeliest, likeliest_p = declared_variety, declared_p
+    note = ""
+    if verdict.purity is None:
+        ref = model.species.get(species)
+        note = PURITY_NO_CLASSES if ref is None or ref.unit_densities is None else PURITY_NO_UNITS
+    low, high = verdict.purity_interval if verdict.purity_interval is not None else (None, None)
+    return {
+        "variety_plausibility": declared_p,
+        "likeliest_variety": likeliest,
+        "likeliest_variety_p": likeliest_p,
+        "purity": verdict.purity,
+        "purity_low": low,
+        "purity_high": high,
+        "purity_note": note,
+        "flagged_checks": ";".join(verdict.flagged_checks),
+    }
+
+
 def batch_flags(verdicts: Sequence[Verdict], fdr: float) -> list[bool]:
     """Benjamini-Hochberg flags for a day's batch: expected share of false flags among flagged lots <= fdr."""
     return [bool(x) for x in benjamini_hochberg([v.plausibility for v in verdicts], fdr)]

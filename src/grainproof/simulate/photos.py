@@ -49,6 +49,7 @@ def render_photo(
     max_side: int | None = None,
     admixture_traits: np.ndarray | None = None,
     admixture_share: float = 0.0,
+    admixture_variety: str | None = None,
     with_card: bool = True,
 ) -> np.ndarray:
     """Upright 8-bit pixels (h, w, 3) of one photo of a lot with these lot-mean traits.
@@ -65,6 +66,7 @@ def render_photo(
         rng,
         admixture_traits=admixture_traits,
         admixture_share=admixture_share,
+        admixture_variety=get_variety(species, admixture_variety) if admixture_variety else None,
     )
     canvas = render_tray(tray, height, width, px_per_mm, rng)
     placement = card_placement(rng)  # drawn either way: without the card, the same photo less the card
@@ -91,6 +93,8 @@ class LotPhotoJob:
     max_side: int | None = None
     admixture_traits: tuple[float, ...] | None = None
     admixture_share: float = 0.0
+    #: The admixed kernels' variety (same species); None: the lot's own variety, grown elsewhere.
+    admixture_variety: str | None = None
     with_card: bool = True
 
 
@@ -120,6 +124,7 @@ def photograph_lot(job: LotPhotoJob) -> int:
             max_side=job.max_side,
             admixture_traits=admixture,
             admixture_share=job.admixture_share,
+            admixture_variety=job.admixture_variety,
             with_card=job.with_card,
         )
         path.write_bytes(encode_jpeg(pixels, phone))

@@ -105,10 +105,12 @@ def lot_kernels(
     *,
     admixture_traits: np.ndarray | None = None,
     admixture_share: float = 0.0,
+    admixture_variety: Variety | None = None,
 ) -> KernelBatch:
     """Draw n objects for one photo of a lot with the given lot-mean traits (LATENT_TRAITS order).
 
-    With `admixture_traits`, a share of the grains comes from that other lot (same variety, elsewhere).
+    With `admixture_traits`, a share of the grains comes from that other lot: of the same variety grown
+    elsewhere, or of `admixture_variety` (its outline, crease, husk and colour) when that is given.
     """
     impurity = float(traits[7])  # impurities belong to the sample, not to a grain's origin
     n_impurity = int(rng.binomial(n, min(0.5, impurity)))
@@ -123,10 +125,12 @@ def lot_kernels(
     is_shrivelled = rng.random(n_grain) < g_shriv
     lengths = g_len * np.exp(rng.normal(0, KERNEL_LENGTH_SD, n_grain)) * np.where(is_shrivelled, 0.92, 1.0)
     widths = g_wid * np.exp(rng.normal(0, KERNEL_WIDTH_SD, n_grain)) * np.where(is_shrivelled, 0.72, 1.0)
-    base = np.asarray(variety.colour)
+    other = admixture_variety or variety
+    foreign = source & (admixture_variety is not None)
+    base = np.where(foreign[:, None], np.asarray(other.colour), np.asarray(variety.colour))
     log_light = np.log(g_light) + rng.normal(0, KERNEL_LIGHTNESS_SD, n_grain)
     log_red = g_red + rng.normal(0, KERNEL_REDNESS_SD, n_grain)
-    colour = base[None, :] * np.exp(log_light)[:, None]
+    colour = base * np.exp(log_light)[:, None]
     colour[:, 0] *= np.exp(log_red)
     colour[:, 2] *= np.exp(-log_red)
     # Weathering varies a lot from kernel to kernel (exposure on the ear): a gamma around the lot level.
@@ -149,9 +153,14 @@ def lot_kernels(
         angle=rng.uniform(0, np.pi, n),
         length=np.concatenate([lengths, imp_len]),
         width=np.concatenate([widths, imp_wid]),
-        taper=np.concatenate([np.full(n_grain, variety.tip_taper), np.where(is_chaff, 0.9, 0.0)]),
-        crease=np.concatenate([np.where(crease_up, variety.crease_depth, 0.0), np.zeros(n_impurity)]),
-        veins=np.concatenate([np.full(n_grain, variety.husk_veins), np.where(is_chaff, 0.6, 0.0)]),
+        taper=np.concatenate([np.where(foreign, other.tip_taper, variety.tip_taper), np.where(is_chaff, 0.9, 0.0)]),
+        crease=np.concatenate(
+            [
+                np.where(crease_up, np.where(foreign, other.crease_depth, variety.crease_depth), 0.0),
+                np.zeros(n_impurity),
+            ]
+        ),
+        veins=np.concatenate([np.where(foreign, other.husk_veins, variety.husk_veins), np.where(is_chaff, 0.6, 0.0)]),
         colour=np.concatenate([colour, imp_colour]),
         weathering=np.concatenate([kernel_weather, np.zeros(n_impurity)]),
         cut=np.concatenate([cut, np.ones(n_impurity)]),

@@ -56,6 +56,8 @@ FAR_ORIGIN_MIN_KM = 300.0
 #: Admixed kernels come from a referenced département at least this far away.
 ADMIXTURE_MIN_KM = 150.0
 ADMIXTURE_SHARE_RANGE = (0.2, 0.5)
+#: Share of the kernels of another variety of the same species in a variety admixture (a lot cut with a cheaper one).
+VARIETY_ADMIXTURE_SHARE_RANGE = (0.2, 0.5)
 FALSE_CLAIM_KINDS: tuple[str, ...] = tuple(kind for kind in FRAUD_KINDS if kind != "genuine")
 
 
@@ -305,6 +307,10 @@ class _Declaration:
     admixture_region: str = ""
     admixture_share: float = 0.0
     admixture_traits: np.ndarray | None = None
+    #: The declared variety when it is not the lot's own (variety_swap); "" otherwise.
+    variety: str = ""
+    #: The variety of the admixed kernels when they are of another variety (variety_admixture); "" otherwise.
+    admixture_variety: str = ""
 
 
 def _nearest(region_set: RegionSet, code: str, candidates: Sequence[str], *, exclude: str) -> str:
@@ -350,8 +356,36 @@ def _declare(
             declared = _Declaration(
                 declared.region, declared.lon, declared.lat, declared.harvest, source, share, other_traits
             )
+        elif kind == "variety_swap":
+            # A lot of one variety declared as another variety of its species, its origin and season true.
+            swapped = _other_variety(lots.species[i], lots.varieties[i], rng)
+            declared = _Declaration(declared.region, declared.lon, declared.lat, declared.harvest, variety=swapped)
+        elif kind == "variety_admixture":
+            # Kernels of another variety grown nearby the same season (another field of the same département).
+            cut_with = _other_variety(lots.species[i], lots.varieties[i], rng)
+            point = np.array([[lots.lon[i], lots.lat[i]]])
+            z = nature.environment(point[:, 0], point[:, 1], [truth], lots.seasons[i : i + 1])[0]
+            z += trait_model.field_effects(rng, 1)[0] + trait_model.lot_effects(rng, 1)[0]
+            other_traits = trait_model.traits_from_latent(by_name[(lots.species[i], cut_with)], z)
+            share = round(float(rng.uniform(*VARIETY_ADMIXTURE_SHARE_RANGE)), 3)
+            declared = _Declaration(
+                declared.region,
+                declared.lon,
+                declared.lat,
+                declared.harvest,
+                admixture_share=share,
+                admixture_traits=other_traits,
+                admixture_variety=cut_with,
+            )
         declarations.append(declared)
     return declarations
+
+
+def _other_variety(species: str, variety: str, rng: np.random.Generator) -> str:
+    """Another variety of the species, by market share (a swap or a cut uses what is on the market)."""
+    options = [v for v in varieties_of(species) if v.name != variety]
+    weights = np.array([v.popularity for v in options])
+    return options[int(rng.choice(len(options), p=weights / weights.sum()))].name
 
 
 def _moved(declared: _Declaration, region_set: RegionSet, target: str, rng: np.random.Generator) -> _Declaration:
@@ -383,6 +417,7 @@ def _records(
                     "referenced": "false" if lots.regions[i] in unreferenced else "true",
                     "admixture_share": repr(declared.admixture_share),
                     "admixture_region": declared.admixture_region,
+                    "admixture_variety": declared.admixture_variety,
                     "field_id": lots.field_ids[i],
                 },
             )
@@ -392,7 +427,7 @@ def _records(
                 claim=Claim(
                     lot_id=lot_id,
                     species=lots.species[i],
-                    variety=lots.varieties[i],
+                    variety=declared.variety or lots.varieties[i],
                     origin=Origin(lon=declared.lon, lat=declared.lat, region=declared.region),
                     harvest_date=declared.harvest,
                 ),
@@ -409,13 +444,15 @@ def split_reference_and_intake(
 ) -> tuple[list[LotRecord], list[LotRecord]]:
     """Reference lots (the truth of referenced lots) and the day's intake (the declarations of the others),
     sharing no lot and no field: whole fields go one way, by a seeded hash, and every lot of an unreferenced
-    region is intake (the reference is not meant to know it). So the batch flow never scores a lot against
-    itself or its field mates."""
+    region is intake (the reference is not meant to know it), and so is every field holding a lot cut with
+    another variety. So the batch flow never scores a lot against itself or its field mates."""
     reference, intake = [], []
+    # A lot cut with another variety is no reference for its declared one: its whole field arrives as intake.
+    cut_fields = {lot.extra.get("field_id") or lot.lot_id for lot in truth if lot.extra.get("admixture_variety")}
     for lot, claim in zip(truth, claims, strict=True):
         field_id = lot.extra.get("field_id") or lot.lot_id
         draw = int.from_bytes(hashlib.sha256(f"{seed}:intake:{field_id}".encode()).digest()[:8], "big") / 2**64
-        if lot.extra.get("referenced") == "false" or draw < intake_share:
+        if lot.extra.get("referenced") == "false" or field_id in cut_fields or draw < intake_share:
             intake.append(claim)
         else:
             reference.append(lot)
@@ -448,6 +485,7 @@ def _world_json(config: WorldConfig, lots: _Lots) -> dict[str, Any]:
             "far_origin_min_km": FAR_ORIGIN_MIN_KM,
             "admixture_min_km": ADMIXTURE_MIN_KM,
             "admixture_share_range": list(ADMIXTURE_SHARE_RANGE),
+            "variety_admixture_share_range": list(VARIETY_ADMIXTURE_SHARE_RANGE),
             "kernels_per_photo": [MIN_KERNELS, MAX_KERNELS],
             "soft_wheat_share": SOFT_WHEAT_SHARE,
             "varieties": [asdict(v) for v in VARIETIES],
@@ -530,6 +568,7 @@ def simulate_world(
             if declarations[i].admixture_traits is None
             else tuple(float(v) for v in np.asarray(declarations[i].admixture_traits)),
             admixture_share=declarations[i].admixture_share,
+            admixture_variety=declarations[i].admixture_variety or None,
             with_card=config.with_card,
         )
         for i in range(config.lots)

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from grainproof.api.auth import requires_role
 from grainproof.api.contract import (
+    FlaggedCheck,
     QueueOrder,
     Review,
     ReviewInput,
@@ -201,6 +202,10 @@ class VerificationController(Controller):
         species: Annotated[str | None, QueryParameter(description="Only this species.", max_length=200)] = None,
         variety: Annotated[str | None, QueryParameter(description="Only this variety.", max_length=200)] = None,
         lot_id: Annotated[str | None, QueryParameter(description="Only this lot id.", max_length=200)] = None,
+        flagged_check: Annotated[
+            FlaggedCheck | None,
+            QueryParameter(description="Only lots this check flagged: `origin_season`, `variety` or `purity`."),
+        ] = None,
         since: Annotated[
             datetime | None,
             QueryParameter(
@@ -238,6 +243,7 @@ class VerificationController(Controller):
             species=species,
             variety=variety,
             lot_id=lot_id,
+            flagged_check=flagged_check.value if flagged_check else None,
             created_from=since,
             created_to=until,
             order=order.value,

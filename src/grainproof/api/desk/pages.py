@@ -31,6 +31,7 @@ from grainproof.api.services.verifications import (
     iter_verification_summaries,
     list_verifications,
 )
+from grainproof.domain import FLAGGED_CHECKS
 from grainproof.errors import ClaimError, GrainproofError
 from grainproof.store.arrays import decode_array
 from grainproof.store.tables import (
@@ -65,6 +66,14 @@ ORDER_LABELS: dict[str, str] = {
 }
 assert set(ORDER_LABELS) == set(QUEUE_ORDERS), "every queue order needs a label on the desk"
 
+#: How each check that can flag a lot reads in the queue's filter.
+CHECK_LABELS: dict[str, str] = {
+    "origin_season": "Origin and season",
+    "variety": "Variety",
+    "purity": "Purity",
+}
+assert tuple(CHECK_LABELS) == FLAGGED_CHECKS, "every check that can flag a lot needs a label on the desk"
+
 #: An alternative origin and season is worth a row when the posterior gives it at least this share...
 MIN_ALTERNATIVE_POSTERIOR = 0.01
 # ...or when its p-value is above the verdict's alpha (declared so, the lot would not have been flagged).
@@ -85,6 +94,8 @@ class QueueQuery:
     flagged: str = "flagged"
     site: str = ""
     variety: str = ""
+    #: Only lots one check flagged: origin_season, variety or purity (empty: any).
+    check: str = ""
     date_from: str = ""
     date_to: str = ""
     sort: str = "newest"
@@ -95,6 +106,8 @@ class QueueQuery:
             raise ClaimError(f"Status {self.status!r} is not one of open, reviewed, all.")
         if self.flagged not in ("flagged", "all"):
             raise ClaimError(f"Show {self.flagged!r} is not one of flagged, all.")
+        if self.check and self.check not in CHECK_LABELS:
+            raise ClaimError(f"Check {self.check!r} is not one of {', '.join(CHECK_LABELS)}.")
         if self.sort not in ORDER_LABELS:
             raise ClaimError(f"Sort {self.sort!r} is not one of {', '.join(ORDER_LABELS)}.")
         if self.page < 1:
@@ -120,6 +133,7 @@ class QueueQuery:
             status=None if self.status == "all" else self.status,
             site=self.site or None,
             variety=self.variety or None,
+            flagged_check=self.check or None,
             created_from=start,
             created_to=end,
             limit=PAGE_SIZE,
@@ -133,6 +147,7 @@ class QueueQuery:
             "flagged": self.flagged,
             "site": self.site,
             "variety": self.variety,
+            "check": self.check,
             "date_from": self.date_from,
             "date_to": self.date_to,
             "sort": self.sort,
@@ -189,6 +204,7 @@ def queue_page(
         "sites": sites,
         "varieties": varieties,
         "orders": ORDER_LABELS,
+        "checks": CHECK_LABELS,
         "region_label": region_names(runtime),
     }
 

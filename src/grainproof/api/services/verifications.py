@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from grainproof.api.runtime import Runtime
 from grainproof.api.schemas import MAX_OFFSET, InvalidParameterError, ParsedClaim, VectorError, claim_from_payload
+from grainproof.domain import FLAGGED_CHECKS
 from grainproof.errors import ClaimError, GrainproofError, ModelError, NotFoundError, PhotoError, UnknownVarietyError
 from grainproof.settings import Settings
 from grainproof.store.arrays import decode_array, encode_array
@@ -406,12 +408,19 @@ class VerificationFilter:
     include_reviewed: bool = False
     #: With `flagged=True`, also let through the unflagged lots drawn for a blind audit (the desk's queue).
     include_blind_samples: bool = False
+    #: Only lots this check flagged (one of FLAGGED_CHECKS: origin_season, variety, purity).
+    flagged_check: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "created_from", as_utc(self.created_from))
         object.__setattr__(self, "created_to", as_utc(self.created_to))
         if self.status not in (None, "open", "reviewed"):
             raise InvalidParameterError("status", f"status {self.status!r} is not one of open, reviewed.")
+        if self.flagged_check is not None and self.flagged_check not in FLAGGED_CHECKS:
+            raise InvalidParameterError(
+                "flagged_check",
+                f"flagged_check {self.flagged_check!r} is not one of {', '.join(FLAGGED_CHECKS)}.",
+            )
         if self.order not in QUEUE_ORDERS:
             raise InvalidParameterError("order", f"order {self.order!r} is not one of {', '.join(QUEUE_ORDERS)}.")
         if self.cursor is not None and self.order not in ("newest", "oldest"):
@@ -489,7 +498,31 @@ def _queue_conditions(query: VerificationFilter, caller: Caller) -> list[Any]:
         conditions.append(col(Verification.created_at) >= query.created_from)
     if query.created_to is not None:
         conditions.append(col(Verification.created_at) <= query.created_to)
+    if query.flagged_check is not None:
+        conditions.append(flagged_by(query.flagged_check))
     return conditions
+
+
+def flagged_by(check: str) -> Any:
+    """SQL condition: the stored verdict was flagged by `check`.
+
+    A verdict lists its checks in FLAGGED_CHECKS order and is stored as canonical JSON, so the lists holding
+    `check` are few and known exactly: matching them as whole JSON text needs no new column. Verdicts stored
+    before the variety and purity checks existed hold no list; a flagged one was flagged by its origin and season.
+    """
+    verdict = col(Verification.verdict_json)
+    lists = [
+        [name for name, keep in zip(FLAGGED_CHECKS, mask, strict=True) if keep]
+        for mask in itertools.product((False, True), repeat=len(FLAGGED_CHECKS))
+    ]
+    conditions = [
+        verdict.contains(f'"flagged_checks":{canonical_json(checks)}', autoescape=True)
+        for checks in lists
+        if check in checks
+    ]
+    if check == "origin_season":
+        conditions.append(and_(col(Verification.flagged), ~verdict.contains('"flagged_checks":', autoescape=True)))
+    return or_(*conditions)
 
 
 def _queue_order(order: str, cursor: str | None) -> tuple[list[Any], list[Any]]:
