@@ -108,6 +108,9 @@ def test_auditor_sees_plots_acknowledges_an_alert_and_reviews_a_blind_sample(liv
             row.locator("button[type=submit]").click()
             expect(page.locator(".alert.success")).to_contain_text(ALERT)
             expect(page.locator("tr.alert-row", has=page.locator(f"input[value='{ALERT}']"))).to_have_count(0)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('img.monitor-plot')].every(i => i.complete && i.naturalWidth > 0)"
+            )
             page.screenshot(path=str(ARTIFACTS / "monitor-acknowledged.png"), full_page=True)
 
             page.click("nav.account a:has-text('Queue')")
