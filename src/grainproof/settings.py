@@ -55,13 +55,30 @@ class Settings:
     session_secret: str | None = field(default=None, repr=False)
     # The desk shows times in the browser's zone; this one (an IANA name) until the browser has said it.
     desk_timezone: str = "UTC"
+    # The calibration monitor (grainproof.monitor): the share of unflagged lots drawn for blind audits, the key
+    # of that draw (else a random one kept in the data dir), the low-confidence share it tolerates, and the
+    # probability of any false alert over the whole stream, shared by every group's test.
+    blind_audit_rate: float = 0.02
+    blind_audit_secret: str | None = field(default=None, repr=False)
+    monitor_low_confidence_share: float = 0.25
+    monitor_false_alert_rate: float = 0.05
 
     def __post_init__(self) -> None:
         from grainproof.errors import GrainproofError
 
-        for name, value in (("GRAINPROOF_ALPHA", self.alpha), ("GRAINPROOF_MIN_PURITY", self.min_purity)):
+        for name, value in (
+            ("GRAINPROOF_ALPHA", self.alpha),
+            ("GRAINPROOF_MIN_PURITY", self.min_purity),
+            ("GRAINPROOF_MONITOR_LOW_CONFIDENCE_SHARE", self.monitor_low_confidence_share),
+            ("GRAINPROOF_MONITOR_FALSE_ALERT_RATE", self.monitor_false_alert_rate),
+        ):
             if not 0.0 < value < 1.0:
                 raise GrainproofError(f"{name}={value} must lie strictly between 0 and 1.")
+        if not 0.0 <= self.blind_audit_rate <= 1.0:
+            raise GrainproofError(
+                f"GRAINPROOF_BLIND_AUDIT_RATE={self.blind_audit_rate} must lie between 0 and 1 "
+                "(0 turns blind audits off)."
+            )
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,6 +105,10 @@ class Settings:
             geo_dir=Path(_env("GEO_DIR", str(_default_geo_dir()))).expanduser(),
             session_secret=os.environ.get("GRAINPROOF_SESSION_SECRET") or None,
             desk_timezone=_env("DESK_TIMEZONE", "UTC"),
+            blind_audit_rate=float(_env("BLIND_AUDIT_RATE", "0.02")),
+            blind_audit_secret=os.environ.get("GRAINPROOF_BLIND_AUDIT_SECRET") or None,
+            monitor_low_confidence_share=float(_env("MONITOR_LOW_CONFIDENCE_SHARE", "0.25")),
+            monitor_false_alert_rate=float(_env("MONITOR_FALSE_ALERT_RATE", "0.05")),
         )
 
     @property

@@ -18,6 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from grainproof.api.auth import OPEN_PATHS, ApiKeyAuthentication
 from grainproof.api.controllers.evidence import EvidenceController
 from grainproof.api.controllers.keys import KeyController
+from grainproof.api.controllers.monitor import MonitorController
 from grainproof.api.controllers.reference import ReferenceLotController, ReferenceModelController
 from grainproof.api.controllers.system import SystemController
 from grainproof.api.controllers.verifications import EpcisController, VerificationController
@@ -46,6 +47,7 @@ ROUTES: list[Any] = [
     ReferenceModelController,
     EvidenceController,
     KeyController,
+    MonitorController,
 ]
 
 

@@ -354,6 +354,9 @@ class VerificationSummary(Struct, forbid_unknown_fields=True):
     model_version: str
     status: VerificationStatus
     decision: ReviewDecision | None
+    blind_sample: Annotated[
+        bool, Meta(description="Drawn for a blind audit: an unflagged lot auditors review to measure missed frauds.")
+    ] = False
 
 
 class VerificationPage(Struct, forbid_unknown_fields=True):
@@ -519,3 +522,136 @@ ShapeT = TypeVar("ShapeT")
 def shaped(value: Any, shape: type[ShapeT]) -> ShapeT:
     """`value` (a service's plain dict or list) as the contract type; fails loudly if they ever disagree."""
     return msgspec.convert(value, shape)
+
+
+class AcknowledgementInput(Struct, forbid_unknown_fields=True):
+    """An auditor's acknowledgement of a monitor alert, with a note saying what was found or done."""
+
+    note: Annotated[str, Meta(max_length=2000)] = ""
+
+
+class MonitorTest(Struct, forbid_unknown_fields=True):
+    """One group's sequential test (a mixture of betting e-processes) and what it says now."""
+
+    key: Annotated[str, Meta(description="KIND:DIMENSION:GROUP, as acknowledgements name it.")]
+    kind: Annotated[str, Meta(description="flag_rate (above alpha) or low_confidence (above the tolerated share).")]
+    dimension: str
+    group: str
+    alerting: bool
+    lots: Annotated[int, Meta(ge=0, description="The group's lots the test counts (since its last acknowledgement).")]
+    events: Annotated[int, Meta(ge=0, description="Of them, flagged (or low-confidence).")]
+    rate: Probability
+    null_rate: Probability
+    e_value: Annotated[float, Meta(ge=0.0, description="The e-process now: evidence against the null rate.")]
+    max_e_value: float
+    threshold: Annotated[float, Meta(description="The e-value at which the group alerts (its share of the budget).")]
+    alert_after_lots: int | None
+    alerted_at: datetime | None
+    since: datetime | None
+    last_acknowledged_at: datetime | None
+    last_acknowledged_by: str | None
+    summary: str
+
+
+class WeeklyRate(Struct, forbid_unknown_fields=True):
+    """One group's week: verdicts, flags, the flag rate with its exact 95 % interval and alpha's 95 % band."""
+
+    dimension: str
+    group: str
+    week: Annotated[date, Meta(description="The Monday (UTC) the week starts on.")]
+    lots: int
+    flagged: int
+    low_confidence: int
+    flag_rate: Probability
+    flag_rate_interval: list[Probability]
+    alpha_band: Annotated[
+        list[Probability], Meta(description="Rates a week of this many genuine lots shows 95 % of the time.")
+    ]
+    above_band: bool
+    low_confidence_share: Probability
+
+
+class CalibrationReport(Struct, forbid_unknown_fields=True):
+    """Weekly flag rates of one dimension's groups against alpha, and each group's tests."""
+
+    dimension: str
+    alpha: Probability
+    low_confidence_share: Probability
+    false_alert_rate: Probability
+    test: str
+    lots: int
+    weeks: list[WeeklyRate]
+    groups: list[MonitorTest]
+
+
+class Acknowledgement(Struct, forbid_unknown_fields=True):
+    """An alert acknowledgement as the audit log records it."""
+
+    id: str
+    alert_key: str
+    note: str
+    acknowledged_by: int | None
+    acknowledged_by_user: str | None
+    created_at: datetime
+
+
+class ShareEstimate(Struct, forbid_unknown_fields=True):
+    """An estimated share with its interval (None: nothing reviewed yet)."""
+
+    events: int
+    reviewed: int
+    share: Probability | None
+    interval: list[Probability]
+    level: Probability
+    method: Annotated[str, Meta(description="clopper-pearson, or wilson-kish when audit rates differ.")]
+
+
+class BlindAuditEstimate(Struct, forbid_unknown_fields=True):
+    """Missed-fraud share among unflagged lots and false-alarm share among flagged ones, of a month and site."""
+
+    period: Annotated[str, Meta(description="YYYY-MM, or all.")]
+    site: Annotated[str, Meta(description="An intake site, or all.")]
+    unflagged_lots: int
+    flagged_lots: int
+    blind_samples: int
+    blind_reviewed: int
+    flagged_reviewed: int
+    flag_review_coverage: Probability | None
+    missed_fraud_share: ShareEstimate
+    false_alarm_share: ShareEstimate
+
+
+class BlindAuditReport(Struct, forbid_unknown_fields=True):
+    audit_rate: Probability
+    level: Probability
+    estimates: list[BlindAuditEstimate]
+
+
+class SeasonAge(Struct, forbid_unknown_fields=True):
+    season: int | None
+    lots: int
+    newest_added_at: datetime
+    age_days: float
+
+
+class VarietyStaleness(Struct, forbid_unknown_fields=True):
+    """One variety's reference: lots per season and their age, thin-cell share, and whether a refresh is due."""
+
+    species: str
+    variety: str
+    seasons: list[SeasonAge]
+    newest_season: int | None
+    newest_declared_season: int | None
+    verifications: int
+    thin_cell_verifications: int
+    thin_cell_share: Probability | None
+    thin_cell_share_interval: list[Probability]
+    refresh_due: bool
+    reasons: list[str]
+
+
+class StalenessReport(Struct, forbid_unknown_fields=True):
+    as_of: datetime
+    recent_days: int
+    max_age_days: float
+    varieties: list[VarietyStaleness]

@@ -76,8 +76,11 @@ class Metrics:
     def observe_model_build(self, *, outcome: str, seconds: float) -> None:
         self.model_builds.labels(outcome).observe(seconds)
 
-    def render(self, gauges: Callable[[], dict[str, float]] | None = None) -> bytes:
-        """The exposition text: this process's metrics, or every worker's in multiprocess mode, plus `gauges`."""
+    def render(
+        self, gauges: Callable[[], dict[str, float]] | None = None, alerts: Callable[[], AlertValues] | None = None
+    ) -> bytes:
+        """The exposition text: this process's metrics, or every worker's in multiprocess mode, plus `gauges` and
+        the monitor's `alerts` (read from the database at scrape time, so every worker answers the same)."""
         scrape = CollectorRegistry()
         if MULTIPROCESS:
             MultiProcessCollector(scrape)
@@ -85,7 +88,31 @@ class Metrics:
             scrape.register(_Registered(self.registry))
         if gauges is not None:
             scrape.register(_Gauges(gauges))
+        if alerts is not None:
+            scrape.register(_Alerts(alerts))
         return generate_latest(scrape)
+
+
+#: The monitor's tests at scrape time: (labels, 1.0 when alerting else 0.0).
+AlertValues = list[tuple[dict[str, str], float]]
+
+
+class _Alerts(Collector):
+    """grainproof_monitor_alert{kind, dimension, group}: 1 while the calibration monitor alerts for that group."""
+
+    def __init__(self, read: Callable[[], AlertValues]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "grainproof_monitor_alert",
+            "1 while the calibration monitor alerts for a group (flag rate above alpha, or too many "
+            "low-confidence verdicts), 0 otherwise; acknowledged alerts restart their test.",
+            labels=["kind", "dimension", "group"],
+        )
+        for labels, value in self.read():
+            family.add_metric([labels["kind"], labels["dimension"], labels["group"]], value)
+        yield family
 
 
 class _Registered(Collector):

@@ -26,6 +26,8 @@ UNMEASURED_WARNING = (
     "other), so the score rests on the image features alone, which tell origins apart far less well; photograph "
     "the sample again on a plain tray of a contrasting colour, kernels spread apart."
 )
+#: How the warning for photos from a phone no reference lot was photographed with begins (the monitor counts them).
+UNSEEN_PHONE_WARNING_START = "No reference lot was photographed with this phone"
 #: Said of a lot measured without the card on a phone the reference has no size scale for.
 UNSEEN_PHONE_SIZE_WARNING = (
     "The photos show no calibration card and no reference lot without the card was photographed with this phone, "

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from grainproof.domain import Alternative, Verdict
 from grainproof.scoring.plausibility import ClaimScore
 
+#: The reason given when few or no reference lots stand in the declared cell (the monitor counts these).
+THIN_REFERENCE_REASON = "Few or no reference lots for the declared cell: treat this verdict as low-confidence."
+
 
 def cell_label(origin: str, season: int | None) -> str:
     return origin if season is None else f"{origin} {season}"
@@ -157,7 +160,7 @@ def reasons_for(score: ClaimScore, alpha: float, reading: ScoreReading, min_puri
             "it as low-confidence and photograph the sample again on a plain tray."
         )
     if score.thin_reference:
-        reasons.append("Few or no reference lots for the declared cell: treat this verdict as low-confidence.")
+        reasons.append(THIN_REFERENCE_REASON)
     return tuple(reasons)
 
 

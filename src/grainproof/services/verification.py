@@ -14,7 +14,7 @@ from grainproof.errors import GrainproofError, ModelError, error_kind
 from grainproof.progress import ProgressCallback
 from grainproof.reference import ReferenceModel
 from grainproof.scoring import benjamini_hochberg
-from grainproof.scoring.plausibility import score_claim
+from grainproof.scoring.plausibility import UNSEEN_PHONE_WARNING_START, score_claim
 from grainproof.scoring.verdict import make_verdict
 from grainproof.services.features import ensure_features
 from grainproof.services.origins import claim_origin_unit, load_regions
@@ -92,7 +92,7 @@ def unseen_phone_warnings(model: ReferenceModel, device: str | None) -> list[str
     if not device or not model.phones or device in model.phones:
         return []
     return [
-        f"No reference lot was photographed with this phone ({device}), so its quirks are not in the "
+        f"{UNSEEN_PHONE_WARNING_START} ({device}), so its quirks are not in the "
         "calibration: a phone unlike every reference phone can raise false alarms. Photograph a few reference "
         "lots with it and refresh the reference."
     ]

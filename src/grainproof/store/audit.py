@@ -1,4 +1,4 @@
-"""The hash-chained, append-only audit log of verifications and reviews.
+"""The hash-chained, append-only audit log of verifications, reviews and alert acknowledgements.
 
 Each entry's hash covers its own content and the previous entry's hash, so editing or deleting
 any entry breaks every later link; `verify_chain` recomputes the chain and names the first
@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from grainproof.store.tables import AuditEntry, Review, Verification, utc_now
+from grainproof.store.tables import AlertAcknowledgement, AuditEntry, Review, Verification, utc_now
 
 #: prev_hash of the first entry.
 GENESIS_HASH = "0" * 64
@@ -119,6 +119,18 @@ def review_payload(row: Review) -> dict[str, Any]:
     return payload
 
 
+def acknowledgement_payload(row: AlertAcknowledgement) -> dict[str, Any]:
+    """What the audit log vouches for in an alert acknowledgement: which alert, who, when, and the note."""
+    return {
+        "id": row.id,
+        "alert_key": row.alert_key,
+        "note": row.note,
+        "acknowledged_by": row.acknowledged_by,
+        "acknowledged_by_user": row.acknowledged_by_user,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainReport:
     """The result of re-checking the audit log: `ok`, how many entries were checked, and the first problem."""
@@ -197,6 +209,8 @@ def _recorded_rows(session: Session) -> Iterator[tuple[str, str, dict[str, Any]]
         yield "verification", verification.id, verification_payload(verification)
     for review in session.exec(select(Review).execution_options(yield_per=500)):
         yield "review", review.id, review_payload(review)
+    for acknowledgement in session.exec(select(AlertAcknowledgement).execution_options(yield_per=500)):
+        yield "alert_acknowledgement", acknowledgement.id, acknowledgement_payload(acknowledgement)
 
 
 def _check_rows(session: Session, recorded: dict[tuple[str, str], tuple[int, str]]) -> tuple[int | None, str] | None:

@@ -190,3 +190,29 @@ class IdempotencyRecord(SQLModel, table=True):
     request_hash: str = Field(max_length=64)
     verification_id: str = Field(foreign_key="verification.id", max_length=36)
     created_at: datetime = Field(default_factory=utc_now)
+
+
+class BlindSample(SQLModel, table=True):
+    """An unflagged verification drawn for a blind audit (keyed hash of its id), and the rate it was drawn at.
+
+    Written in the verification's own transaction; the queue shows it beside the flagged lots, marked.
+    """
+
+    __tablename__ = "blind_sample"
+
+    verification_id: str = Field(primary_key=True, foreign_key="verification.id", max_length=36)
+    audit_rate: float
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class AlertAcknowledgement(SQLModel, table=True):
+    """An auditor's acknowledgement of a monitor alert: that group's test restarts from lots stored after it."""
+
+    __tablename__ = "alert_acknowledgement"
+
+    id: str = Field(primary_key=True, max_length=36)
+    alert_key: str = Field(max_length=400, index=True)
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    acknowledged_by: int | None = Field(default=None, foreign_key="api_key.id")
+    acknowledged_by_user: str | None = Field(default=None, foreign_key="user_account.username", max_length=64)
+    created_at: datetime = Field(default_factory=utc_now, index=True)

@@ -65,7 +65,8 @@ class SystemController(Controller):
         operation_id="metrics",
         summary="Prometheus metrics",
         description="Request latency histograms by route template and status, verdicts by flag and variety, "
-        "model build durations, and the number of reference lots (text exposition format).",
+        "model build durations, the number of reference lots, and the calibration monitor's alerts "
+        "(`grainproof_monitor_alert`) (text exposition format).",
         media_type=CONTENT_TYPE,
         sync_to_thread=True,
         responses=problems(),
@@ -78,4 +79,11 @@ class SystemController(Controller):
                 lots = session.exec(select(func.count()).select_from(ReferenceLot)).one()
             return {"grainproof_reference_lots": float(lots)}
 
-        return Response(runtime.metrics.render(gauges), media_type=CONTENT_TYPE)
+        def alerts() -> list[tuple[dict[str, str], float]]:
+            from grainproof.api.services.monitor import alert_gauges
+            from grainproof.store.database import read_scope
+
+            with read_scope(runtime.engine) as session:
+                return alert_gauges(session, runtime.settings)
+
+        return Response(runtime.metrics.render(gauges, alerts), media_type=CONTENT_TYPE)

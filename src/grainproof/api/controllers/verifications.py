@@ -220,6 +220,13 @@ class VerificationController(Controller):
             QueueOrder, QueryParameter(description="`newest` first (the queue), or `oldest` first (for syncing).")
         ] = QueueOrder.NEWEST,
         cursor: Cursor = None,
+        blind_samples: Annotated[
+            bool,
+            QueryParameter(
+                description="With `flagged=true`, also list the unflagged lots drawn for a blind audit (auditors "
+                "and admins; each is marked `blind_sample`)."
+            ),
+        ] = False,
         limit: Limit = 50,
         offset: Annotated[
             int,
@@ -243,6 +250,7 @@ class VerificationController(Controller):
             cursor=cursor,
             limit=limit,
             offset=offset,
+            include_blind_samples=blind_samples,
         )
         return shaped(list_verifications(session, query, caller=caller), VerificationPage)
 

@@ -51,6 +51,7 @@ from grainproof.api.desk.session import (
 from grainproof.api.runtime import Runtime
 from grainproof.api.services.verifications import record_review
 from grainproof.errors import GrainproofError, NotFoundError
+from grainproof.monitor.calibration import DIMENSIONS
 from grainproof.store.database import read_scope, session_scope
 from grainproof.store.tables import USER_ROLES, UserAccount
 from grainproof.store.users import AccountDisabledError, LoginAttempt, TooManyLoginsError, log_in
@@ -360,6 +361,58 @@ class DeskController(Controller):
             )
         )
         return Redirect(f"{lot_page_path}?{urlencode({'recorded': decision})}", status_code=303)
+
+    @get("/monitor", sync_to_thread=True)
+    def monitor(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], acknowledged: FromQuery[str] = ""
+    ) -> Response[str]:
+        """The calibration monitor: alerts (with acknowledgement), weekly flag-rate plots, blind audits, staleness."""
+        from grainproof.api.services.monitor import blind_audit_report, monitor_alerts, staleness_report
+
+        user, cookie = _current_user(request, runtime)
+        with read_scope(runtime.engine) as session:
+            alerts = monitor_alerts(session, runtime.settings)
+            audit = blind_audit_report(session, runtime.settings)
+            staleness = staleness_report(session)
+        return _render(
+            "monitor.html",
+            user=user,
+            csrf=_csrf(runtime, cookie),
+            zone=_zone(request, runtime),
+            alerts=alerts,
+            audit=audit,
+            staleness=staleness,
+            settings=runtime.settings,
+            acknowledged=acknowledged,
+            dimensions=DIMENSIONS,
+        )
+
+    @get("/monitor/plots/{filename:str}", sync_to_thread=True)
+    def monitor_plot(
+        self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime], filename: FromPath[str]
+    ) -> Response[bytes]:
+        """`DIMENSION.png`: the weekly flag rate of that dimension's groups against alpha."""
+        from grainproof.api.services.monitor import weekly_rate_png
+
+        _current_user(request, runtime)
+        with read_scope(runtime.engine) as session:
+            png = weekly_rate_png(session, runtime.settings, dimension=filename.removesuffix(".png"))
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+    @post("/monitor/acknowledge", status_code=303)
+    async def acknowledge(self, request: Request[Any, Any, Any], runtime: NamedDependency[Runtime]) -> Response[Any]:
+        from grainproof.api.services.monitor import acknowledge_alert
+
+        user, cookie = await anyio.to_thread.run_sync(
+            lambda: _current_user(request, runtime, return_to="/desk/monitor")
+        )
+        form = await request.form()
+        _check_csrf(runtime, cookie, form.get("csrf_token"))
+        key = str(form.get("alert_key") or "")
+        note = str(form.get("note") or "").strip()
+        # The same service as POST /v1/monitor/alerts/{key}/acknowledge: same checks, same audit entry.
+        await anyio.to_thread.run_sync(lambda: acknowledge_alert(runtime, key, note=note, caller=user))
+        return Redirect(f"/desk/monitor?{urlencode({'acknowledged': key})}", status_code=303)
 
     @get("/lots/{verification_id:str}/map.png", sync_to_thread=True)
     def lot_map_image(

@@ -26,6 +26,7 @@ from grainproof.api.services.verifications import (
     QUEUE_ORDERS,
     Caller,
     VerificationFilter,
+    blind_sample_ids,
     get_verification,
     iter_verification_summaries,
     list_verifications,
@@ -127,6 +128,7 @@ class QueueQuery:
         return VerificationFilter(
             flagged=True if self.flagged == "flagged" else None,
             include_reviewed=True,
+            include_blind_samples=True,
             order=self.sort,
             status=None if self.status == "all" else self.status,
             site=self.site or None,
@@ -411,6 +413,7 @@ def lot_page(runtime: Runtime, session: Session, verification_id: str, *, caller
         "hidden_alternatives": len(alternatives) - len(shown_alternatives),
         "min_alternative_posterior": MIN_ALTERNATIVE_POSTERIOR,
         "model": model_label(session, model_row, view["model_version"]),
+        "blind_sample": bool(blind_sample_ids(session, [view["id"]])),
     }
 
 

@@ -13,13 +13,11 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from grainproof.settings import Settings
+from grainproof.store.secrets import stored_secret
 
 COOKIE_NAME = "grainproof_desk"
 #: A working day: an auditor logs in once in the morning.
@@ -31,21 +29,7 @@ def session_secret(settings: Settings) -> bytes:
     """The key that signs session cookies (created on first use, readable by its owner only)."""
     if settings.session_secret:
         return settings.session_secret.encode("utf-8")
-    path = settings.data_dir / _SECRET_FILE
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(path, secrets.token_hex(32))
-    return path.read_text(encoding="utf-8").strip().encode("utf-8")
-
-
-def _write_private(path: Path, text: str) -> None:
-    # O_EXCL: two processes starting at once keep whichever secret was written first.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    return stored_secret(settings.data_dir / _SECRET_FILE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,14 +26,17 @@ from grainproof.api.runtime import Runtime
 from grainproof.api.schemas import MAX_OFFSET, InvalidParameterError, ParsedClaim, VectorError, claim_from_payload
 from grainproof.domain import FLAGGED_CHECKS
 from grainproof.errors import ClaimError, GrainproofError, ModelError, NotFoundError, PhotoError, UnknownVarietyError
+from grainproof.settings import Settings
 from grainproof.store.arrays import decode_array, encode_array
 from grainproof.store.audit import append_entry, canonical_json, review_payload, verification_payload
 from grainproof.store.database import read_connection, read_scope, session_scope
 from grainproof.store.photos import content_hash
+from grainproof.store.secrets import blind_audit_secret
 from grainproof.store.tables import (
     REVIEW_DECISIONS,
     ApiKey,
     AuditEntry,
+    BlindSample,
     IdempotencyRecord,
     ReferenceLot,
     Review,
@@ -190,10 +193,14 @@ def submit_verification(
     table = Verification.__table__  # type: ignore[attr-defined]
     values = {column.name: getattr(row, column.name) for column in table.columns}
 
+    blind = blind_sample_row(runtime.settings, row)
+
     def store(session: Session) -> None:
         # A Core insert on the session's connection: the ORM's unit of work cost more than the insert.
         session.connection().execute(table.insert(), values)
         append_entry(session, kind="verification", record_id=row.id, payload=payload)
+        if blind is not None:
+            session.connection().execute(BlindSample.__table__.insert(), blind)  # type: ignore[attr-defined]
         if idempotency_key is not None:
             assert caller.id is not None
             session.add(
@@ -218,6 +225,16 @@ def submit_verification(
     runtime.metrics.observe_verdict(flagged=row.flagged, species=row.species, variety=row.variety)
     # A verification just stored has no reviews: its view needs no second read.
     return SubmitResult(body=_view(row, []), replayed=False)
+
+
+def blind_sample_row(settings: Settings, row: Verification) -> dict[str, Any] | None:
+    """The blind_sample row when the keyed draw picks this unflagged verification for a blind audit, else None."""
+    from grainproof.monitor.blind_audit import is_blind_sample
+
+    rate = settings.blind_audit_rate
+    if rate <= 0.0 or not is_blind_sample(blind_audit_secret(settings), row.id, flagged=row.flagged, rate=rate):
+        return None
+    return {"verification_id": row.id, "audit_rate": rate, "created_at": row.created_at}
 
 
 def _replay(session: Session, caller: ApiKey, key: str, fingerprint: str) -> dict[str, Any] | None:
@@ -319,7 +336,7 @@ def review_view(row: Review) -> dict[str, Any]:
     return review_payload(row)
 
 
-def _summary(row: Verification, decision: str | None) -> dict[str, Any]:
+def _summary(row: Verification, decision: str | None, blind_sample: bool = False) -> dict[str, Any]:
     verdict = json.loads(row.verdict_json)
     return {
         "id": row.id,
@@ -335,6 +352,7 @@ def _summary(row: Verification, decision: str | None) -> dict[str, Any]:
         "model_version": row.model_version,
         "status": "reviewed" if decision else "open",
         "decision": decision,
+        "blind_sample": blind_sample,
     }
 
 
@@ -388,6 +406,8 @@ class VerificationFilter:
     #: With `flagged`, also let through lots an auditor reviewed whatever their flag (the desk's view:
     #: a reviewed lot is part of the desk's record even when it was not flagged).
     include_reviewed: bool = False
+    #: With `flagged=True`, also let through the unflagged lots drawn for a blind audit (the desk's queue).
+    include_blind_samples: bool = False
     #: Only lots this check flagged (one of FLAGGED_CHECKS: origin_season, variety, purity).
     flagged_check: str | None = None
 
@@ -463,6 +483,8 @@ def _queue_conditions(query: VerificationFilter, caller: Caller) -> list[Any]:
         conditions.append(col(Verification.requested_by) == caller.id)
     if query.flagged is not None:
         flag = col(Verification.flagged) == query.flagged
+        if query.flagged and query.include_blind_samples and can_read_all(caller):
+            flag = or_(flag, exists().where(col(BlindSample.verification_id) == col(Verification.id)))
         conditions.append(or_(flag, reviewed) if query.include_reviewed else flag)
     if query.status == "open":
         conditions.append(~reviewed)
@@ -549,9 +571,11 @@ def list_verifications(session: Session, query: VerificationFilter, *, caller: C
     found = found[: query.limit]
     rows = [row for row, _ in found]
     latest = _latest_decisions(session, rows)
+    # Intake keys never learn which of their lots are audited blind.
+    blind = blind_sample_ids(session, [r.id for r in rows]) if can_read_all(caller) else set()
     in_storage_order = query.order in ("newest", "oldest")
     return {
-        "items": [_summary(r, latest.get(r.id)) for r in rows],
+        "items": [_summary(r, latest.get(r.id), r.id in blind) for r in rows],
         "total": int(total),
         "limit": query.limit,
         "offset": query.offset,
@@ -585,7 +609,17 @@ def iter_verification_summaries(
 
 def _summaries(session: Session, rows: Sequence[Verification]) -> Iterator[dict[str, Any]]:
     latest = _latest_decisions(session, rows)
-    return (_summary(r, latest.get(r.id)) for r in rows)
+    blind = blind_sample_ids(session, [r.id for r in rows])
+    return (_summary(r, latest.get(r.id), r.id in blind) for r in rows)
+
+
+def blind_sample_ids(session: Session, verification_ids: Sequence[str]) -> set[str]:
+    """Which of these verifications were drawn for a blind audit."""
+    if not verification_ids:
+        return set()
+    return set(
+        session.exec(select(BlindSample.verification_id).where(col(BlindSample.verification_id).in_(verification_ids)))
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
