@@ -164,12 +164,6 @@ def reasons_for(score: ClaimScore, alpha: float, reading: ScoreReading, min_puri
     return tuple(reasons)
 
 
-def check_alpha(score: ClaimScore, alpha: float) -> float:
-    """The level each p-value check of this score is read at: alpha split between the origin-and-season
-    check and, when the reference holds other varieties of the species, the variety check."""
-    return alpha / 2.0 if score.variety_plausibility is not None else alpha
-
-
 def make_verdict(
     score: ClaimScore,
     *,
@@ -180,16 +174,10 @@ def make_verdict(
     min_purity: float = 0.9,
     warnings: Sequence[str] = (),
 ) -> Verdict:
-    """The Verdict for a scored claim: flagged when a check (origin and season, variety, purity) flags it.
-
-    The origin-and-season and variety checks share `alpha` (Bonferroni, `check_alpha`), so a genuine lot is
-    flagged by either at most alpha of the time, as the verdict's alpha says; each alone at alpha flagged
-    0.074 of genuine simulated lots at alpha 0.05.
-    """
+    """The Verdict for a scored claim: flagged when a check (origin and season, variety, purity) flags it."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha={alpha} must lie strictly between 0 and 1")
-    level = check_alpha(score, alpha)
-    reading = read_score(score, level, min_purity)
+    reading = read_score(score, alpha, min_purity)
     foreign = score.foreign_kernels
     admixture = score.admixture if reading.admixture else None
     return Verdict(
@@ -203,7 +191,7 @@ def make_verdict(
         alpha_source=alpha_source,
         min_reachable_p=score.min_reachable_p,
         calibration_lots=score.calibration_lots,
-        reasons=reasons_for(score, level, reading, min_purity),
+        reasons=reasons_for(score, alpha, reading, min_purity),
         alternatives=score.alternatives,
         outside_reference_p_value=score.outside_reference_p,
         outside_reference=reading.outside,

@@ -26,7 +26,7 @@ from grainproof.scoring.conformal import conformal_p_value
 from grainproof.scoring.evaluation import EvalClaim, MethodResult, far_from, neighbour_of, origin_distances, summarise
 from grainproof.scoring.peers import PeerScorer, default_peers
 from grainproof.scoring.plausibility import ClaimScore, score_claim
-from grainproof.scoring.verdict import check_alpha, read_score
+from grainproof.scoring.verdict import read_score
 from grainproof.services.references import backbone_column, device_nuisance_factory
 from grainproof.settings import get_settings
 
@@ -196,7 +196,10 @@ def evaluate_lots(
             progress(f + 1, n_folds)
     ours_p = [score.plausibility for score in ours]
     methods = [summarise(OURS, kinds, np.asarray(ours_p), alpha)]
-    methods += _check_methods(ours, kinds, alpha, get_settings().min_purity if min_purity is None else min_purity)
+    # The purity check is measured at the level a site would set (0.9) when the server does not flag on it.
+    methods += _check_methods(
+        ours, kinds, alpha, (get_settings().min_purity or 0.9) if min_purity is None else min_purity
+    )
     methods += [summarise(name, kinds, np.asarray(p), alpha) for name, p in peers_p.items()]
     if latent is not None:
         methods.append(summarise(ORACLE, kinds, np.array([score.plausibility for score in oracle]), alpha))
@@ -225,7 +228,7 @@ def _check_methods(
 ) -> list[MethodResult]:
     """The variety check, the purity check (when some lots had units) and the verdict, each over every claim."""
     variety_p = np.array([1.0 if s.variety_plausibility is None else s.variety_plausibility for s in scores])
-    checks = [read_score(s, check_alpha(s, alpha), min_purity).checks for s in scores]
+    checks = [read_score(s, alpha, min_purity).checks for s in scores]
     methods = [summarise(VARIETY_CHECK, kinds, variety_p, alpha)]
     if any(s.foreign_kernels is not None for s in scores):
         purity_high = np.array([1.0 if s.foreign_kernels is None else 1.0 - s.foreign_kernels.low for s in scores])
