@@ -172,6 +172,8 @@ def start_service(
     from grainproof.store.database import create_db_engine, session_scope, upgrade
     from grainproof.store.keys import create_key
 
+    # A fixed blind-audit key: which verifications are blind samples is then the same on every run.
+    settings.setdefault("blind_audit_secret", "grainproof-tests")
     config = Settings(data_dir=data_dir, database_url=database_url, **settings)
     runtime = Runtime.open(config, engine=create_db_engine(config, schema=schema), embedder=embedder)
     upgrade(runtime.engine)

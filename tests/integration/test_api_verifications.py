@@ -335,3 +335,20 @@ def test_alpha_is_the_services_setting_and_intake_keys_cannot_change_it(service:
     )
     assert admin.status_code == 201, admin.text
     assert admin.json()["verdict"]["alpha"] == 0.2 and admin.json()["verdict"]["alpha_source"] == "request"
+
+
+def test_a_service_configured_with_its_own_alpha_verifies_at_that_alpha(tmp_path: Path) -> None:
+    """The running service's settings, not the process environment, set alpha and purity (the demo serves
+    at 0.05 while GRAINPROOF_ALPHA says 0.01; its verdicts were made at 0.01)."""
+    client, _runtime, keys = start_service(tmp_path / "data", alpha=0.05)
+    world = make_world()
+    with client:
+        bootstrap_reference(client, keys, world)
+        body = {
+            "claim": claim("lot-own-alpha", region="51"),
+            "vectors": world.vector("apache", "51", 2024, np.random.default_rng(2)),
+        }
+        response = client.post("/v1/verifications", json=body, headers={"Authorization": f"Bearer {keys['intake']}"})
+    assert response.status_code == 201, response.text
+    verdict = response.json()["verdict"]
+    assert verdict["alpha"] == 0.05 and verdict["alpha_source"] == "server"

@@ -18,7 +18,7 @@ from grainproof.scoring.plausibility import UNSEEN_PHONE_WARNING_START, score_cl
 from grainproof.scoring.verdict import make_verdict
 from grainproof.services.features import ensure_features
 from grainproof.services.origins import claim_origin_unit, load_regions
-from grainproof.settings import get_settings
+from grainproof.settings import Settings, get_settings
 from grainproof.store.photos import content_hash
 from grainproof.store.vector_index import NearestLotIndex
 
@@ -37,11 +37,12 @@ def verify_vectors(
     warnings: Sequence[str] = (),
     nearest_lots: NearestLotIndex | None = None,
     device: str | None = None,
+    settings: Settings | None = None,
 ) -> Verdict:
     """The verdict on one claim from its lot vector (d,) and optional unit vectors (m, d); a few ms.
 
-    `alpha` None uses the service's setting (GRAINPROOF_ALPHA); a value given here is recorded on the verdict
-    as set for this request (alpha_source "request").
+    `alpha` None uses the service's setting (`settings.alpha`: the running service's, else GRAINPROOF_ALPHA);
+    a value given here is recorded on the verdict as set for this request (alpha_source "request").
 
     `nearest_lots` searches the evidence's nearest reference lots (the API passes pgvector's index on
     PostgreSQL); without it the scoring core searches them exactly in memory. `device`, the phone the
@@ -52,8 +53,9 @@ def verify_vectors(
             f"The photos were embedded with {backbone_id} but the reference model was built with "
             f"{model.backbone_id}; embed them with the model's backbone or use a matching model."
         )
+    settings = settings or get_settings()
     alpha_source = "server" if alpha is None else "request"
-    alpha = get_settings().alpha if alpha is None else alpha
+    alpha = settings.alpha if alpha is None else alpha
     origin_unit, origin_warnings = claim_origin_unit(
         claim, load_regions(model.region_set), zone_members=model.zone_members, zone_reach_km=model.zone_reach_km
     )
@@ -76,7 +78,7 @@ def verify_vectors(
         lot_id=claim.lot_id,
         alpha=alpha,
         alpha_source=alpha_source,
-        min_purity=get_settings().min_purity,
+        min_purity=settings.min_purity,
         model_version=model.version,
         warnings=[*origin_warnings, *warnings, *unseen_phone_warnings(model, device)],
     )

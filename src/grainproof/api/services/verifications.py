@@ -169,6 +169,7 @@ def submit_verification(
         warnings=warnings,
         nearest_lots=runtime.nearest_lots.index_for(model),
         device=request.claim.device,
+        settings=runtime.settings,
     )
     photo_hashes = [runtime.photos.put(photo.data) for photo in request.photos]
     row = Verification(
