@@ -164,3 +164,15 @@ def test_admixture_share_and_interval_cover_a_known_blend() -> None:
     estimate = mixture_share(-0.5 * units**2 / 0.04, -0.5 * (units - 1.0) ** 2 / 0.04)
     assert estimate.low <= 0.3 <= estimate.high and estimate.share == pytest.approx(0.3, abs=0.08)
     assert estimate.p_value < 1e-6
+
+
+def test_units_repeated_from_one_photo_weigh_as_that_photo_alone() -> None:
+    """Ten patches cut from each of four photos are four observations, not forty: told so, the share's
+    interval is the one the four photos give, not ten times narrower."""
+    rng = np.random.default_rng(4)
+    own, other = rng.normal(-1.0, 1.0, 4), rng.normal(-1.5, 1.0, 4)
+    alone = mixture_share(own, other)
+    repeated = mixture_share(np.repeat(own, 10), np.repeat(other, 10), independent=4)
+    counted = mixture_share(np.repeat(own, 10), np.repeat(other, 10))
+    assert (repeated.low, repeated.high) == (alone.low, alone.high)
+    assert counted.high - counted.low < repeated.high - repeated.low

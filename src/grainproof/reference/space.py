@@ -199,8 +199,8 @@ SEPARATION_LEVEL = 0.05
 
 
 def separation_weights(standard: np.ndarray, cells: np.ndarray, phones: np.ndarray | None = None) -> np.ndarray:
-    """Per-feature weight F / mean(F): F is the feature's between-cell over within-cell mean square, cells
-    compared only with cells photographed by the same phone.
+    """Per-feature weight: F, the feature's between-cell over within-cell mean square (cells compared only
+    with cells photographed by the same phone), where F is significant family-wise; else 1.
 
     Weighting the standardised features by how well each one alone separates the reference cells, before
     PCA, is supervised principal components in its soft form (Bair, Hastie, Paul & Tibshirani 2006: screen
@@ -210,7 +210,8 @@ def separation_weights(standard: np.ndarray, cells: np.ndarray, phones: np.ndarr
     phones apart would also tell those cells apart and be up-weighted, and an unseen phone would then look
     like a new origin (false alarm 0.14 with whole phones held out on the simulated world): so the cells'
     means are taken about their phone's mean, and a feature earns weight only for separating cells that one
-    phone photographed. Features that separate nothing keep a small weight, not none.
+    phone photographed. Features that separate nothing keep weight 1: a lot unlike every cell can still
+    stand out along them.
     """
     cell_labels = np.unique(cells, return_inverse=True)[1].reshape(-1)
     phone_labels = (
