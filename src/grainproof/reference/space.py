@@ -219,10 +219,10 @@ def separation_weights(standard: np.ndarray, cells: np.ndarray, phones: np.ndarr
         if phones is None
         else np.unique(np.asarray(phones), return_inverse=True)[1].reshape(-1)
     )
-    pair = phone_labels * (int(cell_labels.max()) + 1) + cell_labels
-    groups, group_of = np.unique(pair, return_inverse=True)
+    n_cell_labels = int(cell_labels.max()) + 1
+    groups, group_of = np.unique(phone_labels * n_cell_labels + cell_labels, return_inverse=True)
     group_of = group_of.reshape(-1)
-    phone_of_group = groups // (int(cell_labels.max()) + 1)
+    phone_of_group = groups // n_cell_labels
     n, n_groups, n_phones = standard.shape[0], len(groups), len(np.unique(phone_of_group))
     if n_groups - n_phones < 1 or 2 * (n - n_groups) < n:
         # Under two lots per (phone, cell) on average the within-cell spread, F's denominator, is not

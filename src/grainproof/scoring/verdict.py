@@ -26,6 +26,12 @@ def _p(value: float) -> str:
     return f"{value:.3g}"
 
 
+#: The purity a lot of single-kernel units must show (significantly) not to be flagged: what a site whose units
+#: are kernels sets as GRAINPROOF_MIN_PURITY, and the level `evaluate` measures the purity check at (the
+#: service's default, 0, reports purity without flagging on it).
+KERNEL_MIN_PURITY = 0.9
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScoreReading:
     """What a score says at one alpha: the single source of a verdict's flag, status, numbers and reasons."""
@@ -42,7 +48,7 @@ class ScoreReading:
     checks: tuple[str, ...]  # the checks that flagged the lot
 
 
-def read_score(score: ClaimScore, alpha: float, min_purity: float = 0.9) -> ScoreReading:
+def read_score(score: ClaimScore, alpha: float, min_purity: float = KERNEL_MIN_PURITY) -> ScoreReading:
     """The reading of a score at `alpha` that the flag, the reasons and the shown numbers all follow.
 
     Three checks can flag a lot, each calibrated at alpha: its origin and season, its variety, and its purity
@@ -84,7 +90,9 @@ def read_score(score: ClaimScore, alpha: float, min_purity: float = 0.9) -> Scor
     )
 
 
-def reasons_for(score: ClaimScore, alpha: float, reading: ScoreReading, min_purity: float = 0.9) -> tuple[str, ...]:
+def reasons_for(
+    score: ClaimScore, alpha: float, reading: ScoreReading, min_purity: float = KERNEL_MIN_PURITY
+) -> tuple[str, ...]:
     """Sentences explaining the verdict: what was declared, what fits better, which part looks wrong."""
     declared = cell_label(score.declared_origin, score.declared_season)
     reasons: list[str] = []
@@ -171,7 +179,7 @@ def make_verdict(
     alpha: float,
     model_version: str,
     alpha_source: str = "server",
-    min_purity: float = 0.9,
+    min_purity: float = KERNEL_MIN_PURITY,
     warnings: Sequence[str] = (),
 ) -> Verdict:
     """The Verdict for a scored claim: flagged when a check (origin and season, variety, purity) flags it."""

@@ -26,7 +26,7 @@ from grainproof.scoring.conformal import conformal_p_value
 from grainproof.scoring.evaluation import EvalClaim, MethodResult, far_from, neighbour_of, origin_distances, summarise
 from grainproof.scoring.peers import PeerScorer, default_peers
 from grainproof.scoring.plausibility import ClaimScore, score_claim
-from grainproof.scoring.verdict import read_score
+from grainproof.scoring.verdict import KERNEL_MIN_PURITY, read_score
 from grainproof.services.references import backbone_column, device_nuisance_factory
 from grainproof.settings import get_settings
 
@@ -196,9 +196,9 @@ def evaluate_lots(
             progress(f + 1, n_folds)
     ours_p = [score.plausibility for score in ours]
     methods = [summarise(OURS, kinds, np.asarray(ours_p), alpha)]
-    # The purity check is measured at the level a site would set (0.9) when the server does not flag on it.
+    # The purity check is measured at the level a site would set when the server does not flag on it.
     methods += _check_methods(
-        ours, kinds, alpha, (get_settings().min_purity or 0.9) if min_purity is None else min_purity
+        ours, kinds, alpha, (get_settings().min_purity or KERNEL_MIN_PURITY) if min_purity is None else min_purity
     )
     methods += [summarise(name, kinds, np.asarray(p), alpha) for name, p in peers_p.items()]
     if latent is not None:
