@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from grainproof.cli import app
 from grainproof.domain import Origin
-from grainproof.errors import ModelError
+from grainproof.errors import GrainproofError, ModelError
 from grainproof.manifest import write_manifest
 from grainproof.reference import ReferenceModel
 from grainproof.scoring.synthetic import gaussian_world
@@ -219,3 +219,22 @@ def test_verify_writes_variety_and_purity_columns_and_says_why_purity_is_missing
     by_lot = {v["lot_id"]: v for v in printed["verdicts"]}
     assert by_lot["swap0"]["likeliest_variety"] == rows["swap0"]["likeliest_variety"]
     assert {"variety_plausibility", "purity", "purity_low", "purity_high", "purity_note"} <= set(by_lot["swap0"])
+
+
+def test_a_bad_setting_stops_the_batch_with_one_error_and_writes_nothing(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grainproof.settings import get_settings
+
+    monkeypatch.setenv("GRAINPROOF_MIN_PURITY", "1.5")
+    out = files["root"] / "bad-setting.jsonl"
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["verify", str(files["model"]), str(files["claims"]), "--out", str(out)])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    # One error for the run (the CLI's entry point prints it as a sentence), not an error record per claim.
+    assert isinstance(result.exception, GrainproofError)
+    assert "GRAINPROOF_MIN_PURITY=1.5 must lie in [0, 1)" in str(result.exception)
+    assert not out.exists()

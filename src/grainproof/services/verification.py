@@ -133,6 +133,8 @@ def verify_lots(
     )
     # Units of lots embedded here, else those `grainproof embed` wrote beside the manifest (`units`).
     units = {**(units or {}), **embedded_units}
+    # Read once: a bad setting stops the batch with one error, not one per claim.
+    settings = get_settings()
     results: list[Verdict | ClaimFailure] = []
     for i, lot in enumerate(lots):
         try:
@@ -148,6 +150,7 @@ def verify_lots(
                     else lot.extra.get("backbone") or None,
                     warnings=[*photo_warnings.get(lot.lot_id, ()), *reference_overlap_warnings(model, lot, base_dir)],
                     device=lot.device,
+                    settings=settings,
                 )
             )
         except GrainproofError as exc:
