@@ -263,7 +263,8 @@ def _format_float(value: float) -> str:
 
 
 def lot_to_row(lot: LotRecord) -> dict[str, str]:
-    """A LotRecord as manifest CSV cells (coordinates keep full precision)."""
+    """A LotRecord's claim, device, photos and extra columns as manifest CSV cells (coordinates keep full
+    precision); its features are written apart by `write_manifest`, a whole vector at a time."""
     claim = lot.claim
     row = {
         "lot_id": claim.lot_id,
@@ -277,31 +278,34 @@ def lot_to_row(lot: LotRecord) -> dict[str, str]:
         "device": lot.device or "",
         "photos": ";".join(lot.photos),
     }
-    if lot.features is not None:
-        row.update({f"f_{i}": _format_float(v) for i, v in enumerate(lot.features)})
     row.update(lot.extra)
     return row
+
+
+def _feature_cells(lot: LotRecord, dims: int) -> list[str]:
+    """A lot's features as CSV cells (shortest repr that reads back to the same float), padded to `dims`."""
+    values = [] if lot.features is None else np.asarray(lot.features, dtype=np.float64).tolist()
+    return [*map(repr, values), *[""] * (dims - len(values))]
 
 
 def write_manifest(path: str | os.PathLike[str], lots: Iterable[LotRecord]) -> Path:
     """Write lots as a manifest CSV atomically (a crash never leaves half a file); returns the path."""
     path = Path(path)
+    lots = list(lots)
     rows = [lot_to_row(lot) for lot in lots]
-    dims = max((sum(1 for k in r if _FEATURE_RE.match(k)) for r in rows), default=0)
-    extra_cols: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in STANDARD_COLUMNS and not _FEATURE_RE.match(k) and k not in extra_cols:
-                extra_cols.append(k)
-    columns = [*STANDARD_COLUMNS, *extra_cols, *feature_columns(dims)]
+    dims = max((len(lot.features) for lot in lots if lot.features is not None), default=0)
+    extra_cols = list(
+        dict.fromkeys(k for r in rows for k in r if k not in STANDARD_COLUMNS and not _FEATURE_RE.match(k))
+    )
+    columns = [*STANDARD_COLUMNS, *extra_cols]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({c: r.get(c, "") for c in columns})
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow([*columns, *feature_columns(dims)])
+            for lot, r in zip(lots, rows, strict=True):
+                writer.writerow([*(r.get(c, "") for c in columns), *_feature_cells(lot, dims)])
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

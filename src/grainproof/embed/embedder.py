@@ -228,6 +228,8 @@ class Embedder:
             # memory stays flat on big manifests. Its result is keyed by the first read: a file rewritten
             # meanwhile still gets an answer (for its new content).
             waiting: dict[tuple[int, ...], list[tuple[str, PreparedPhoto, Measured]]] = {}
+            # Cache files are written by the pool, so the network never waits on the disk.
+            writes: list[Future[None]] = []
 
             def run(group: list[tuple[str, PreparedPhoto, Measured]]) -> None:
                 nonlocal done
@@ -235,7 +237,7 @@ class Embedder:
                 for (digest, _, _), embedding in zip(group, embeddings, strict=True):
                     results[digest] = embedding
                     if use_cache:
-                        self.cache.put(embedding)
+                        writes.append(pool.submit(self.cache.put, embedding))
                 done += len(group)
                 if progress is not None:
                     progress(done, total)
@@ -249,6 +251,8 @@ class Embedder:
                         run(waiting.pop(photo.pixels.shape))
             for group in waiting.values():
                 run(group)
+            for write in writes:
+                write.result()  # a cache that cannot be written is an error here, as it was inline
         return [results[h] for h in hashes]
 
     def _prepare_and_measure(self, item: tuple[str, Path]) -> tuple[str, PreparedPhoto, Measured]:
