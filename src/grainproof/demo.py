@@ -399,7 +399,8 @@ def send_intake_lots(
 
 
 def summary_rows(lots: Sequence[IntakeLot], views: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """One printable row per intake lot: declared, truth, p-values, flag and the best alternative."""
+    """One printable row per intake lot: declared, truth, p-values (the variety check's too: a swap flags on it),
+    flag and the best alternative."""
     rows = []
     for lot, view in zip(lots, views, strict=True):
         verdict = view["verdict"]
@@ -415,6 +416,7 @@ def summary_rows(lots: Sequence[IntakeLot], views: Sequence[Mapping[str, Any]]) 
                 "p": _p(verdict["plausibility"]),
                 "origin p": _p(verdict["origin_plausibility"]),
                 "season p": _p(verdict["season_plausibility"]),
+                "variety p": _p(verdict.get("variety_plausibility")),
                 "flagged": "yes" if verdict["flagged"] else "no",
                 "top alternative": best,
                 "id": view["id"],

@@ -91,6 +91,22 @@ def test_summary_shows_the_best_alternative_and_the_truth(tmp_path: Path) -> Non
     (row,) = summary_rows(far, [{"id": "v1", "verdict": verdict}])
     assert row["truth"] == "far_origin (80 2024)" and row["declared"] == "31 2024"
     assert row["top alternative"] == "80 2024 (p=0.600)" and row["p"] == "<0.001" and row["flagged"] == "yes"
+    assert row["variety p"] == "—"  # no variety check ran
+
+
+def test_summary_shows_the_variety_check_that_flags_a_swap(tmp_path: Path) -> None:
+    _, intake = split_world(_world(tmp_path), genuine_lots=1)
+    verdict = {
+        "declared_origin_unit": "31",
+        "plausibility": 0.4,
+        "origin_plausibility": 0.4,
+        "season_plausibility": 0.5,
+        "variety_plausibility": 0.012,
+        "flagged": True,
+        "alternatives": [],
+    }
+    (row,) = summary_rows(intake[:1], [{"id": "v1", "verdict": verdict}])
+    assert row["variety p"] == "0.012" and row["p"] == "0.400" and row["flagged"] == "yes"
 
 
 def test_demo_world_must_be_big_enough_for_a_reference(tmp_path: Path) -> None:
