@@ -205,6 +205,9 @@ class Verdict:
     variety_plausibility: float | None
     #: The other varieties, most likely first, each with its posterior and p-value.
     variety_alternatives: tuple[VarietyAlternative, ...]
+    #: With both the origin-and-season and the variety check: how rare the smaller of their p-values is among
+    #: genuine lots. The two flag only when it is at or below alpha too, so together they hold alpha.
+    checks_plausibility: float | None
     #: Share of the lot's kernels of the declared variety, and its interval (None without per-kernel units).
     purity: float | None
     purity_interval: tuple[float, float] | None
@@ -223,7 +226,7 @@ class Verdict:
                 raise ValueError(f"{name}={value} is outside [0, 1]")
         if self.season_plausibility is not None and not 0.0 <= self.season_plausibility <= 1.0:
             raise ValueError("season_plausibility is outside [0, 1]")
-        for name in ("admixture", "variety_plausibility", "purity"):
+        for name in ("admixture", "variety_plausibility", "checks_plausibility", "purity"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value} is outside [0, 1]")

@@ -597,7 +597,11 @@ def test_queue_filters_by_the_check_that_flagged_the_lot(desk: Any) -> None:
     assert response.status_code == 201, response.text
     swap = response.json()
     assert "variety" in swap["verdict"]["flagged_checks"], swap["verdict"]
+    # Two checks ran, so the verdict also says how rare their smaller p-value is, and it is at or below alpha.
+    assert swap["verdict"]["checks_plausibility"] <= swap["verdict"]["alpha"]
     _login(service)
+    page = service.client.get(f"/desk/lots/{swap['id']}").text
+    assert "Origin and variety checks together" in page
     by_variety = service.client.get("/desk/", params={"check": "variety", "status": "all"}).text
     assert "desk-swap" in by_variety and "desk-far" not in by_variety
     assert "desk-far" in service.client.get("/desk/", params={"check": "origin_season", "status": "all"}).text

@@ -15,6 +15,7 @@ from grainproof.reference.calibration_groups import calibration_groups
 from grainproof.reference.cells import estimate_prior_dof
 from grainproof.scoring.plausibility import score_claim
 from grainproof.scoring.synthetic import gaussian_world
+from grainproof.scoring.verdict import make_verdict
 
 
 def _lot(lot_id: str, species: str, variety: str, origin: str, x: np.ndarray, device: str | None = None) -> LotRecord:
@@ -134,6 +135,33 @@ def test_p_values_are_uniform_on_genuine_lots_at_several_alphas_and_dimensions(d
         spread = np.sqrt(alpha * (1 - alpha))
         tolerance = 3 * spread / np.sqrt(len(p)) + 3 * spread / np.sqrt(n_reference)
         assert abs(np.mean(p <= alpha) - alpha) <= tolerance, (alpha, np.mean(p <= alpha))
+
+
+def test_the_origin_and_variety_checks_together_flag_genuine_lots_at_alpha_not_twice() -> None:
+    # Each check alone is calibrated at alpha; flagging on either would flag genuine lots up to 2 alpha (they are
+    # nearly independent here). A verdict flags on them together (checks_plausibility): alpha across both.
+    world = gaussian_world(dim=8, varieties=3, origins=5, seasons=3, origin_scale=0.8, season_scale=0.6, seed=7)
+    n_reference = 1500
+    model = fit_reference_model(world.lots(n_reference, seed=21, prefix="r"), seed=0)
+    scores = [
+        score_claim(
+            model,
+            species=lot.claim.species,
+            variety=lot.claim.variety,
+            origin_unit=lot.claim.origin.region or "",
+            season=lot.claim.season,
+            vector=np.asarray(lot.features),
+        )
+        for lot in world.lots(1500, seed=2, prefix="g")
+    ]
+    assert all(s.checks_plausibility is not None and s.variety_plausibility is not None for s in scores)
+    for alpha in (0.1, 0.2):
+        spread = np.sqrt(alpha * (1 - alpha))
+        tolerance = 3 * spread / np.sqrt(len(scores)) + 3 * spread / np.sqrt(n_reference)
+        either = np.mean([s.plausibility <= alpha or (s.variety_plausibility or 1.0) <= alpha for s in scores])
+        flagged = np.mean([make_verdict(s, lot_id="g", alpha=alpha, model_version="v").flagged for s in scores])
+        assert either > alpha + tolerance, (alpha, either)  # what flagging on each check alone would do
+        assert abs(flagged - alpha) <= tolerance, (alpha, flagged)
 
 
 @settings(max_examples=25, deadline=None)

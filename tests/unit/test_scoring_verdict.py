@@ -27,6 +27,7 @@ def claim_scores(draw: st.DrawFn) -> ClaimScore:
     )
     share = draw(st.none() | st.tuples(probability, probability, probability))
     variety_p = draw(st.none() | probability)
+    checks_p = draw(st.none() | probability) if variety_p is not None and calibration_lots else None
     foreign_draw = draw(st.none() | st.tuples(probability, probability, probability))
     foreign = None
     if foreign_draw is not None:
@@ -55,6 +56,7 @@ def claim_scores(draw: st.DrawFn) -> ClaimScore:
             VarietyAlternative(variety=f"v{i}", probability=draw(probability), p_value=q)
             for i, q in enumerate(draw(st.lists(probability, max_size=3)))
         ),
+        checks_plausibility=checks_p,
         foreign_kernels=foreign,
         nearest_reference_lots=(),
         calibration_lots=calibration_lots,
@@ -71,19 +73,27 @@ def test_a_verdicts_reasons_and_numbers_never_contradict_its_flag(score: ClaimSc
     verdict = make_verdict(score, lot_id="L", alpha=alpha, model_version="v")
     text = " ".join(verdict.reasons)
     assert verdict.flagged == (verdict.status == "flagged") == bool(verdict.flagged_checks)
-    # Each check flags exactly when its own number says so, and says why.
-    assert ("origin_season" in verdict.flagged_checks) == (score.calibration_lots > 0 and score.plausibility <= alpha)
-    variety_wrong = score.variety_plausibility is not None and score.variety_plausibility <= alpha
-    assert ("variety" in verdict.flagged_checks) == variety_wrong == ("as declared (p=" in text)
+    # Each check flags exactly when its own number says so and, with two checks, their smaller p-value is as rare
+    # as alpha among genuine lots too; and says why.
+    together = score.checks_plausibility is None or score.checks_plausibility <= alpha
+    origin_low = score.calibration_lots > 0 and score.plausibility <= alpha
+    variety_low = score.variety_plausibility is not None and score.variety_plausibility <= alpha
+    assert ("origin_season" in verdict.flagged_checks) == (origin_low and together)
+    assert ("variety" in verdict.flagged_checks) == (variety_low and together) == ("as declared (p=" in text)
+    assert verdict.checks_plausibility == score.checks_plausibility
+    # A check low on its own but held back by the two together says so, and only then.
+    if "is not flagged at alpha" in text:
+        assert verdict.status == "plausible" and (origin_low or variety_low) and not together
     impure = verdict.purity_interval is not None and verdict.purity_interval[1] < 0.9
     assert ("purity" in verdict.flagged_checks) == impure == ("purity is below" in text)
     if verdict.purity is not None:
         assert verdict.purity_interval is not None
         assert verdict.purity_interval[0] <= verdict.purity <= verdict.purity_interval[1]
     # "plausible" only when the reference could have flagged it and did not.
-    assert ("is plausible" in text) == (verdict.status == "plausible")
-    if verdict.status == "plausible":
+    assert ("is plausible" in text or "is not flagged at alpha" in text) == (verdict.status == "plausible")
+    if "is plausible" in text:
         assert score.plausibility > alpha >= score.min_reachable_p
+        assert not variety_low
     if "cannot be flagged" in text:
         assert verdict.status == "cannot_flag" and verdict.low_confidence and score.min_reachable_p > alpha
     if verdict.status == "uncalibrated":
@@ -124,6 +134,7 @@ def test_a_reference_too_small_to_reach_alpha_never_says_plausible() -> None:
         variety_plausibility=None,
         variety_calibration_lots=0,
         variety_alternatives=(),
+        checks_plausibility=None,
         foreign_kernels=None,
         nearest_reference_lots=(),
         calibration_lots=31,

@@ -283,6 +283,16 @@ class Verdict(Struct, forbid_unknown_fields=True, kw_only=True):
         | None
     ) = None
     variety_alternatives: list[VarietyAlternative] = []
+    checks_plausibility: (
+        Annotated[
+            Probability,
+            Meta(
+                description="With both the origin-and-season and the variety check: how rare the smaller of their "
+                "p-values is among genuine lots; they flag only when this is at or below alpha too."
+            ),
+        ]
+        | None
+    ) = None
     purity: (
         Annotated[Probability, Meta(description="Share of kernels of the declared variety (needs photos or units).")]
         | None

@@ -258,7 +258,8 @@ def _write_verdict_csv(
 
     header = [
         "lot_id", "status", "flagged", "plausibility", "origin_plausibility", "season_plausibility",
-        "variety_plausibility", "likeliest_variety", "likeliest_variety_p", "purity", "purity_low", "purity_high",
+        "variety_plausibility", "likeliest_variety", "likeliest_variety_p", "checks_plausibility", "purity",
+        "purity_low", "purity_high",
         "purity_note", "flagged_checks", "reason",
     ]  # fmt: skip
     if flags_fdr is not None:

@@ -157,6 +157,7 @@ class SpeciesReference:
     unit_densities: ClassDensities | None = None
     _partitions: dict[int, CalibrationGroups] = field(default_factory=dict)
     _groups: dict[int, dict[int, list[np.ndarray]]] = field(default_factory=dict)
+    _smallest: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     _whitened: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
@@ -191,6 +192,7 @@ class SpeciesReference:
             self._fit_all(options)
         self._partitions.clear()
         self._groups.clear()
+        self._smallest.clear()
         self._whitened.clear()
         return self
 
@@ -251,6 +253,33 @@ class SpeciesReference:
             self._groups[kind] = by_group
         empty = [np.zeros(0) for _ in range(self.fold_counts.shape[0])]
         return self._groups[kind].get(group, empty)
+
+    def lot_p_values(self, kind: int, options: ModelOptions) -> np.ndarray:
+        """(n,) each calibration lot's p-value of a kind among the other lots of its calibration group, as a
+        claim's would be: (1 + #{others at least as nonconforming}) / (group size); NaN without a finite score."""
+        partition = self.partition(kind, options)
+        scores = self.calibration[:, kind]
+        out = np.full(len(scores), np.nan)
+        for group in np.unique(partition.lot_group[partition.lot_group >= 0]).tolist():
+            rows = np.flatnonzero(partition.lot_group == group)
+            ranked = np.sort(scores[rows])
+            out[rows] = (len(rows) - np.searchsorted(ranked, scores[rows], side="left")) / len(rows)
+        return out
+
+    def smallest_check_p(self, kind: int, options: ModelOptions, *, stratum: int, variety: int) -> np.ndarray:
+        """Sorted smallest check p-values (origin and season `kind`, and variety) of the genuine calibration lots
+        in the group the declaration maps to: what a verdict's own smallest p-value is ranked among, so that
+        running two checks flags genuine lots at alpha, not at up to twice alpha. Empty for one variety."""
+        partition = self.partition(kind, options)
+        if kind not in self._smallest:
+            own, of_variety = self.lot_p_values(kind, options), self.lot_p_values(VARIETY, options)
+            both = np.isfinite(own) & np.isfinite(of_variety) & (partition.lot_group >= 0)
+            smallest = np.minimum(own, of_variety)
+            self._smallest[kind] = {
+                group: np.sort(smallest[both & (partition.lot_group == group)])
+                for group in np.unique(partition.lot_group[both]).tolist()
+            }
+        return self._smallest[kind].get(partition.group_of(stratum, variety), np.zeros(0))
 
     def whitened_lots(self, variety: int) -> tuple[np.ndarray, np.ndarray]:
         """Positions of a variety's reference lots and their whitened coordinates (cached), for nearest lots."""
@@ -1006,6 +1035,7 @@ def fit_reference_arrays(
         del z
         ref._partitions.clear()
         ref._groups.clear()
+        ref._smallest.clear()
         species_models[name] = ref
         step += 1
         if progress:

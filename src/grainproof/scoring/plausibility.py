@@ -62,6 +62,10 @@ class ClaimScore:
     variety_plausibility: float | None
     variety_calibration_lots: int
     variety_alternatives: tuple[VarietyAlternative, ...]
+    #: With both the origin-and-season and the variety check: the p-value of the smaller of their two p-values,
+    #: ranked among genuine calibration lots' smaller p-values. A verdict flags on it, so its false-alarm rate
+    #: is alpha across the two checks, not up to twice alpha. None with one check (a species of one variety).
+    checks_plausibility: float | None
     foreign_kernels: ShareEstimate | None
     nearest_reference_lots: tuple[NearestReference, ...]
     #: Genuine calibration lots the joint p-value is ranked among, and the smallest p-value they allow.
@@ -275,6 +279,11 @@ def score_claim(
     )
     nearest = nearest_reference_lots(ref, variety_index, z[0], n_nearest)
     variety_p, variety_lots, variety_alternatives = _variety_check(ref, z, variety_index, options, stratum)
+    checks_p = None
+    if variety_p is not None and calibration_lots:
+        smallest = ref.smallest_check_p(ORIGIN if undated else JOINT, options, stratum=stratum, variety=variety_index)
+        if len(smallest):
+            checks_p = _smallest_p(smallest, min(joint_p, variety_p))
     foreign = _foreign_kernels(ref, variety_index, units)
     if unit_vectors is None and ref.unit_densities is not None:
         warnings.append(PURITY_NEEDS_UNITS)
@@ -294,6 +303,7 @@ def score_claim(
         variety_plausibility=variety_p,
         variety_calibration_lots=variety_lots,
         variety_alternatives=variety_alternatives,
+        checks_plausibility=checks_p,
         foreign_kernels=foreign,
         nearest_reference_lots=nearest,
         calibration_lots=calibration_lots,
@@ -397,6 +407,13 @@ def _p(calibration: list[np.ndarray], scores: np.ndarray, folds: list[int]) -> f
     at_least = sum(float(conformal_p_value(cal, s)) * (len(cal) + 1) - 1 for cal, s in zip(used, scores, strict=True))
     total = sum(len(cal) for cal in used)
     return float((1.0 + at_least) / (total + 1.0))
+
+
+def _smallest_p(calibration_sorted: np.ndarray, smallest: float) -> float:
+    """(1 + #{calibration lots whose smallest check p-value is at most the lot's}) / (n + 1): a conformal p-value
+    whose statistic is the smallest p-value, so small values count as nonconforming."""
+    at_most = int(np.searchsorted(calibration_sorted, smallest, side="right"))
+    return float((1.0 + at_most) / (len(calibration_sorted) + 1.0))
 
 
 def _clip(value: float) -> float:

@@ -46,16 +46,27 @@ class ScoreReading:
     variety_wrong: bool  # the kernels are significantly unlike the declared variety
     impure: bool  # significantly fewer kernels of the declared variety than the required purity
     checks: tuple[str, ...]  # the checks that flagged the lot
+    #: Checks whose own p-value is at or below alpha but that do not flag: with two checks run, genuine lots show
+    #: a smallest p-value that low more often than alpha (the score's checks_plausibility is above alpha).
+    held_back: tuple[str, ...] = ()
 
 
 def read_score(score: ClaimScore, alpha: float, min_purity: float = KERNEL_MIN_PURITY) -> ScoreReading:
     """The reading of a score at `alpha` that the flag, the reasons and the shown numbers all follow.
 
-    Three checks can flag a lot, each calibrated at alpha: its origin and season, its variety, and its purity
-    (the share of kernels of the declared variety, flagged when its interval lies wholly below `min_purity`).
+    Three checks can flag a lot: its origin and season, its variety, and its purity (the share of kernels of the
+    declared variety, flagged when its interval lies wholly below `min_purity`). The first two flag when their
+    p-value is at or below alpha and, when both ran, the smaller of the two is as rare as alpha among genuine
+    lots (`checks_plausibility`): so together they flag genuine lots at alpha, not up to twice alpha.
     """
-    origin_flagged = score.calibration_lots > 0 and score.plausibility <= alpha
-    variety_wrong = score.variety_plausibility is not None and score.variety_plausibility <= alpha
+    origin_low = score.calibration_lots > 0 and score.plausibility <= alpha
+    variety_low = score.variety_plausibility is not None and score.variety_plausibility <= alpha
+    together = score.checks_plausibility is None or score.checks_plausibility <= alpha
+    origin_flagged = origin_low and together
+    variety_wrong = variety_low and together
+    held_back = tuple(
+        name for name, low in (("origin_season", origin_low), ("variety", variety_low)) if low and not together
+    )
     foreign = score.foreign_kernels
     impure = foreign is not None and 1.0 - foreign.low < min_purity
     checks = tuple(
@@ -87,6 +98,7 @@ def read_score(score: ClaimScore, alpha: float, min_purity: float = KERNEL_MIN_P
         variety_wrong=variety_wrong,
         impure=impure,
         checks=checks,
+        held_back=held_back,
     )
 
 
@@ -107,6 +119,8 @@ def reasons_for(
             f"lots calibrate this variety, so no p-value can fall below {_p(score.min_reachable_p)} "
             f"(p={_p(score.plausibility)}). Add reference lots of the variety before trusting this verdict."
         )
+    elif reading.status == "plausible" and reading.held_back:
+        reasons.append(_held_back_reason(score, alpha, reading.held_back, declared))
     elif reading.status == "plausible":
         reasons.append(f"Declared {declared} is plausible (p={_p(score.plausibility)}, above alpha={alpha:g}).")
     elif "origin_season" not in reading.checks:
@@ -172,6 +186,20 @@ def reasons_for(
     return tuple(reasons)
 
 
+def _held_back_reason(score: ClaimScore, alpha: float, held_back: Sequence[str], declared: str) -> str:
+    """Why a check whose own p-value is at or below alpha did not flag the lot."""
+    named = {
+        "origin_season": f"its origin and season (p={_p(score.plausibility)})",
+        "variety": f"its variety {score.declared_variety} (p={_p(score.variety_plausibility or 0.0)})",
+    }
+    return (
+        f"Declared {declared} is not flagged at alpha={alpha:g}, although the check of "
+        f"{' and of '.join(named[c] for c in held_back)} alone is at or below it: two checks ran (origin and "
+        f"season, variety), and genuine reference lots show a smallest p-value this low more often than alpha "
+        f"(p={_p(score.checks_plausibility or 1.0)} across the checks)."
+    )
+
+
 def make_verdict(
     score: ClaimScore,
     *,
@@ -210,6 +238,7 @@ def make_verdict(
         else None,
         variety_plausibility=score.variety_plausibility,
         variety_alternatives=score.variety_alternatives,
+        checks_plausibility=score.checks_plausibility,
         purity=1.0 - foreign.share if foreign is not None else None,
         purity_interval=(1.0 - foreign.high, 1.0 - foreign.low) if foreign is not None else None,
         flagged_checks=reading.checks,

@@ -36,8 +36,8 @@ VARIETY_CHECK = "grainproof, variety check"
 #: The purity check alone: flagged when the interval of the share of kernels of the declared variety lies below
 #: the required purity; ranked by the interval's upper end. Only with per-kernel units.
 PURITY_CHECK = "grainproof, purity check"
-#: The verdict as a user sees it: flagged when any check (origin and season, variety, purity) flags the lot;
-#: ranked by the smaller of the origin-and-season and variety p-values.
+#: The verdict as a user sees it: flagged when a check flags the lot (origin and season and variety together at
+#: alpha, `checks_plausibility`; purity on its own); ranked by the two checks together.
 VERDICT = "grainproof, any check (verdict)"
 ORACLE = "oracle_latent"
 #: The variety check on the simulator's latent traits: what the check gives when the vectors carry the traits.
@@ -234,10 +234,14 @@ def _check_methods(
         purity_high = np.array([1.0 if s.foreign_kernels is None else 1.0 - s.foreign_kernels.low for s in scores])
         impure = np.array(["purity" in c for c in checks])
         methods.append(summarise(PURITY_CHECK, kinds, purity_high, alpha, flagged=impure))
-    joint = np.array([s.plausibility for s in scores])
-    methods.append(
-        summarise(VERDICT, kinds, np.minimum(joint, variety_p), alpha, flagged=np.array([bool(c) for c in checks]))
+    # Ranked by what the verdict flags on: the two checks together where both ran, else the one that did.
+    together = np.array(
+        [
+            s.checks_plausibility if s.checks_plausibility is not None else min(s.plausibility, v)
+            for s, v in zip(scores, variety_p, strict=True)
+        ]
     )
+    methods.append(summarise(VERDICT, kinds, together, alpha, flagged=np.array([bool(c) for c in checks])))
     return methods
 
 

@@ -213,6 +213,7 @@ def variety_columns(verdict: Verdict, declared_variety: str, model: ReferenceMod
         "variety_plausibility": declared_p,
         "likeliest_variety": likeliest,
         "likeliest_variety_p": likeliest_p,
+        "checks_plausibility": verdict.checks_plausibility,
         "purity": verdict.purity,
         "purity_low": low,
         "purity_high": high,
