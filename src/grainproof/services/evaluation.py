@@ -36,8 +36,8 @@ VARIETY_CHECK = "grainproof, variety check"
 #: The purity check alone: flagged when the interval of the share of kernels of the declared variety lies below
 #: the required purity; ranked by the interval's upper end. Only with per-kernel units.
 PURITY_CHECK = "grainproof, purity check"
-#: The verdict as a user sees it: flagged when a check flags the lot (origin and season and variety together at
-#: alpha, `checks_plausibility`; purity on its own); ranked by the two checks together.
+#: The verdict as the service gives it: flagged when a check flags the lot (origin and season and variety together
+#: at alpha, `checks_plausibility`; purity only where GRAINPROOF_MIN_PURITY is set); ranked by the two together.
 VERDICT = "grainproof, any check (verdict)"
 ORACLE = "oracle_latent"
 #: The variety check on the simulator's latent traits: what the check gives when the vectors carry the traits.
@@ -116,7 +116,8 @@ def evaluate_lots(
 
     `units` (lot_id -> per-kernel unit vectors, as `grainproof embed` writes beside its output) give the
     references their kernel-level variety classes and the scored lots their purity; `min_purity` is the purity
-    the purity check requires (default: GRAINPROOF_MIN_PURITY).
+    the verdict requires (default: GRAINPROOF_MIN_PURITY, 0: reported, never flagged); the purity check's own row
+    is measured at it, or at KERNEL_MIN_PURITY when it is 0.
     """
     if group_by not in GROUP_BY:
         raise ClaimError(f"--group-by {group_by!r} is not one of {', '.join(GROUP_BY)}.")
@@ -197,9 +198,8 @@ def evaluate_lots(
     ours_p = [score.plausibility for score in ours]
     methods = [summarise(OURS, kinds, np.asarray(ours_p), alpha)]
     # The purity check is measured at the level a site would set when the server does not flag on it.
-    methods += _check_methods(
-        ours, kinds, alpha, (get_settings().min_purity or KERNEL_MIN_PURITY) if min_purity is None else min_purity
-    )
+    verdict_purity = get_settings().min_purity if min_purity is None else min_purity
+    methods += _check_methods(ours, kinds, alpha, verdict_purity or KERNEL_MIN_PURITY, verdict_purity)
     methods += [summarise(name, kinds, np.asarray(p), alpha) for name, p in peers_p.items()]
     if latent is not None:
         methods.append(summarise(ORACLE, kinds, np.array([score.plausibility for score in oracle]), alpha))
@@ -224,15 +224,16 @@ def evaluate_lots(
 
 
 def _check_methods(
-    scores: Sequence[ClaimScore], kinds: Sequence[str], alpha: float, min_purity: float
+    scores: Sequence[ClaimScore], kinds: Sequence[str], alpha: float, purity_level: float, verdict_purity: float
 ) -> list[MethodResult]:
-    """The variety check, the purity check (when some lots had units) and the verdict, each over every claim."""
+    """The variety check, the purity check at `purity_level` (when some lots had units) and the verdict as the
+    service gives it (purity flagging at `verdict_purity`, never at 0), each over every claim."""
     variety_p = np.array([1.0 if s.variety_plausibility is None else s.variety_plausibility for s in scores])
-    checks = [read_score(s, alpha, min_purity).checks for s in scores]
+    checks = [read_score(s, alpha, verdict_purity).checks for s in scores]
     methods = [summarise(VARIETY_CHECK, kinds, variety_p, alpha)]
     if any(s.foreign_kernels is not None for s in scores):
         purity_high = np.array([1.0 if s.foreign_kernels is None else 1.0 - s.foreign_kernels.low for s in scores])
-        impure = np.array(["purity" in c for c in checks])
+        impure = np.array(["purity" in read_score(s, alpha, purity_level).checks for s in scores])
         methods.append(summarise(PURITY_CHECK, kinds, purity_high, alpha, flagged=impure))
     # Ranked by what the verdict flags on: the two checks together where both ran, else the one that did.
     together = np.array(
