@@ -210,6 +210,7 @@ def test_verify_writes_variety_and_purity_columns_and_says_why_purity_is_missing
     for lot in swapped:
         row = rows[lot.lot_id]
         assert "variety" in row["flagged_checks"].split(";") and float(row["variety_plausibility"]) <= 0.05
+        assert float(row["checks_plausibility"]) <= 0.05  # the two checks together flag it too
         assert row["likeliest_variety"] not in ("", lot.claim.variety)
     printed = json.loads(
         runner.invoke(
@@ -218,7 +219,9 @@ def test_verify_writes_variety_and_purity_columns_and_says_why_purity_is_missing
     )
     by_lot = {v["lot_id"]: v for v in printed["verdicts"]}
     assert by_lot["swap0"]["likeliest_variety"] == rows["swap0"]["likeliest_variety"]
-    assert {"variety_plausibility", "purity", "purity_low", "purity_high", "purity_note"} <= set(by_lot["swap0"])
+    assert {"variety_plausibility", "checks_plausibility", "purity", "purity_low", "purity_high", "purity_note"} <= set(
+        by_lot["swap0"]
+    )
 
 
 def test_a_bad_setting_stops_the_batch_with_one_error_and_writes_nothing(
