@@ -399,8 +399,8 @@ def send_intake_lots(
 
 
 def summary_rows(lots: Sequence[IntakeLot], views: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """One printable row per intake lot: declared, truth, p-values (the variety check's too: a swap flags on it),
-    flag and the best alternative."""
+    """One printable row per intake lot: declared, truth, p-values (the variety check's, and the two checks'
+    together, which a flag also needs), flag and the best alternative."""
     rows = []
     for lot, view in zip(lots, views, strict=True):
         verdict = view["verdict"]
@@ -417,6 +417,7 @@ def summary_rows(lots: Sequence[IntakeLot], views: Sequence[Mapping[str, Any]]) 
                 "origin p": _p(verdict["origin_plausibility"]),
                 "season p": _p(verdict["season_plausibility"]),
                 "variety p": _p(verdict.get("variety_plausibility")),
+                "together p": _p(verdict.get("checks_plausibility")),
                 "flagged": "yes" if verdict["flagged"] else "no",
                 "top alternative": best,
                 "id": view["id"],

@@ -102,11 +102,12 @@ def test_summary_shows_the_variety_check_that_flags_a_swap(tmp_path: Path) -> No
         "origin_plausibility": 0.4,
         "season_plausibility": 0.5,
         "variety_plausibility": 0.012,
+        "checks_plausibility": 0.024,
         "flagged": True,
         "alternatives": [],
     }
     (row,) = summary_rows(intake[:1], [{"id": "v1", "verdict": verdict}])
-    assert row["variety p"] == "0.012" and row["p"] == "0.400" and row["flagged"] == "yes"
+    assert row["variety p"] == "0.012" and row["together p"] == "0.024" and row["flagged"] == "yes"
 
 
 def test_demo_world_must_be_big_enough_for_a_reference(tmp_path: Path) -> None:

@@ -186,7 +186,9 @@ def _print_summary(
 ) -> None:
     """The verdicts table and how many false and genuine declarations were flagged."""
     table = Table(title=f"Verdicts on {len(rows)} intake lots (reference model {model['version']})")
-    columns = ("lot", "declared", "truth", "p", "origin p", "season p", "variety p", "flagged", "top alternative")
+    columns = (
+        "lot", "declared", "truth", "p", "origin p", "season p", "variety p", "together p", "flagged", "top alternative"
+    )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="right" if column.endswith("p") else "left")
     for row in rows:
