@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,3 +141,33 @@ def test_evaluation_reports_variety_swaps_and_cuts_beside_the_origin_kinds() -> 
     # Without units the purity check is left out rather than reported empty.
     plain = evaluate_lots(lots, folds=3, alpha=0.05, group_by="device", with_peers=False)
     assert PURITY_CHECK not in {m.method for m in plain.methods}
+
+
+def test_evaluation_draws_false_alarms_and_detection_against_alpha(tmp_path: Path) -> None:
+    from grainproof.errors import GrainproofError
+    from grainproof.scoring.evaluation import CURVE_ALPHAS
+    from grainproof.services.evaluation import OURS, VARIETY_CHECK, VERDICT
+    from grainproof.services.evaluation_plot import evaluation_plot, genuine_band
+
+    world = gaussian_world(dim=6, varieties=2, origins=5, origin_scale=0.8, seasons=2, devices=4, seed=11)
+    report = evaluate_lots(world.lots(240, seed=1), folds=3, alpha=0.05, group_by="device", with_peers=False)
+    methods = {m.method: m for m in report.methods}
+    level = CURVE_ALPHAS.index(0.05)
+    for name in (OURS, VARIETY_CHECK, VERDICT):
+        curves = methods[name].curves
+        assert set(curves) == {"genuine", *methods[name].kinds}
+        # The curve says at 0.05 what the table says, and a higher alpha never flags fewer claims.
+        assert curves["genuine"][level] == pytest.approx(methods[name].false_alarm)
+        for kind, rates in curves.items():
+            assert all(a <= b for a, b in itertools.pairwise(rates)), (name, kind)
+            if kind != "genuine":
+                assert rates[level] == pytest.approx(methods[name].kinds[kind].detection)
+    assert report.as_dict()["methods"][OURS]["curves"]["alpha"] == list(CURVE_ALPHAS)  # type: ignore[index]
+    low, high = genuine_band(200, np.asarray(CURVE_ALPHAS))
+    assert np.all(low <= np.asarray(CURVE_ALPHAS)) and np.all(np.asarray(CURVE_ALPHAS) <= high)
+    out = evaluation_plot(report, tmp_path / "plots" / "evaluation.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    assert b"<svg" in evaluation_plot(report, tmp_path / "evaluation.svg").read_bytes()[:400]
+    with pytest.raises(GrainproofError, match=r"\.png or \.svg"):
+        evaluation_plot(report, tmp_path / "evaluation.jpg")
+    assert not list(tmp_path.glob("**/.*tmp*"))  # nothing half-written left behind

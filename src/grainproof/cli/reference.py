@@ -297,6 +297,9 @@ def evaluate(
     ),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Also score the peer methods."),
     seed: int = typer.Option(0, "--seed", help="Seed for folds and derived false claims."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Also draw false alarms and detection against alpha to this .png or .svg file."
+    ),
     as_json: bool = json_option(),
 ) -> None:
     """Cross-validate the scoring on labelled lots: AUROC, detection and false-alarm rate per fraud kind.
@@ -308,6 +311,8 @@ def evaluate(
     from grainproof.services.evaluation import evaluate_lots, read_latent_traits
     from grainproof.services.origins import load_regions
 
+    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
+        raise GrainproofError(f"--plot {plot}: use a .png or .svg file name.")
     lots = read_manifest(manifest, check_photos=False)
     regions = load_regions(region_set)
     adjacency = {c: regions.neighbours(c) for c in regions.codes} if regions is not None else None
@@ -329,6 +334,10 @@ def evaluate(
             progress=update,
             units=units,
         )
+    if plot is not None:
+        from grainproof.services.evaluation_plot import evaluation_plot
+
+        err_console.print(f"drew false alarms and detection against alpha to {evaluation_plot(report, plot)}")
     if as_json:
         print_json(report.as_dict())
         return

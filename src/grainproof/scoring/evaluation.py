@@ -9,7 +9,7 @@ a lot cut with another variety declared as its main variety.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -109,13 +109,35 @@ class MethodResult:
     n_genuine: int
     false_alarm: float
     kinds: dict[str, KindResult]
+    #: Share of claims of each kind ("genuine": the false-alarm rate) flagged at each level of CURVE_ALPHAS, for
+    #: a method whose scores are p-values; empty for a flag rule that is not one (the purity check, the verdict).
+    curves: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "n_genuine": self.n_genuine,
             "false_alarm": self.false_alarm,
             "kinds": {k: {"n": r.n, "auroc": r.auroc, "detection": r.detection} for k, r in self.kinds.items()},
+            "curves": {"alpha": list(CURVE_ALPHAS), **{k: list(v) for k, v in self.curves.items()}}
+            if self.curves
+            else {},
         }
+
+
+#: The levels `evaluate` also reports every p-value method's false-alarm and detection rates at, so a realised
+#: rate can be read against its alpha over the whole range (`grainproof evaluate --plot`).
+CURVE_ALPHAS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def rate_curves(kinds: Sequence[str], p_values: np.ndarray) -> dict[str, tuple[float, ...]]:
+    """Per kind, the share of its claims with p <= alpha at each level of CURVE_ALPHAS."""
+    kinds_arr = np.asarray(kinds)
+    p = np.asarray(p_values, dtype=float)
+    levels = np.asarray(CURVE_ALPHAS)
+    return {
+        str(kind): tuple(float(v) for v in (p[kinds_arr == kind][:, None] <= levels[None, :]).mean(axis=0))
+        for kind in sorted(set(kinds_arr.tolist()))
+    }
 
 
 def summarise(
@@ -143,4 +165,5 @@ def summarise(
         n_genuine=len(genuine),
         false_alarm=float(np.mean(hit[is_genuine])) if len(genuine) else float("nan"),
         kinds=results,
+        curves=rate_curves(kinds, p) if flagged is None else {},
     )

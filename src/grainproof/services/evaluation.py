@@ -23,7 +23,15 @@ from grainproof.progress import ProgressCallback
 from grainproof.reference import ModelOptions, ReferenceModel, fit_reference_model
 from grainproof.reference.space import NETWORK_ONLY
 from grainproof.scoring.conformal import conformal_p_value
-from grainproof.scoring.evaluation import EvalClaim, MethodResult, far_from, neighbour_of, origin_distances, summarise
+from grainproof.scoring.evaluation import (
+    CURVE_ALPHAS,
+    EvalClaim,
+    MethodResult,
+    far_from,
+    neighbour_of,
+    origin_distances,
+    summarise,
+)
 from grainproof.scoring.peers import PeerScorer, default_peers
 from grainproof.scoring.plausibility import ClaimScore, score_claim
 from grainproof.scoring.verdict import KERNEL_MIN_PURITY, read_score
@@ -242,7 +250,14 @@ def _check_methods(
             for s, v in zip(scores, variety_p, strict=True)
         ]
     )
-    methods.append(summarise(VERDICT, kinds, together, alpha, flagged=np.array([bool(c) for c in checks])))
+    verdict = summarise(VERDICT, kinds, together, alpha, flagged=np.array([bool(c) for c in checks]))
+    # The verdict's own rule read at every level, so its realised false-alarm rate can be set against alpha.
+    kinds_arr = np.asarray(kinds)
+    at_level = np.array(
+        [[bool(read_score(s, level, verdict_purity).checks) for level in CURVE_ALPHAS] for s in scores]
+    ).reshape(len(scores), len(CURVE_ALPHAS))
+    curves = {str(k): tuple(float(v) for v in at_level[kinds_arr == k].mean(axis=0)) for k in sorted(set(kinds))}
+    methods.append(replace(verdict, curves=curves))
     return methods
 
 
