@@ -126,6 +126,12 @@ def test_evaluate_reports_ours_and_every_peer_by_fraud_kind(files: dict[str, Pat
     assert ours["kinds"]["neighbour_origin"]["auroc"] > 0.8
 
 
+def test_evaluate_refuses_a_plot_it_cannot_draw_before_any_work(files: dict[str, Path], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["evaluate", str(files["reference"]), "--plot", str(tmp_path / "curves.jpg")])
+    assert result.exit_code != 0 and ".png or .svg" in str(result.exception or result.output)
+    assert "cross-validating" not in result.output and not (tmp_path / "curves.jpg").exists()
+
+
 def test_one_bad_claim_gets_an_error_record_and_the_batch_goes_on(files: dict[str, Path]) -> None:
     # An unknown variety on one claim of many used to end `verify` with exit 2 and no output file at all.
     lots = WORLD.lots(12, seed=7, prefix="day")
