@@ -274,7 +274,8 @@ def score_claim(
         labels_s,
     )
     nearest = nearest_reference_lots(ref, variety_index, z[0], n_nearest)
-    variety_p, variety_lots, variety_alternatives = _variety_check(ref, z, variety_index, options, stratum)
+    variety_z = ref.variety_space.transform(raw[None, :])
+    variety_p, variety_lots, variety_alternatives = _variety_check(ref, variety_z, variety_index, options, stratum)
     foreign = _foreign_kernels(ref, variety_index, units)
     if unit_vectors is None and ref.unit_densities is not None:
         warnings.append(PURITY_NEEDS_UNITS)
@@ -308,7 +309,8 @@ def score_claim(
 def _variety_check(
     ref: SpeciesReference, z: np.ndarray, declared: int, options: ModelOptions, stratum: int
 ) -> tuple[float | None, int, tuple[VarietyAlternative, ...]]:
-    """The declared variety's p-value, its calibration lots, and the other varieties (posterior, p-value)."""
+    """The declared variety's p-value, its calibration lots, and the other varieties (posterior, p-value), from
+    the lot's coordinates z (1, kv) in the variety space."""
     if ref.variety_densities is None:
         return None, 0, ()
     n_v = len(ref.varieties)
