@@ -12,6 +12,7 @@ import pytest
 
 from grainproof.errors import ClaimError, ModelError
 from grainproof.reference import ModelOptions, ReferenceModel, fit_reduced_space, fit_reference_model
+from grainproof.reference.calibration import VARIETY
 from grainproof.reference.space import affine_map_of, separation_weights
 from grainproof.scoring.plausibility import score_claim
 from grainproof.scoring.synthetic import gaussian_world
@@ -371,3 +372,108 @@ def test_a_feature_that_tells_phones_apart_earns_no_weight_for_the_cells_they_ph
     assert weights[0] == 1.0 and weights[1] > 10.0 and np.all(weights[2:] == 1.0)
     assert separation_weights(standard, cells, None)[0] > 10.0  # phones unknown: it looks like a cell feature
     assert np.all(separation_weights(standard[::15], cells[::15], phones[::15]) == 1.0)  # 1 lot per cell
+
+
+def _thin_cell_world(n: int, seed: int) -> list:
+    """Lots like photo embeddings: 120 features whose variance is mostly a dozen directions of lot-to-lot
+    variation that tell nothing apart; four varieties differ a little along every feature; 40 origins x 2
+    seasons leave most cells with one or two lots (so the cells' space is cut to a few dimensions)."""
+    from datetime import date
+
+    from grainproof.domain import Claim, LotRecord, Origin
+
+    world = np.random.default_rng(99)  # the same varieties and nuisance directions for every draw
+    variety_means = world.normal(0.0, 0.35, (4, 120))
+    nuisance = np.linalg.qr(world.normal(size=(120, 12)))[0].T  # 12 orthonormal directions
+    origin_effects = world.normal(0.0, 0.3, (40, 120))
+    rng = np.random.default_rng(seed)
+    lots = []
+    for i in range(n):
+        v, o, s = int(rng.integers(4)), int(rng.integers(40)), int(rng.integers(2))
+        x = variety_means[v] + origin_effects[o] + rng.normal(0.0, 4.0, 12) @ nuisance + rng.normal(size=120)
+        claim = Claim(
+            lot_id=f"s{seed}-{i:04d}",
+            species="soft_wheat",
+            variety=f"variety{v}",
+            origin=Origin(region=f"R{o:02d}", lon=round(o * 0.5, 6), lat=47.0),
+            harvest_date=date(2023 + s, 7, 15),
+        )
+        lots.append(LotRecord(claim=claim, device=f"phone{i % 3}", features=tuple(float(a) for a in x)))
+    return lots
+
+
+def test_the_variety_check_keeps_what_tells_varieties_apart_when_thin_cells_cut_the_space() -> None:
+    """Thin cells cut the cells' space to a few dimensions, all taken by variation that separates nothing; the
+    varieties' differences, spread over every feature, would be lost with them (on the simulated world the
+    variety check detected 0.54 of swaps so). Their own space, cut by the lots the shared variety covariance
+    has, keeps them: swaps are caught and genuine lots are flagged at about alpha."""
+    model = fit_reference_model(_thin_cell_world(300, seed=1), seed=0)
+    ref = model.species["soft_wheat"]
+    assert ref.dim < 12 < ref.variety_space.dim  # fewer dimensions than directions of nuisance, and more
+    test = _thin_cell_world(200, seed=2)
+
+    def variety_p(lot, declared: str) -> float:
+        claim = lot.claim
+        score = score_claim(
+            model,
+            species=claim.species,
+            variety=declared,
+            origin_unit=claim.origin.region,
+            season=claim.season,
+            vector=np.asarray(lot.features),
+            n_alternatives=0,
+            n_nearest=0,
+        )
+        assert score.variety_plausibility is not None
+        return score.variety_plausibility
+
+    genuine = np.array([variety_p(lot, lot.claim.variety) for lot in test])
+    swapped = np.array([variety_p(lot, f"variety{(int(lot.claim.variety[-1]) + 1) % 4}") for lot in test])
+    assert np.mean(genuine <= 0.05) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / len(test))
+    assert np.mean(swapped <= 0.05) >= 0.9
+
+
+def test_varieties_share_one_covariance_and_each_density_is_the_multivariate_t_predictive() -> None:
+    from scipy import stats
+
+    from grainproof.reference.space import oas_covariance
+    from grainproof.reference.varieties import fit_pooled_class_densities
+
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(3), [30, 12, 50])
+    z = rng.normal(size=(len(labels), 4)) @ rng.normal(size=(4, 4)) + labels[:, None] * 2.0
+    counts = np.bincount(labels).astype(float)
+    sums = np.stack([z[labels == c].sum(axis=0) for c in range(3)])
+    densities = fit_pooled_class_densities(counts, sums, z.T @ z)
+    probe = rng.normal(size=(5, 4)) * 3.0
+    within = sum(np.cov(z[labels == c].T, bias=True) * counts[c] for c in range(3))
+    shape = np.linalg.inv(densities.whiteners[0] @ densities.whiteners[0].T)
+    assert all(np.allclose(w, densities.whiteners[0]) for w in densities.whiteners)
+    # The shared scale is the pooled within-variety covariance, OAS-shrunk, on the t's degrees of freedom.
+    dof = len(labels) - 3
+    assert densities.dof[0] == dof - 4 + 1
+    assert np.allclose(shape, oas_covariance(within / dof, dof) * dof / densities.dof[0])
+    for c in range(3):
+        expected = stats.multivariate_t(
+            loc=sums[c] / counts[c], shape=shape * densities.mean_factor[c], df=densities.dof[c]
+        ).logpdf(probe)
+        assert np.allclose(densities.log_densities(probe)[:, c], expected)
+
+
+def test_an_update_adds_its_lots_to_the_variety_statistics_in_the_fixed_variety_space() -> None:
+    lots = _thin_cell_world(300, seed=1)
+    newcomer = replace(lots[-1], claim=replace(lots[-1].claim, lot_id="new-variety", variety="variety9"))
+    base = fit_reference_model(lots[:200], seed=0)
+    updated = base.update([*lots[200:], newcomer])
+    before, after = base.species["soft_wheat"], updated.species["soft_wheat"]
+    assert after.variety_space is before.variety_space and after.varieties[-1] == "variety9"
+    everything = [*lots, newcomer]
+    z = before.variety_space.transform(np.asarray([lot.features for lot in everything]))
+    labels = np.array([after.varieties.index(lot.claim.variety) for lot in everything])
+    counts, sums, scatter = after.variety_statistics()
+    assert np.array_equal(counts, np.bincount(labels, minlength=5))
+    assert np.allclose(sums, np.stack([z[labels == v].sum(axis=0) for v in range(5)]))
+    assert np.allclose(scatter, z.T @ z)
+    # Scored by the old model before they were added: genuine out-of-sample calibration scores, like a build's.
+    added = np.isin(after.lot_ids, [lot.lot_id for lot in lots[200:]])
+    assert np.isfinite(after.calibration[added, VARIETY]).all()

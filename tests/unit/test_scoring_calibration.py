@@ -188,12 +188,15 @@ def test_a_model_of_an_older_format_refuses_to_load_with_a_clear_message(tmp_pat
     import json
 
     from grainproof.errors import ModelError
+    from grainproof.reference.model import FORMAT_VERSION
 
     world = gaussian_world(dim=3, varieties=1, origins=2, seasons=1, seed=0)
     path = fit_reference_model(world.lots(40, seed=1), seed=0).save(tmp_path / "m")
     manifest = json.loads((path / "manifest.json").read_text())
-    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": 2}))
-    with pytest.raises(ModelError, match=r"format 2.*rebuild the reference model"):
+    # The previous format (3) had no variety space: its models are refused, not scored in a space they lack.
+    older = FORMAT_VERSION - 1
+    (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": older}))
+    with pytest.raises(ModelError, match=rf"format {older}.*rebuild the reference model"):
         ReferenceModel.load(path)
 
 

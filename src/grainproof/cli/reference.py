@@ -80,6 +80,7 @@ def build(
                 "seasons": list(ref.seasons),
                 "reference_lots": len(ref.lot_ids),
                 "reduced_dim": ref.dim,
+                "variety_dim": ref.variety_space.dim,
             }
             for name, ref in sorted(model.species.items())
         ]

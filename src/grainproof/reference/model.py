@@ -61,7 +61,8 @@ from grainproof.reference.vectors import (
 )
 
 #: 3: per-origin covariances (group statistics), four nonconformity columns, calibration groups that partition.
-FORMAT_VERSION = 3
+#: 4: the variety check in a reduced space of its own (variety_* arrays), varieties sharing one covariance.
+FORMAT_VERSION = 4
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.npz"
 ProgressCallback = Callable[[int, int], None]
@@ -89,6 +90,11 @@ class ModelOptions:
     #: Lots per reduced dimension at least when the features must be reduced (embeddings), so the space keeps
     #: the leading directions and not the noise of single photos (docs/scoring.md).
     lots_per_dimension: int = 10
+    #: The same for the variety check's own space (`SpeciesReference.variety_space`): its classes, a few varieties
+    #: of many lots each, share one covariance, estimated from every lot, so it affords many more dimensions
+    #: than the cells' covariances; at 10 lots a dimension the space dropped most of what tells varieties apart
+    #: on photo vectors (docs/scoring.md, Variety).
+    variety_lots_per_dimension: int = 3
     #: Every feature is kept, unreduced, when there are at least this many lots per feature (measurement
     #: tables, a dozen kernel traits): each is a measured quantity, and the shrunk covariances estimate well.
     lots_per_feature: int = 3
@@ -105,6 +111,8 @@ class ModelOptions:
     def __post_init__(self) -> None:
         if self.folds < 2:
             raise ModelError("Cross-conformal calibration needs at least 2 folds.")
+        if self.lots_per_dimension < 1 or self.variety_lots_per_dimension < 1:
+            raise ModelError("lots_per_dimension and variety_lots_per_dimension must be at least 1.")
         if not 0.0 < self.variance_kept <= 1.0:
             raise ModelError("variance_kept must lie in (0, 1].")
         if not 0.0 < self.outside_tail < 1.0:
@@ -126,6 +134,12 @@ class SpeciesReference:
     origins: list[str]
     seasons: list[int | None]
     space: ReducedSpace
+    #: The variety check's own space (standardisation and PCA like `space`, with its own cut, see
+    #: ModelOptions.variety_lots_per_dimension) and, per fold, each variety's sum (F, V, kv) and the raw scatter
+    #: z z^T of all the fold's lots (F, kv, kv) in it; counts come from fold_counts.
+    variety_space: ReducedSpace
+    fold_variety_sums: np.ndarray
+    fold_variety_scatter: np.ndarray
     cell_keys: np.ndarray  # (C, 3) int64: variety, origin, season indices
     cell_groups: np.ndarray  # (C,) int64: each cell's variety x origin group (a row of group_keys)
     group_keys: np.ndarray  # (G, 2) int64: variety, origin indices
@@ -182,6 +196,15 @@ class SpeciesReference:
             group_of_cell=self.cell_groups,
         )
 
+    def variety_statistics(self, exclude_fold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-variety counts (V,) and sums (V, kv) and the raw scatter (kv, kv) in the variety space."""
+        counts, sums, scatter = self.fold_counts, self.fold_variety_sums, self.fold_variety_scatter
+        if exclude_fold is not None:
+            keep = np.arange(len(counts)) != exclude_fold
+            counts, sums, scatter = counts[keep], sums[keep], scatter[keep]
+        per_variety = np.bincount(self.cell_keys[:, 0], weights=counts.sum(0), minlength=len(self.varieties))
+        return per_variety, sums.sum(0), scatter.sum(0)
+
     def fit_cells(self, options: ModelOptions, exclude_fold: int | None = None) -> CellModel:
         return fit_cell_model(self.statistics(exclude_fold), origin_neighbours=self.origin_neighbours)
 
@@ -198,7 +221,7 @@ class SpeciesReference:
 
     def _fit_all(self, options: ModelOptions) -> None:
         self.cells = self.fit_cells(options)
-        self.variety_densities = fit_variety_densities(self.statistics())
+        self.variety_densities = fit_variety_densities(*self.variety_statistics())
         with_units = self.unit_counts[: len(self.varieties)] > 0 if len(self.unit_counts) else np.zeros(0, bool)
         self.unit_densities = (
             fit_class_densities(self.unit_counts, self.unit_sums, self.unit_scatter)
@@ -210,12 +233,13 @@ class SpeciesReference:
         folds = range(self.fold_counts.shape[0])
         self.fold_cells = [self.fit_cells(options, exclude_fold=f) if left[f] >= 2 else self.cells for f in folds]
         self.fold_variety_densities = [
-            fit_variety_densities(self.statistics(exclude_fold=f)) if left[f] >= 2 else self.variety_densities
+            fit_variety_densities(*self.variety_statistics(exclude_fold=f)) if left[f] >= 2 else self.variety_densities
             for f in folds
         ]
 
     def variety_scores(self, fold: int, z: np.ndarray, varieties: np.ndarray) -> np.ndarray:
-        """(n,) variety nonconformity of lots under one fold's variety classes (NaN with one variety)."""
+        """(n,) variety nonconformity of lots, coordinates z (n, kv) in the variety space, under one fold's
+        variety classes (NaN with one variety)."""
         densities = self.fold_variety_densities[fold]
         if densities is None or not len(z):
             return np.full(len(z), np.nan)
@@ -355,6 +379,12 @@ class ReferenceModel:
                 ("offset", ref.space.offset),
                 ("explained", ref.space.explained_variance_ratio),
                 ("measured_fill", ref.space.measured_fill),
+                ("variety_weights", ref.variety_space.weights),
+                ("variety_offset", ref.variety_space.offset),
+                ("variety_explained", ref.variety_space.explained_variance_ratio),
+                ("variety_measured_fill", ref.variety_space.measured_fill),
+                ("fold_variety_sums", ref.fold_variety_sums),
+                ("fold_variety_scatter", ref.fold_variety_scatter),
                 ("cell_keys", ref.cell_keys),
                 ("cell_groups", ref.cell_groups),
                 ("group_keys", ref.group_keys),
@@ -396,6 +426,7 @@ class ReferenceModel:
                     "seasons": self.species[name].seasons,
                     "origin_neighbours": self.species[name].origin_neighbours,
                     "reduced_dim": self.species[name].dim,
+                    "variety_dim": self.species[name].variety_space.dim,
                     "reference_lots": len(self.species[name].lot_ids),
                 }
                 for name in sorted(self.species)
@@ -488,6 +519,14 @@ class ReferenceModel:
                         explained_variance_ratio=arrays[f"s{i}_explained"],
                         measured_fill=arrays.get(f"s{i}_measured_fill", np.zeros(0)),
                     ),
+                    variety_space=ReducedSpace(
+                        weights=arrays[f"s{i}_variety_weights"],
+                        offset=arrays[f"s{i}_variety_offset"],
+                        explained_variance_ratio=arrays[f"s{i}_variety_explained"],
+                        measured_fill=arrays[f"s{i}_variety_measured_fill"],
+                    ),
+                    fold_variety_sums=arrays[f"s{i}_fold_variety_sums"],
+                    fold_variety_scatter=arrays[f"s{i}_fold_variety_scatter"],
                     cell_keys=arrays[f"s{i}_cell_keys"],
                     cell_groups=arrays[f"s{i}_cell_groups"],
                     group_keys=arrays[f"s{i}_group_keys"],
@@ -576,6 +615,7 @@ class ReferenceModel:
                 self.options,
                 self.origin_adjacency,
                 z=ref.space.transform(scaled),
+                variety_z=ref.variety_space.transform(scaled),
                 strata=ref.space.calibration_strata(scaled),
                 varieties=[varieties[i] for i in rows],
                 origins=[origins[i] for i in rows],
@@ -712,6 +752,7 @@ def _add_lots(
     adjacency: Mapping[str, Sequence[str]],
     *,
     z: np.ndarray,
+    variety_z: np.ndarray,
     strata: np.ndarray,
     varieties: Sequence[str],
     origins: Sequence[str],
@@ -740,7 +781,7 @@ def _add_lots(
             calibration[rows, :CELL_COLUMNS] = nonconformity_for_lots(
                 fold_model, z[rows], keys[rows], seasons=ref.seasons, outside_tail=options.outside_tail
             )
-            calibration[rows, VARIETY] = ref.variety_scores(f, z[rows], keys[rows, 0])
+            calibration[rows, VARIETY] = ref.variety_scores(f, variety_z[rows], keys[rows, 0])
     # Lots in a new variety, origin or season cannot be scored out-of-sample by the current model;
     # they enter the statistics but not the calibration until the next full rebuild.
     cell_index = {tuple(int(x) for x in key): i for i, key in enumerate(ref.cell_keys)}
@@ -759,15 +800,24 @@ def _add_lots(
     np.add.at(fold_counts, (fold_array, lot_cells), 1.0)
     np.add.at(fold_sums, (fold_array, lot_cells), z)
     fold_group_scatter += _group_scatter(z, fold_array, cell_groups[lot_cells], options.folds, n_groups)
+    fold_variety_sums = np.zeros((options.folds, len(varieties_list), ref.variety_space.dim))
+    fold_variety_sums[:, : ref.fold_variety_sums.shape[1]] = ref.fold_variety_sums
+    np.add.at(fold_variety_sums, (fold_array, keys[:, 0]), variety_z)
+    fold_variety_scatter = ref.fold_variety_scatter.copy()
     for f in range(options.folds):
         rows = z[fold_array == f]
         fold_scatter[f] += rows.T @ rows
+        variety_rows = variety_z[fold_array == f]
+        fold_variety_scatter[f] += variety_rows.T @ variety_rows
     updated = SpeciesReference(
         species=ref.species,
         varieties=varieties_list,
         origins=origins_list,
         seasons=seasons_list,
         space=ref.space,
+        variety_space=ref.variety_space,
+        fold_variety_sums=fold_variety_sums,
+        fold_variety_scatter=fold_variety_scatter,
         cell_keys=all_cell_keys,
         cell_groups=cell_groups,
         group_keys=group_keys,
@@ -958,16 +1008,41 @@ def fit_reference_arrays(
             cells=basis_cells,
             phones=basis_phones,
         )
+        # The variety check's own space: plain PCA (unsupervised, so the cross-conformal calibration of the
+        # reference lots stays exchangeable with new lots), cut by the lots the shared variety covariance has.
+        variety_spare = len(rows) - len(np.unique(table.varieties[rows]))
+        variety_space = fit_reduced_space(
+            basis_x,
+            nuisance=nuisance,
+            variance_kept=options.variance_kept,
+            max_components=options.max_components,
+            max_by_lots=(
+                vectors.dim
+                if vectors.dim * options.lots_per_feature <= variety_spare
+                else max(1, variety_spare // options.variety_lots_per_dimension)
+            ),
+            blocks=blocks,
+            measured=len(blocks) - 1 if blocks else 0,
+        )
         del basis_x
         step += 1
         if progress:
             progress(step, total_steps)
         # Chunks of consecutive lots in lot_id order (each is read in file order and put back).
         chunks = [rows[s : s + CHUNK_ROWS] for s in range(0, len(rows), CHUNK_ROWS)]
-        projected = runner.project(
-            space, PhoneScaledVectors(vectors, table.devices, table.varieties, phone_scales[name]), chunks
+        # Both spaces in one pass over the raw vectors (same fill of missing measurements: same basis lots).
+        both = ReducedSpace(
+            weights=np.hstack([space.weights, variety_space.weights]),
+            offset=np.concatenate([space.offset, variety_space.offset]),
+            explained_variance_ratio=np.concatenate(
+                [space.explained_variance_ratio, variety_space.explained_variance_ratio]
+            ),
+            measured_fill=space.measured_fill,
         )
-        z = np.empty((len(rows), space.dim))
+        projected = runner.project(
+            both, PhoneScaledVectors(vectors, table.devices, table.varieties, phone_scales[name]), chunks
+        )
+        z = np.empty((len(rows), both.dim))
         lot_strata = np.empty(len(rows), dtype=np.int8)
         inputs_digest.update(name.encode())
         start = 0
@@ -978,6 +1053,7 @@ def fit_reference_arrays(
             inputs_digest.update(chunk_digest)
             start += len(chunk)
         del projected
+        z, variety_z = z[:, : space.dim], z[:, space.dim :]
         folds = all_folds[rows]
         if len(rows) >= 2 and len(np.unique(folds)) < 2:
             # Every lot of the species in one fold (one field, or one phone) leaves nothing to calibrate them
@@ -990,6 +1066,9 @@ def fit_reference_arrays(
         np.add.at(fold_counts, (folds, lot_cells), 1.0)
         np.add.at(fold_sums, (folds, lot_cells), z)
         fold_scatter = np.stack([_scatter(z[folds == f]) for f in range(options.folds)])
+        fold_variety_sums = np.zeros((options.folds, len(variety_list), variety_space.dim))
+        np.add.at(fold_variety_sums, (folds, variety_index.reshape(-1)), variety_z)
+        fold_variety_scatter = np.stack([_scatter(variety_z[folds == f]) for f in range(options.folds)])
         cell_groups, group_keys = _cell_groups(cell_keys)
         ref = SpeciesReference(
             species=name,
@@ -997,6 +1076,9 @@ def fit_reference_arrays(
             origins=[str(o) for o in origin_list],
             seasons=season_list,
             space=space,
+            variety_space=variety_space,
+            fold_variety_sums=fold_variety_sums,
+            fold_variety_scatter=fold_variety_scatter,
             cell_keys=cell_keys.astype(np.int64),
             cell_groups=cell_groups,
             group_keys=group_keys,
@@ -1028,11 +1110,13 @@ def fit_reference_arrays(
                 ref.calibration[in_fold, :CELL_COLUMNS] = runner.score(
                     ref.fold_cells[f], z[in_fold], cell_keys[lot_cells[in_fold]], ref.seasons, options.outside_tail
                 )
-                ref.calibration[in_fold, VARIETY] = ref.variety_scores(f, z[in_fold], cell_keys[lot_cells[in_fold], 0])
+                ref.calibration[in_fold, VARIETY] = ref.variety_scores(
+                    f, variety_z[in_fold], cell_keys[lot_cells[in_fold], 0]
+                )
             step += 1
             if progress:
                 progress(step, total_steps)
-        del z
+        del z, variety_z
         ref._partitions.clear()
         ref._groups.clear()
         ref._smallest.clear()

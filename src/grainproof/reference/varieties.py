@@ -1,10 +1,10 @@
 """Variety identity: the varieties of a species as classes, for lots and for single kernels.
 
 A lot declared as one variety but made of another (or cut with a cheaper one) is the commonest fraud at the
-intake after false origins. Each variety is a class with its own mean and covariance (shrunk toward the
-pooled within-variety covariance by the same normal-inverse-Wishart prior as the origin groups, whose
-weight is estimated from the varieties), and a lot's density under a variety is the Student t predictive.
-The same statistics over kernels (units) instead of lots give the kernel-level classes that purity reads.
+intake after false origins. Lots: each variety is a class with its own mean and one within-variety covariance
+shared by all (`fit_pooled_class_densities`), in a reduced space of its own (`SpeciesReference.variety_space`),
+and a lot's density under a variety is the Student t predictive. Kernels (units, for purity): each variety
+has its own covariance, shrunk toward the pooled one (`fit_class_densities`).
 Everything is fitted from counts, sums and scatter matrices, so folds and updates stay cheap.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
-from grainproof.reference.cells import CellStatistics, estimate_prior_dof, group_predictives
+from grainproof.reference.cells import estimate_prior_dof, group_predictives
 from grainproof.reference.space import oas_covariance
 
 
@@ -74,26 +74,60 @@ def fit_class_densities(counts: np.ndarray, sums: np.ndarray, scatter: np.ndarra
     )
 
 
-def variety_statistics(stats: CellStatistics) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-variety counts (V,), sums (V, k) and raw scatter (V, k, k) from a species' cell statistics."""
-    n_v = stats.sizes[0]
-    varieties = stats.cell_keys[:, 0]
-    counts = np.bincount(varieties, weights=stats.counts, minlength=n_v)
-    sums = np.zeros((n_v, stats.sums.shape[1]))
-    np.add.at(sums, varieties, stats.sums)
-    group_variety = np.zeros(len(stats.group_scatter), dtype=np.int64)
-    group_variety[stats.group_of_cell] = varieties
-    scatter = np.zeros((n_v, *stats.group_scatter.shape[1:]))
-    np.add.at(scatter, group_variety, stats.group_scatter)
-    return counts, sums, scatter
+def fit_pooled_class_densities(counts: np.ndarray, sums: np.ndarray, scatter: np.ndarray) -> ClassDensities:
+    """Class densities sharing one covariance, from per-class counts (C,), sums (C, k) and the raw scatter sum
+    z z^T of all classes' lots together (k, k).
+
+    The spread of lots within a variety comes from origin, season, field, lot and photo, which act on every
+    variety alike; one covariance per variety costs k (k + 1) / 2 numbers each from tens of lots, and in the
+    few dozen dimensions that tell varieties apart on photo vectors that noise outweighed the differences
+    (held-out phones, simulated world: swap detection 0.60 with per-variety covariances, 0.78-0.93 shared;
+    docs/scoring.md). The pooled covariance is shrunk by OAS, and the predictive is the multivariate t of a
+    class mean and a covariance both estimated (dof: the pooled degrees of freedom less k - 1).
+    """
+    n = np.asarray(counts, dtype=np.float64)
+    k = sums.shape[1]
+    seen = n > 0
+    means = np.zeros_like(sums, dtype=np.float64)
+    means[seen] = sums[seen] / n[seen, None]
+    within = scatter - np.einsum("c,ci,cj->ij", n, means, means)
+    within = (within + within.T) / 2.0
+    total_dof = max(float(n.sum()) - float(seen.sum()), 1.0)
+    # Shrunk toward a multiple of the identity, which in principal coordinates leans on the directions of
+    # large variance. Shrunk as correlations instead (toward the diagonal: each direction keeps its own
+    # variance) it leaned on the small ones: swap detection 0.71 against 0.83 with held-out phones on the
+    # simulated world, and no better on real rice photos (docs/scoring.md).
+    pooled = oas_covariance(within / total_dof + 1e-12 * np.eye(k), total_dof)
+    t_dof = max(total_dof - k + 1.0, 1.0)
+    scale = pooled * (total_dof / t_dof)
+    cholesky = np.linalg.cholesky(scale)
+    whitener = np.linalg.inv(cholesky).T  # (z - m) @ whitener has unit covariance
+    log_det = 2.0 * float(np.sum(np.log(np.diag(cholesky))))
+    mean_factor = 1.0 + 1.0 / np.maximum(n, 1.0)
+    dof = np.full(len(n), t_dof)
+    constants = (
+        gammaln((dof + k) / 2.0)
+        - gammaln(dof / 2.0)
+        - 0.5 * k * np.log(dof * np.pi)
+        - 0.5 * log_det
+        - 0.5 * k * np.log(mean_factor)
+    )
+    return ClassDensities(
+        means=means,
+        counts=n,
+        whiteners=np.broadcast_to(whitener, (len(n), k, k)),
+        constants=constants,
+        dof=dof,
+        mean_factor=mean_factor,
+    )
 
 
-def fit_variety_densities(stats: CellStatistics) -> ClassDensities | None:
-    """The varieties of a species as classes of lots; None when it has fewer than two varieties with lots."""
-    counts, sums, scatter = variety_statistics(stats)
-    if int(np.sum(counts > 0)) < 2:
+def fit_variety_densities(counts: np.ndarray, sums: np.ndarray, scatter: np.ndarray) -> ClassDensities | None:
+    """The varieties of a species as classes of lots, from per-variety counts (V,) and sums (V, k) and the raw
+    scatter (k, k) of all lots in the variety space; None when fewer than two varieties have lots."""
+    if int(np.sum(np.asarray(counts) > 0)) < 2:
         return None
-    return fit_class_densities(counts, sums, scatter)
+    return fit_pooled_class_densities(counts, sums, scatter)
 
 
 def variety_nonconformity(densities: ClassDensities, z: np.ndarray, declared: np.ndarray) -> np.ndarray:

@@ -278,7 +278,8 @@ def score_claim(
         labels_s,
     )
     nearest = nearest_reference_lots(ref, variety_index, z[0], n_nearest)
-    variety_p, variety_lots, variety_alternatives = _variety_check(ref, z, variety_index, options, stratum)
+    variety_z = ref.variety_space.transform(raw[None, :])
+    variety_p, variety_lots, variety_alternatives = _variety_check(ref, variety_z, variety_index, options, stratum)
     checks_p = None
     if variety_p is not None and calibration_lots:
         smallest = ref.smallest_check_p(ORIGIN if undated else JOINT, options, stratum=stratum, variety=variety_index)
@@ -318,7 +319,8 @@ def score_claim(
 def _variety_check(
     ref: SpeciesReference, z: np.ndarray, declared: int, options: ModelOptions, stratum: int
 ) -> tuple[float | None, int, tuple[VarietyAlternative, ...]]:
-    """The declared variety's p-value, its calibration lots, and the other varieties (posterior, p-value)."""
+    """The declared variety's p-value, its calibration lots, and the other varieties (posterior, p-value), from
+    the lot's coordinates z (1, kv) in the variety space."""
     if ref.variety_densities is None:
         return None, 0, ()
     n_v = len(ref.varieties)
