@@ -40,21 +40,24 @@ PHOTO_PX_PER_MM = 1024 / 125.0
 def simulated_lot_photo(
     *,
     tray: str,
-    light: str,
+    light: str | Lighting,
     traits: np.ndarray = WHEAT_TRAITS,
     kernels_seed: int = 11,
     card_texture: np.ndarray | None = None,
+    phone: str = "galaxy-s21",
 ) -> bytes:
     """A JPEG of 70 kernels of one lot (the same kernels in the same places for a seed) on a tray, under one of
-    LIGHTS, photographed by one phone; the card lies on the tray when its printed texture is given."""
+    LIGHTS (or a Lighting), photographed by one phone (a simulated profile's name); the card lies on the tray
+    when its printed texture is given."""
+    lighting = LIGHTS[light] if isinstance(light, str) else light
     kernels = lot_kernels(traits, get_variety("soft_wheat", "aurelio"), 70, np.random.default_rng(kernels_seed))
     rng = np.random.default_rng(5)
     canvas = render_tray(get_tray(tray), 768, 1024, PHOTO_PX_PER_MM, rng)
     if card_texture is not None:
         place_card(canvas, PHOTO_PX_PER_MM, card_placement(rng), texture=card_texture)
-    draw_kernels(canvas, kernels, PHOTO_PX_PER_MM, LIGHTS[light].light_direction, rng)
-    phone = get_phone("galaxy-s21")
-    return encode_jpeg(capture(canvas, phone, LIGHTS[light], rng), phone)
+    draw_kernels(canvas, kernels, PHOTO_PX_PER_MM, lighting.light_direction, rng)
+    profile = get_phone(phone)
+    return encode_jpeg(capture(canvas, profile, lighting, rng), profile)
 
 
 def tray_photo(

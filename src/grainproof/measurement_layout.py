@@ -1,11 +1,13 @@
 """The kernel measurements that lead a lot vector: which need the calibration card, which do not.
 
 A vector whose backbone id carries "+kernels:N" (`domain.with_measured_features`) starts with N kernel
-measurements. With the current N (`len(MEASUREMENT_NAMES)`) they come in three groups, in this order:
+measurements. With the current N (`len(MEASUREMENT_NAMES)`) they come in four groups, in this order:
 
 - `CARD_MEASUREMENTS`: sizes in mm and colours in reflectance. Only the card gives them.
 - `SCALE_FREE_MEASUREMENTS`: shape ratios, the spread of sizes, the shares of broken, shrivelled, weathered
-  kernels and impurities, and colour relative to the tray: measured with the card or without it.
+  kernels and impurities: measured with the card or without it.
+- `TRAY_COLOUR_MEASUREMENTS`: colour relative to the tray, measured where the tray is a colour reference: with
+  the card, or on a neutral tray lit enough to show the light's colour (not on black or coloured trays).
 - `SIZE_MEASUREMENTS`: log length and width on a scale comparable across phones: mm with the card; without
   it, mm at the photo's nominal scale (its field of view), which `reference.phone_scale` corrects per phone.
 
@@ -45,13 +47,19 @@ SCALE_FREE_MEASUREMENTS: tuple[str, ...] = (
     "shrivelled_share",  # unbroken grains thin and wrinkled, among unbroken grains
     "weathering",  # grains not shrivelled: mean share of the interior in dark spots
     "impurity_share",  # objects that are not grain (weed seeds, chaff), among all objects
+)
+#: Colour as ratios to a neutral tray, which a change of light or exposure does not move; the hue is an angle
+#: about the grey axis, which a phone's saturation (a scaling about that axis) does not move either.
+TRAY_COLOUR_MEASUREMENTS: tuple[str, ...] = (
     "tray_lightness",  # sound grains: trimmed mean of log(luminance / the tray's luminance)
-    "tray_redness",  # sound grains: trimmed mean of log(R / B) after white balance on the tray
+    "tray_hue",  # sound grains: trimmed mean of the hue angle (radians) of their colour relative to the tray
 )
 #: Log length and width of whole grains, in mm (card) or in mm at the photo's nominal scale (no card).
 SIZE_MEASUREMENTS: tuple[str, ...] = ("log_length", "log_width")
 #: The measurement block of vectors embedded today, in order.
-MEASUREMENT_NAMES: tuple[str, ...] = CARD_MEASUREMENTS + SCALE_FREE_MEASUREMENTS + SIZE_MEASUREMENTS
+MEASUREMENT_NAMES: tuple[str, ...] = (
+    CARD_MEASUREMENTS + SCALE_FREE_MEASUREMENTS + TRAY_COLOUR_MEASUREMENTS + SIZE_MEASUREMENTS
+)
 
 #: Calibration strata. MEASURED_WITH_CARD and NETWORK_ONLY keep the values reference models stored before.
 MEASURED_WITH_CARD, NETWORK_ONLY, MEASURED_WITHOUT_CARD = 0, 1, 2
@@ -63,27 +71,31 @@ class MeasurementLayout:
 
     card: int
     scale_free: int = 0
+    tray_colour: int = 0
     size: int = 0
 
     @property
     def width(self) -> int:
-        return self.card + self.scale_free + self.size
+        return self.card + self.scale_free + self.tray_colour + self.size
 
     @property
     def groups(self) -> tuple[slice, ...]:
         """Column slices of the groups this layout has (empty groups left out)."""
-        bounds = np.cumsum([0, self.card, self.scale_free, self.size])
+        bounds = np.cumsum([0, self.card, self.scale_free, self.tray_colour, self.size])
         return tuple(slice(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a)
 
     @property
     def size_columns(self) -> slice:
         """Columns of the phone-scaled sizes (empty in a legacy layout)."""
-        start = self.card + self.scale_free
+        start = self.card + self.scale_free + self.tray_colour
         return slice(start, start + self.size)
 
 
 CURRENT_LAYOUT = MeasurementLayout(
-    card=len(CARD_MEASUREMENTS), scale_free=len(SCALE_FREE_MEASUREMENTS), size=len(SIZE_MEASUREMENTS)
+    card=len(CARD_MEASUREMENTS),
+    scale_free=len(SCALE_FREE_MEASUREMENTS),
+    tray_colour=len(TRAY_COLOUR_MEASUREMENTS),
+    size=len(SIZE_MEASUREMENTS),
 )
 
 

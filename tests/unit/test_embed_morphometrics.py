@@ -188,3 +188,24 @@ def test_specks_of_a_pixel_or_two_are_not_dark_spots() -> None:
     assert weathered - clean > 0.01  # real spots are still seen
     # Read without the median filter, the specks added 1.25 times what a lot weathered to 0.5 shows.
     assert noisy - clean < 0.4 * (weathered - clean)
+
+
+def test_colour_against_the_tray_is_left_unmeasured_without_a_reference_and_its_hue_ignores_saturation() -> None:
+    from grainproof.measurement_layout import MEASUREMENT_NAMES, TRAY_COLOUR_MEASUREMENTS
+
+    table = measure_kernels(*_photo(BASE, 1), PX_PER_MM)
+    tray = np.full(3, 0.8)
+    measured = photo_measurements(table, tray=tray, calibrated=False)
+    unreferenced = photo_measurements(table, tray=None, calibrated=False)
+    assert measured is not None and unreferenced is not None
+    colour = [MEASUREMENT_NAMES.index(name) for name in TRAY_COLOUR_MEASUREMENTS]
+    assert np.all(measured[colour] != 0) and not unreferenced[colour].any()
+    others = [i for i in range(len(MEASUREMENT_NAMES)) if i not in colour]
+    np.testing.assert_array_equal(measured[others], unreferenced[others])
+    # A phone saturating colours 1.3x about the grey axis (gamma-encoded, relative to the tray) moves the hue
+    # angle by nothing but rounding; the lightness is its own column.
+    encoded = (table.colour / tray) ** (1 / 2.2)
+    grey = encoded.mean(axis=1, keepdims=True)
+    saturated = replace(table, colour=tray * np.maximum(grey + 1.3 * (encoded - grey), 1e-6) ** 2.2)
+    hue = MEASUREMENT_NAMES.index("tray_hue")
+    assert photo_measurements(saturated, tray=tray, calibrated=False)[hue] == pytest.approx(measured[hue], abs=1e-6)

@@ -11,22 +11,34 @@ from PIL import Image
 
 from grainproof.embed.embedder import measure_photo
 from grainproof.embed.photos import prepare_photo
-from grainproof.embed.plain_tray import nominal_px_per_mm
-from grainproof.measurement_layout import CARD_MEASUREMENTS, MEASUREMENT_NAMES
+from grainproof.embed.plain_tray import hue_degrees, nominal_px_per_mm
+from grainproof.measurement_layout import CARD_MEASUREMENTS, MEASUREMENT_NAMES, TRAY_COLOUR_MEASUREMENTS
+from grainproof.simulate.devices import Lighting
 from synthetic_trays import LIGHTS, WHEAT_TRAITS, simulated_lot_photo
 
 TRAYS = ("white_plastic", "black_plastic")
 
 
 @cache
-def _measured(tray: str, light: str, redness: float = 0.0) -> np.ndarray:
+def _measured(tray: str, light: str | Lighting, redness: float = 0.0, phone: str = "galaxy-s21") -> np.ndarray:
     """The measurement block of one photo of the same lot (same kernels, same places) on a tray, under a light."""
     traits = WHEAT_TRAITS.copy()
     traits[3] = redness
-    values, warnings = measure_photo(prepare_photo(simulated_lot_photo(tray=tray, light=light, traits=traits), "x"))
+    photo = simulated_lot_photo(tray=tray, light=light, traits=traits, phone=phone)
+    values, warnings = measure_photo(prepare_photo(photo, "x"))
     assert not any("too few" in w for w in warnings), warnings
     return values
 
+
+#: A warm bulb (4000 K), dimmer than daylight, vignetted, from the other side.
+WARM_BULB = Lighting(
+    temperature_k=4000,
+    intensity=0.7,
+    vignetting=0.25,
+    shadow_strength=0.0,
+    shadow_angle=0.0,
+    light_direction=(0.3, 0.2, 0.93),
+)
 
 #: How far each descriptor may move between a dark and a light tray and between a warm dim and a bright daylight
 #: photo of the same lot, with the same phone. For scale: between lots of one variety, log aspect varies by about
@@ -54,17 +66,55 @@ def test_the_same_lot_measures_alike_on_dark_and_light_trays_under_two_lights() 
         assert np.ptp(values) <= tolerance, f"{name}: {np.round(values, 3)} spread over {tolerance}"
 
 
-def test_colour_relative_to_the_tray_follows_the_lot_not_the_light() -> None:
+def test_colour_relative_to_the_tray_follows_the_lot_not_the_light_or_the_phone() -> None:
     # White balance on a white tray takes the light's colour out; but without the card the phone's tone curve
     # (an S-curve, not a power law) is not undone, so colours relative to the tray keep part of the light's
-    # effect. A redder lot (log R/B +0.15, about four between-lot SDs) must still move the descriptor more than
-    # a change from a warm dim bulb to daylight does.
-    redness = MEASUREMENT_NAMES.index("tray_redness")
-    same_lot = [_measured("white_plastic", light)[redness] for light in LIGHTS]
+    # effect, and phones process colours differently. The hue angle about the grey axis, which saturation does
+    # not move, must still move more with a redder lot (log R/B +0.15, about four between-lot SDs) than between
+    # a warm bulb and daylight; between a phone that saturates colours 1.30x and one that leaves them (and
+    # differs in tone curve and colour matrix) it moves less than twice as much as with that lot. log R/B
+    # relative to the tray, the descriptor before it, moved 1.4 between these two phones: ten times the lot's.
+    # (Under LIGHTS' warm dim bulb the white tray turns too orange to be taken as neutral: colour is not read.)
+    hue = MEASUREMENT_NAMES.index("tray_hue")
+    lights = ("daylight", WARM_BULB)
+    same_lot = [_measured("white_plastic", light)[hue] for light in lights]
+    assert all(same_lot)
     light_effect = abs(same_lot[0] - same_lot[1])
-    assert light_effect < 0.25
-    for i, light in enumerate(LIGHTS):
-        assert _measured("white_plastic", light, redness=0.15)[redness] - same_lot[i] > light_effect
+    phone_effect = abs(_measured("white_plastic", "daylight", phone="moto-g22")[hue] - same_lot[0])
+    for i, light in enumerate(lights):
+        lot_effect = same_lot[i] - _measured("white_plastic", light, redness=0.15)[hue]  # redder: towards red, 0
+        assert lot_effect > light_effect, (lot_effect, light_effect)
+        assert phone_effect < 2 * lot_effect, (lot_effect, phone_effect)
+
+
+def test_colour_is_read_against_a_neutral_light_tray_only() -> None:
+    # On a black tray (kernels ten times lighter than it) and on a blue one, colours relative to the tray are
+    # the phone's and the light's as much as the lot's: that group is left unmeasured (zeros), the rest is kept.
+    colour = [MEASUREMENT_NAMES.index(name) for name in TRAY_COLOUR_MEASUREMENTS]
+    assert np.all(_measured("white_plastic", "daylight")[colour] != 0)
+    for tray in ("black_plastic", "blue_plastic"):
+        values = _measured(tray, "daylight")
+        assert not values[colour].any(), tray
+        assert values[MEASUREMENT_NAMES.index("log_aspect")] > 0, tray
+
+
+def test_a_board_of_the_grains_own_colour_is_refused_but_a_white_tray_under_a_warm_bulb_is_not() -> None:
+    # Kernels cut out of a wood board are its grain (measured kernels a sixth of their length): no kernel is
+    # measured there, as with the card. A white tray under a warm bulb takes the grain's hue, not its saturation.
+    photo = simulated_lot_photo(tray="wood_board", light="warm-dim", phone="redmi-note-10")
+    values, warnings = measure_photo(prepare_photo(photo, "board.jpg"))
+    assert not values.any() and any("too few" in w for w in warnings)
+    assert _measured("white_plastic", "warm-dim", phone="redmi-note-10")[MEASUREMENT_NAMES.index("log_aspect")] > 0
+
+
+def test_hue_is_an_angle_about_the_grey_axis_that_saturation_does_not_move() -> None:
+    grain = np.array([0.62, 0.43, 0.22])
+    grey = grain.mean()
+    for saturation in (0.7, 1.3, 2.0):
+        assert hue_degrees(grey + saturation * (grain - grey)) == pytest.approx(hue_degrees(grain), abs=1e-9)
+    assert hue_degrees(np.array([1.0, 0.0, 0.0])) == pytest.approx(0.0)
+    assert hue_degrees(np.array([1.0, 1.0, 0.0])) == pytest.approx(60.0)
+    assert hue_degrees(np.array([0.0, 0.0, 1.0])) == pytest.approx(240.0)
 
 
 def test_a_single_kernel_on_black_is_measured_and_kernels_cut_by_the_edge_are_not() -> None:

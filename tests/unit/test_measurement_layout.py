@@ -11,10 +11,12 @@ from grainproof.measurement_layout import (
     MEASUREMENT_NAMES,
     NETWORK_ONLY,
     SIZE_MEASUREMENTS,
+    TRAY_COLOUR_MEASUREMENTS,
     combine_photo_measurements,
     fill_missing_measurements,
     measured_means,
     measurement_strata,
+    missing_measurements,
 )
 from grainproof.reference.phone_scale import apply_phone_scale, fit_phone_scale
 from grainproof.reference.space import fit_reduced_space
@@ -126,3 +128,24 @@ def test_the_phone_scale_survives_its_json_form() -> None:
     vectors, phones, varieties, cells, _ = _phone_world(np.random.default_rng(7))
     scale = fit_phone_scale(vectors, phones, varieties, cells=cells, measured=WIDTH)
     assert PhoneScale.from_json(scale.as_json()) == scale
+
+
+def test_colour_against_the_tray_is_its_own_group_a_lot_can_lack() -> None:
+    # Without the card on a black or coloured tray the kernels' shapes and shares are measured but not their
+    # colour relative to the tray: that group alone takes the reference mean, the lot stays "without the card".
+    rng = np.random.default_rng(4)
+    colour = [MEASUREMENT_NAMES.index(name) for name in TRAY_COLOUR_MEASUREMENTS]
+    assert colour == list(range(colour[0], colour[0] + len(colour)))  # one contiguous group
+    vectors = np.vstack([_block(False, rng) for _ in range(5)])
+    vectors[0, colour] = 0.0
+    assert measurement_strata(vectors, WIDTH).tolist() == [MEASURED_WITHOUT_CARD] * 5
+    missing = missing_measurements(vectors, WIDTH)
+    assert missing[0, colour].all() and not missing[0, CARD : colour[0]].any() and not missing[0, SIZE].any()
+    fill = measured_means(vectors, WIDTH)
+    np.testing.assert_allclose(fill[colour], vectors[1:, colour].mean(axis=0))
+    filled = fill_missing_measurements(vectors, fill)
+    np.testing.assert_allclose(filled[0, colour], fill[colour])
+    np.testing.assert_allclose(filled[0, CARD : colour[0]], vectors[0, CARD : colour[0]])
+    # A lot with one photo on a white tray and one on a black tray takes the white tray's colours.
+    lot = combine_photo_measurements(vectors[:2])
+    np.testing.assert_allclose(lot[colour], vectors[1, colour])

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from grainproof.measurement_layout import CARD_MEASUREMENTS, MEASUREMENT_NAMES
+from grainproof.measurement_layout import CARD_MEASUREMENTS, MEASUREMENT_NAMES, TRAY_COLOUR_MEASUREMENTS
 
 #: Per-photo features in this order. A lot's features are the mean of its photos' vectors, so every
 #: feature is a log-size, a log-colour or a share (a proportion), all of which average meaningfully.
@@ -103,6 +103,8 @@ WIDTH_EDGE_PX = 0.4
 EDGE_MM = 0.3
 #: Share trimmed from each end of a trimmed mean.
 TRIM = 0.2
+#: Gamma the tray-relative colour is encoded with before its hue is read (phones saturate display values).
+HUE_GAMMA = 2.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,16 +493,29 @@ def measurable(classes: KernelClasses) -> bool:
     return whole >= MIN_KERNELS or (whole >= 1 and int(classes.measured.sum()) < MIN_KERNELS)
 
 
+def _tray_hue(colour: np.ndarray, tray: np.ndarray) -> np.ndarray:
+    """Hue angle (radians: 0 red, pi/3 yellow) of each colour relative to a neutral tray, gamma-encoded.
+
+    A phone's colour processing scales colours about the grey axis (its colour matrix before the tone curve,
+    its saturation after it): that moves log(R / B) several times more than a lot's redness does, but leaves
+    the angle about the grey axis. It is read gamma-encoded, where phones apply their saturation.
+    """
+    relative = (np.maximum(colour, 1e-6) / tray) ** (1.0 / HUE_GAMMA)
+    red, green, blue = relative[:, 0], relative[:, 1], relative[:, 2]
+    return np.arctan2(np.sqrt(3.0) * (green - blue), 2.0 * red - green - blue)
+
+
 def photo_measurements(
-    table: KernelTable, *, tray: np.ndarray, calibrated: bool, size_factor: float = 1.0
+    table: KernelTable, *, tray: np.ndarray | None, calibrated: bool, size_factor: float = 1.0
 ) -> np.ndarray | None:
     """The photo's measurement block (grainproof.measurement_layout.MEASUREMENT_NAMES order), or None when it
     is not `measurable`.
 
     `tray` is the bare tray's colour in the table's colour space (colours relative to it do not move with the
-    light or the exposure); `size_factor` turns the table's sizes into the size columns' mm (1 with the card;
-    without it, the photo's nominal scale over the scale the kernels were measured at). Without the card
-    (`calibrated` False) the columns that need it are zero.
+    light or the exposure), None when the tray is no colour reference (black or coloured, without the card):
+    the tray colour columns are then zero. `size_factor` turns the table's sizes into the size columns' mm (1
+    with the card; without it, the photo's nominal scale over the scale the kernels were measured at). Without
+    the card (`calibrated` False) the columns that need it are zero.
     """
     classes = classify_kernels(table)
     if not measurable(classes):
@@ -508,7 +523,7 @@ def photo_measurements(
     summary = dict(zip(MORPHOMETRIC_FEATURES, _summary(table, classes), strict=True))
     whole, unbroken = classes.whole, (classes.single | classes.piece) & ~classes.broken
     sound = _colour_grains(table, classes)
-    tray = np.maximum(np.asarray(tray, dtype=np.float64), 1e-6)
+    reference = np.maximum(np.asarray(tray if tray is not None else np.ones(3), dtype=np.float64), 1e-6)
     values = {
         **summary,
         "log_aspect": _trimmed_mean(np.log(table.length_mm[whole] / np.maximum(table.width_mm[whole], 1e-6))),
@@ -516,14 +531,16 @@ def photo_measurements(
         "solidity": _trimmed_mean(table.solidity[whole]),
         "eccentricity": _trimmed_mean(table.eccentricity[whole]),
         "size_spread": _robust_sd(np.log(np.maximum(table.area_mm2[unbroken], 1e-9))),
-        "tray_lightness": _trimmed_mean(_log_lightness(table.colour[sound]) - float(np.log(tray.mean()))),
-        "tray_redness": _trimmed_mean(_redness(table.colour[sound]) - float(np.log(tray[0] / tray[2]))),
+        "tray_lightness": _trimmed_mean(_log_lightness(table.colour[sound]) - float(np.log(reference.mean()))),
+        "tray_hue": _trimmed_mean(_tray_hue(table.colour[sound], reference)),
         "log_length": summary["log_length_mm"] + float(np.log(size_factor)),
         "log_width": summary["log_width_mm"] + float(np.log(size_factor)),
     }
     block = np.array([values[name] for name in MEASUREMENT_NAMES], dtype=np.float64)
     if not calibrated:
         block[: len(CARD_MEASUREMENTS)] = 0.0
+    if tray is None:
+        block[[MEASUREMENT_NAMES.index(name) for name in TRAY_COLOUR_MEASUREMENTS]] = 0.0
     return block
 
 

@@ -77,7 +77,9 @@ class KernelView:
     `calibrated` is True when the card set the scale and colours (reflectance, mm). Otherwise
     (`plain_tray.plain_tray_view`) colours are the photo's own, the gamma undone and balanced on the tray, and
     `px_per_mm` is the kernels' own scale (a typical kernel's width); `size_factor` turns sizes at that scale
-    into mm at the photo's nominal scale. `tray` is the bare tray's colour in the view's colour space.
+    into mm at the photo's nominal scale. `tray` is the bare tray's colour in the view's colour space;
+    `colour_reference` says whether colours relative to it are the kernels' own (with the card, or a neutral
+    tray lit enough to show the light's colour), else they are not measured.
     """
 
     reflectance: np.ndarray  # (h, w, 3) float32, linear
@@ -86,6 +88,7 @@ class KernelView:
     calibrated: bool
     tray: np.ndarray  # (3,) float32
     size_factor: float = 1.0
+    colour_reference: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,20 @@ TRAY_LEVEL = 0.8
 NEUTRAL_TRAY_RATIO = 1.4
 #: Linear level below which a black tray's colour is taken as this (colours relative to it stay finite).
 DARK_TRAY_FLOOR = MEASURABLE_TRAY**DISPLAY_GAMMA
+#: A coloured tray whose hue (about the grey axis) lies within this angle (degrees) of the kernels', and which
+#: is at least GRAIN_HUED_TRAY_SATURATION as saturated as they are, is the grain's own colour (a wood board):
+#: kernels cannot be cut out of it by colour, and are not measured. Hue angle and the ratio of saturations,
+#: unlike the card path's angle between colour vectors, do not grow with a phone's saturation. Cereal grains
+#: span about 25-45 degrees of hue (red-brown to straw); a blue tray lies some 180 away. A white tray under a
+#: warm bulb takes the grain's hue but, the same light casting both, at most about half its saturation (0.54
+#: on the simulated phones); a board of the grain's own colour has about the same (0.84-1.0): three quarters
+#: lies between.
+GRAIN_HUED_TRAY_DEGREES = 45.0
+GRAIN_HUED_TRAY_SATURATION = 0.75
+#: Colours are read relative to the tray only where its light is of the kernels' order: kernels at most this
+#: many times as light as the tray (linear). On a black tray (kernels 8-12 times lighter) the phone's tone
+#: curve treats tray and kernels differently, so balancing on the tray does not balance the kernels.
+MAX_KERNEL_OVER_TRAY = 2.0
 #: EXIF tags: the Exif sub-IFD, and the focal length in 35 mm film terms (its diagonal is 43.27 mm).
 _EXIF_IFD, _FOCAL_35MM = 0x8769, 0xA405
 _FILM_DIAGONAL_MM = 43.27
@@ -88,6 +102,27 @@ class StageTimes(dict[str, float]):
         now = time.process_time()
         self[stage] = self.get(stage, 0.0) + now - self._last
         self._last = now
+
+
+def hue_degrees(rgb: np.ndarray) -> np.ndarray:
+    """Hue angle about the grey axis (degrees; 0 red, 60 yellow, 240 blue) of colours (..., 3): a scaling of
+    colours about the grey axis (a phone's saturation) leaves it."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.degrees(np.arctan2(np.sqrt(3.0) * (green - blue), 2.0 * red - green - blue)) % 360.0
+
+
+def _saturation(rgb: np.ndarray) -> float:
+    return float((rgb.max() - rgb.min()) / max(float(rgb.max()), 1e-6))
+
+
+def _grain_hued(tray: np.ndarray, kernels: np.ndarray) -> bool:
+    """Whether a tray has the kernels' colour: its hue within GRAIN_HUED_TRAY_DEGREES of theirs, and at least
+    GRAIN_HUED_TRAY_SATURATION of their saturation (both display colours)."""
+    gap = abs(float(hue_degrees(tray)) - float(hue_degrees(kernels))) % 360.0
+    return min(gap, 360.0 - gap) < GRAIN_HUED_TRAY_DEGREES and _saturation(
+        tray
+    ) >= GRAIN_HUED_TRAY_SATURATION * _saturation(kernels)
 
 
 def _measuring_pixels(image: Image.Image, long_side: int) -> tuple[np.ndarray, float]:
@@ -152,7 +187,14 @@ def plain_tray_view(
     cells = cv2.resize(pixels, (width // block, height // block), interpolation=cv2.INTER_AREA)
     background, coarse_kernels = tray_background(cells.astype(np.float32) * np.float32(1 / 255))
     tray_cells = ~coarse_kernels
-    if not tray_cells.any():
+    tray_display = np.median(background[tray_cells], axis=0) if tray_cells.any() else np.zeros(3)
+    neutral = float(tray_display.max()) <= NEUTRAL_TRAY_RATIO * max(float(tray_display.min()), 1e-6)
+    grain_hued = (
+        not neutral
+        and coarse_kernels.any()
+        and _grain_hued(tray_display, np.median(cells[coarse_kernels], axis=0).astype(np.float64) / 255.0)
+    )
+    if not tray_cells.any() or grain_hued:
         return KernelView(
             reflectance=_LINEAR[pixels],
             kernel_mask=np.zeros((height, width), dtype=bool),
@@ -160,13 +202,12 @@ def plain_tray_view(
             calibrated=False,
             tray=np.full(3, DARK_TRAY_FLOOR, dtype=np.float32),
             size_factor=1.0,
+            colour_reference=False,
         )
-    tray_display = np.median(background[tray_cells], axis=0)
     level = float(tray_display.mean())
     linear = _LINEAR[pixels]
     tray = np.maximum(tray_display.astype(np.float32) ** DISPLAY_GAMMA, np.float32(DARK_TRAY_FLOOR))
     gains = np.ones(3, dtype=np.float32)
-    neutral = float(tray_display.max()) <= NEUTRAL_TRAY_RATIO * max(float(tray_display.min()), 1e-6)
     if level >= MEASURABLE_TRAY:
         # The light falling on each place, relative to the tray's typical level.
         falloff = (background**DISPLAY_GAMMA).mean(axis=2) / float(tray.mean())
@@ -190,6 +231,7 @@ def plain_tray_view(
     inside = np.ones((height, width), dtype=bool)
     mask = kernel_pixels(image_linear, inside, reference, px_per_mm=nominal * factor)
     mask, self_scale = _kernels_and_scale(mask) if mask.any() else (mask, nominal * factor)
+    kernel_level = float(np.median(image_linear[mask].mean(axis=1))) if mask.any() else np.inf
     times.lap("kernel mask")
     return KernelView(
         reflectance=image_linear,
@@ -198,4 +240,10 @@ def plain_tray_view(
         calibrated=False,
         tray=tray_seen,
         size_factor=self_scale / (nominal * factor),
+        # Only a neutral tray, lit about as the kernels are, shows the light's colour and level as the kernels
+        # receive them: on a black or coloured one, colours relative to the tray are the phone's and the
+        # light's as much as the kernels'.
+        colour_reference=neutral
+        and level >= MEASURABLE_TRAY
+        and kernel_level <= MAX_KERNEL_OVER_TRAY * float(tray_seen.mean()),
     )
