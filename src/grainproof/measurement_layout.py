@@ -48,11 +48,13 @@ SCALE_FREE_MEASUREMENTS: tuple[str, ...] = (
     "weathering",  # grains not shrivelled: mean share of the interior in dark spots
     "impurity_share",  # objects that are not grain (weed seeds, chaff), among all objects
 )
-#: Colour as ratios to a neutral tray, which a change of light or exposure does not move; the hue is an angle
-#: about the grey axis, which a phone's saturation (a scaling about that axis) does not move either.
+#: Colour relative to a neutral tray, which a change of light or exposure does not move. Without the card the
+#: redness is read from the hue, an angle about the grey axis, which a phone's saturation (a scaling about that
+#: axis) does not move either.
 TRAY_COLOUR_MEASUREMENTS: tuple[str, ...] = (
     "tray_lightness",  # sound grains: trimmed mean of log(luminance / the tray's luminance)
-    "tray_hue",  # sound grains: trimmed mean of the hue angle (radians) of their colour relative to the tray
+    "tray_redness",  # sound grains: trimmed mean of log(R / B) over the tray's with the card; without it, of
+    #                  pi/3 minus the hue angle (radians) of their colour relative to the tray, gamma-encoded
 )
 #: Log length and width of whole grains, in mm (card) or in mm at the photo's nominal scale (no card).
 SIZE_MEASUREMENTS: tuple[str, ...] = ("log_length", "log_width")

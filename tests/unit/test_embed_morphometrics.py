@@ -207,5 +207,9 @@ def test_colour_against_the_tray_is_left_unmeasured_without_a_reference_and_its_
     encoded = (table.colour / tray) ** (1 / 2.2)
     grey = encoded.mean(axis=1, keepdims=True)
     saturated = replace(table, colour=tray * np.maximum(grey + 1.3 * (encoded - grey), 1e-6) ** 2.2)
-    hue = MEASUREMENT_NAMES.index("tray_hue")
+    hue = MEASUREMENT_NAMES.index("tray_redness")
     assert photo_measurements(saturated, tray=tray, calibrated=False)[hue] == pytest.approx(measured[hue], abs=1e-6)
+    # With the card colours are reflectance and the column stays log(R / B) over the tray's: on a neutral tray,
+    # the card's own redness.
+    card = photo_measurements(table, tray=tray, calibrated=True)
+    assert card is not None and card[hue] == pytest.approx(card[MEASUREMENT_NAMES.index("redness")], abs=1e-12)

@@ -75,14 +75,14 @@ def test_colour_relative_to_the_tray_follows_the_lot_not_the_light_or_the_phone(
     # differs in tone curve and colour matrix) it moves less than twice as much as with that lot. log R/B
     # relative to the tray, the descriptor before it, moved 1.4 between these two phones: ten times the lot's.
     # (Under LIGHTS' warm dim bulb the white tray turns too orange to be taken as neutral: colour is not read.)
-    hue = MEASUREMENT_NAMES.index("tray_hue")
+    hue = MEASUREMENT_NAMES.index("tray_redness")  # without the card: the hue's redness
     lights = ("daylight", WARM_BULB)
     same_lot = [_measured("white_plastic", light)[hue] for light in lights]
     assert all(same_lot)
     light_effect = abs(same_lot[0] - same_lot[1])
     phone_effect = abs(_measured("white_plastic", "daylight", phone="moto-g22")[hue] - same_lot[0])
     for i, light in enumerate(lights):
-        lot_effect = same_lot[i] - _measured("white_plastic", light, redness=0.15)[hue]  # redder: towards red, 0
+        lot_effect = _measured("white_plastic", light, redness=0.15)[hue] - same_lot[i]  # redder: towards red
         assert lot_effect > light_effect, (lot_effect, light_effect)
         assert phone_effect < 2 * lot_effect, (lot_effect, phone_effect)
 

@@ -552,7 +552,7 @@ MEASURED_TRAITS: tuple[tuple[str, str, bool], ...] = (
     ("roundness", "width_mm/length_mm", False),
     ("eccentricity", "length_mm/width_mm", False),
     ("tray_lightness", "lightness", True),
-    ("tray_hue", "redness", False),
+    ("tray_redness", "redness", False),
     ("log_length", "length_mm", True),
     ("log_width", "width_mm", True),
 )

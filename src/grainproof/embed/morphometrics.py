@@ -493,8 +493,9 @@ def measurable(classes: KernelClasses) -> bool:
     return whole >= MIN_KERNELS or (whole >= 1 and int(classes.measured.sum()) < MIN_KERNELS)
 
 
-def _tray_hue(colour: np.ndarray, tray: np.ndarray) -> np.ndarray:
-    """Hue angle (radians: 0 red, pi/3 yellow) of each colour relative to a neutral tray, gamma-encoded.
+def _hue_redness(colour: np.ndarray, tray: np.ndarray) -> np.ndarray:
+    """How far the hue of each colour relative to a neutral tray (gamma-encoded) lies from yellow towards red:
+    pi/3 minus its hue angle about the grey axis (radians; 0 at yellow, pi/3 at red).
 
     A phone's colour processing scales colours about the grey axis (its colour matrix before the tone curve,
     its saturation after it): that moves log(R / B) several times more than a lot's redness does, but leaves
@@ -502,7 +503,7 @@ def _tray_hue(colour: np.ndarray, tray: np.ndarray) -> np.ndarray:
     """
     relative = (np.maximum(colour, 1e-6) / tray) ** (1.0 / HUE_GAMMA)
     red, green, blue = relative[:, 0], relative[:, 1], relative[:, 2]
-    return np.arctan2(np.sqrt(3.0) * (green - blue), 2.0 * red - green - blue)
+    return np.pi / 3.0 - np.arctan2(np.sqrt(3.0) * (green - blue), 2.0 * red - green - blue)
 
 
 def photo_measurements(
@@ -532,7 +533,13 @@ def photo_measurements(
         "eccentricity": _trimmed_mean(table.eccentricity[whole]),
         "size_spread": _robust_sd(np.log(np.maximum(table.area_mm2[unbroken], 1e-9))),
         "tray_lightness": _trimmed_mean(_log_lightness(table.colour[sound]) - float(np.log(reference.mean()))),
-        "tray_hue": _trimmed_mean(_tray_hue(table.colour[sound], reference)),
+        # With the card, colours are reflectance and log(R / B) is the redness; without it, the phone's colour
+        # processing is not undone, and only the hue's redness is the lot's.
+        "tray_redness": _trimmed_mean(
+            _redness(table.colour[sound]) - float(np.log(reference[0] / reference[2]))
+            if calibrated
+            else _hue_redness(table.colour[sound], reference)
+        ),
         "log_length": summary["log_length_mm"] + float(np.log(size_factor)),
         "log_width": summary["log_width_mm"] + float(np.log(size_factor)),
     }

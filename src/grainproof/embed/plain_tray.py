@@ -189,8 +189,10 @@ def plain_tray_view(
     tray_cells = ~coarse_kernels
     tray_display = np.median(background[tray_cells], axis=0) if tray_cells.any() else np.zeros(3)
     neutral = float(tray_display.max()) <= NEUTRAL_TRAY_RATIO * max(float(tray_display.min()), 1e-6)
+    # (A tray too dark to read its colour has no hue to compare: its kernels are found by level.)
     grain_hued = (
         not neutral
+        and float(tray_display.mean()) >= MEASURABLE_TRAY
         and coarse_kernels.any()
         and _grain_hued(tray_display, np.median(cells[coarse_kernels], axis=0).astype(np.float64) / 255.0)
     )
