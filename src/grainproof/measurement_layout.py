@@ -7,7 +7,7 @@ measurements. With the current N (`len(MEASUREMENT_NAMES)`) they come in four gr
 - `SCALE_FREE_MEASUREMENTS`: shape ratios, the spread of sizes, the shares of broken, shrivelled, weathered
   kernels and impurities: measured with the card or without it.
 - `TRAY_COLOUR_MEASUREMENTS`: colour relative to the tray, measured where the tray is a colour reference: with
-  the card, or on a neutral tray lit enough to show the light's colour (not on black or coloured trays).
+  the card, or on a neutral tray (not on a coloured one, whose hue is not the light's).
 - `SIZE_MEASUREMENTS`: log length and width on a scale comparable across phones: mm with the card; without
   it, mm at the photo's nominal scale (its field of view), which `reference.phone_scale` corrects per phone.
 
@@ -53,8 +53,9 @@ SCALE_FREE_MEASUREMENTS: tuple[str, ...] = (
 #: axis) does not move either.
 TRAY_COLOUR_MEASUREMENTS: tuple[str, ...] = (
     "tray_lightness",  # sound grains: trimmed mean of log(luminance / the tray's luminance)
-    "tray_redness",  # sound grains: trimmed mean of log(R / B) over the tray's with the card; without it, of
-    #                  pi/3 minus the hue angle (radians) of their colour relative to the tray, gamma-encoded
+    "tray_redness",  # sound grains: trimmed mean of log(R / B) over the tray's with the card (or on a background
+    #                  returning no light); on a lit tray without it, of pi/3 minus the hue angle (radians) of
+    #                  their colour relative to the tray, gamma-encoded
 )
 #: Log length and width of whole grains, in mm (card) or in mm at the photo's nominal scale (no card).
 SIZE_MEASUREMENTS: tuple[str, ...] = ("log_length", "log_width")

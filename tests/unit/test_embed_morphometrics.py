@@ -195,8 +195,8 @@ def test_colour_against_the_tray_is_left_unmeasured_without_a_reference_and_its_
 
     table = measure_kernels(*_photo(BASE, 1), PX_PER_MM)
     tray = np.full(3, 0.8)
-    measured = photo_measurements(table, tray=tray, calibrated=False)
-    unreferenced = photo_measurements(table, tray=None, calibrated=False)
+    measured = photo_measurements(table, tray=tray, calibrated=False, hue_redness=True)
+    unreferenced = photo_measurements(table, tray=None, calibrated=False, hue_redness=True)
     assert measured is not None and unreferenced is not None
     colour = [MEASUREMENT_NAMES.index(name) for name in TRAY_COLOUR_MEASUREMENTS]
     assert np.all(measured[colour] != 0) and not unreferenced[colour].any()
@@ -208,8 +208,10 @@ def test_colour_against_the_tray_is_left_unmeasured_without_a_reference_and_its_
     grey = encoded.mean(axis=1, keepdims=True)
     saturated = replace(table, colour=tray * np.maximum(grey + 1.3 * (encoded - grey), 1e-6) ** 2.2)
     hue = MEASUREMENT_NAMES.index("tray_redness")
-    assert photo_measurements(saturated, tray=tray, calibrated=False)[hue] == pytest.approx(measured[hue], abs=1e-6)
-    # With the card colours are reflectance and the column stays log(R / B) over the tray's: on a neutral tray,
-    # the card's own redness.
+    assert photo_measurements(saturated, tray=tray, calibrated=False, hue_redness=True)[hue] == pytest.approx(
+        measured[hue], abs=1e-6
+    )
+    # With the card colours are reflectance and the column stays log(R / B) over the tray's (on a neutral tray,
+    # the card's own redness), as it does on a background that returns no light (nothing balances the colours).
     card = photo_measurements(table, tray=tray, calibrated=True)
     assert card is not None and card[hue] == pytest.approx(card[MEASUREMENT_NAMES.index("redness")], abs=1e-12)

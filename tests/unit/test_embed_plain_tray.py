@@ -87,9 +87,10 @@ def test_colour_relative_to_the_tray_follows_the_lot_not_the_light_or_the_phone(
         assert phone_effect < 2 * lot_effect, (lot_effect, phone_effect)
 
 
-def test_colour_is_read_against_a_neutral_light_tray_only() -> None:
-    # On a black tray (kernels ten times lighter than it) and on a blue one, colours relative to the tray are
-    # the phone's and the light's as much as the lot's: that group is left unmeasured (zeros), the rest is kept.
+def test_colour_is_read_against_a_neutral_tray_lit_like_the_kernels_only() -> None:
+    # On a black tray lifted by the exposure (kernels ten times lighter than it) and on a blue one, colours
+    # relative to the tray are the phone's and the light's as much as the lot's: that group is left unmeasured
+    # (zeros); the kernels' shapes and shares are kept.
     colour = [MEASUREMENT_NAMES.index(name) for name in TRAY_COLOUR_MEASUREMENTS]
     assert np.all(_measured("white_plastic", "daylight")[colour] != 0)
     for tray in ("black_plastic", "blue_plastic"):
@@ -130,6 +131,23 @@ def test_a_single_kernel_on_black_is_measured_and_kernels_cut_by_the_edge_are_no
     # Only the whole kernel counts: its 180 x 60 px ellipse has a log aspect of log(3).
     assert values[MEASUREMENT_NAMES.index("log_aspect")] == pytest.approx(np.log(3.0), abs=0.05)
     assert values[MEASUREMENT_NAMES.index("roundness")] == pytest.approx(1 / 3, abs=0.03)
+    # A background that returns no light balances nothing: the redness is the camera's log R/B (display 0.85 and
+    # 0.75, gamma 2.2 undone), as one lab's fixed setup records it.
+    assert values[MEASUREMENT_NAMES.index("tray_redness")] == pytest.approx(2.2 * np.log(0.85 / 0.75), abs=0.02)
+
+
+def test_a_black_background_with_a_faint_cast_is_neither_refused_nor_left_without_colour() -> None:
+    # One of the real rice photos: its black has a faint colour cast (channels 0-6 of 255), which a ratio test
+    # reads as a strongly coloured tray, of the grain's own hue. A tray too dark to read has no hue to judge.
+    image = np.zeros((240, 320, 3), dtype=np.float32)
+    image[..., 0], image[..., 2] = 6 / 255, 3 / 255
+    yy, xx = np.mgrid[:240, :320]
+    image[((xx - 150) / 90.0) ** 2 + ((yy - 120) / 30.0) ** 2 <= 1.0] = (0.85, 0.82, 0.75)
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image * 255).astype(np.uint8)).save(buffer, format="PNG")
+    values, warnings = measure_photo(prepare_photo(buffer.getvalue(), "cast.png"))
+    assert values[MEASUREMENT_NAMES.index("log_aspect")] == pytest.approx(np.log(3.0), abs=0.05), warnings
+    assert all(values[MEASUREMENT_NAMES.index(name)] != 0 for name in TRAY_COLOUR_MEASUREMENTS)
 
 
 def test_exif_focal_length_at_a_fixed_distance_gives_the_nominal_scale() -> None:

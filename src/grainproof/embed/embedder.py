@@ -45,7 +45,7 @@ Measured = tuple[np.ndarray, tuple[str, ...]]
 #: Kernel measurements that lead every photo vector: with the card, without it, and sizes (measurement_layout).
 MEASURED_FEATURES: tuple[str, ...] = MEASUREMENT_NAMES
 #: Bump when the kernel measurements change: it is part of the cache key, like PREPROCESS_VERSION.
-MEASUREMENT_VERSION = "kernels-v9"
+MEASUREMENT_VERSION = "kernels-v12"
 _LENGTH_INDEX = MEASUREMENT_NAMES.index("log_length_mm")
 #: Typical kernels of the cereals grainproof serves are 4-12 mm long; a photo measuring outside this range
 #: measured something else (tray fragments on a grain-coloured board, a close-up without the card).
@@ -60,8 +60,13 @@ def measure_photo(photo: PreparedPhoto) -> tuple[np.ndarray, tuple[str, ...]]:
     """
     view = photo.kernels
     table = measure_kernels(view.reflectance, view.kernel_mask, view.px_per_mm)
-    tray = view.tray if view.colour_reference else None
-    values = photo_measurements(table, tray=tray, calibrated=view.calibrated, size_factor=view.size_factor)
+    values = photo_measurements(
+        table,
+        tray=view.tray if view.colour_reference else None,
+        calibrated=view.calibrated,
+        size_factor=view.size_factor,
+        hue_redness=not view.calibrated and view.tray_lit,
+    )
     if values is None:
         note = "too few separate kernels to measure; spread the sample so kernels do not touch."
         return np.zeros(len(MEASURED_FEATURES), dtype=np.float32), (*photo.warnings, note)

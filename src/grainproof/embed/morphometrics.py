@@ -507,16 +507,23 @@ def _hue_redness(colour: np.ndarray, tray: np.ndarray) -> np.ndarray:
 
 
 def photo_measurements(
-    table: KernelTable, *, tray: np.ndarray | None, calibrated: bool, size_factor: float = 1.0
+    table: KernelTable,
+    *,
+    tray: np.ndarray | None,
+    calibrated: bool,
+    size_factor: float = 1.0,
+    hue_redness: bool = False,
 ) -> np.ndarray | None:
     """The photo's measurement block (grainproof.measurement_layout.MEASUREMENT_NAMES order), or None when it
     is not `measurable`.
 
     `tray` is the bare tray's colour in the table's colour space (colours relative to it do not move with the
-    light or the exposure), None when the tray is no colour reference (black or coloured, without the card):
-    the tray colour columns are then zero. `size_factor` turns the table's sizes into the size columns' mm (1
-    with the card; without it, the photo's nominal scale over the scale the kernels were measured at). Without
-    the card (`calibrated` False) the columns that need it are zero.
+    light or the exposure), None when the tray is no colour reference (a coloured tray, without the card): the
+    tray colour columns are then zero. `hue_redness` reads the redness from the hue (`_hue_redness`), for
+    colours balanced on a tray but not calibrated: a phone's saturation moves log(R / B) far more than a lot's
+    redness does. `size_factor` turns the table's sizes into the size columns' mm (1 with the card; without it,
+    the photo's nominal scale over the scale the kernels were measured at). Without the card (`calibrated`
+    False) the columns that need it are zero.
     """
     classes = classify_kernels(table)
     if not measurable(classes):
@@ -533,12 +540,10 @@ def photo_measurements(
         "eccentricity": _trimmed_mean(table.eccentricity[whole]),
         "size_spread": _robust_sd(np.log(np.maximum(table.area_mm2[unbroken], 1e-9))),
         "tray_lightness": _trimmed_mean(_log_lightness(table.colour[sound]) - float(np.log(reference.mean()))),
-        # With the card, colours are reflectance and log(R / B) is the redness; without it, the phone's colour
-        # processing is not undone, and only the hue's redness is the lot's.
         "tray_redness": _trimmed_mean(
-            _redness(table.colour[sound]) - float(np.log(reference[0] / reference[2]))
-            if calibrated
-            else _hue_redness(table.colour[sound], reference)
+            _hue_redness(table.colour[sound], reference)
+            if hue_redness
+            else _redness(table.colour[sound]) - float(np.log(reference[0] / reference[2]))
         ),
         "log_length": summary["log_length_mm"] + float(np.log(size_factor)),
         "log_width": summary["log_width_mm"] + float(np.log(size_factor)),

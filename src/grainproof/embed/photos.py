@@ -79,7 +79,8 @@ class KernelView:
     `px_per_mm` is the kernels' own scale (a typical kernel's width); `size_factor` turns sizes at that scale
     into mm at the photo's nominal scale. `tray` is the bare tray's colour in the view's colour space;
     `colour_reference` says whether colours relative to it are the kernels' own (with the card, or a neutral
-    tray lit enough to show the light's colour), else they are not measured.
+    tray), else they are not measured; `tray_lit` whether the tray shows the light (so the view is balanced
+    on it), not a background that returns none (a lab's black).
     """
 
     reflectance: np.ndarray  # (h, w, 3) float32, linear
@@ -89,6 +90,7 @@ class KernelView:
     tray: np.ndarray  # (3,) float32
     size_factor: float = 1.0
     colour_reference: bool = True
+    tray_lit: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,9 +65,11 @@ DARK_TRAY_FLOOR = MEASURABLE_TRAY**DISPLAY_GAMMA
 #: lies between.
 GRAIN_HUED_TRAY_DEGREES = 45.0
 GRAIN_HUED_TRAY_SATURATION = 0.75
-#: Colours are read relative to the tray only where its light is of the kernels' order: kernels at most this
-#: many times as light as the tray (linear). On a black tray (kernels 8-12 times lighter) the phone's tone
-#: curve treats tray and kernels differently, so balancing on the tray does not balance the kernels.
+#: A lit tray is a colour reference only where its light is of the kernels' order: kernels at most this many
+#: times as light as the tray (linear). On a black tray lifted by the exposure (kernels 8-12 times lighter)
+#: the phone's tone curve treats tray and kernels differently, so balancing on the tray does not balance the
+#: kernels: on the simulated phones their hue over such a tray spread 3x as much between phones as over a white
+#: or steel tray.
 MAX_KERNEL_OVER_TRAY = 2.0
 #: EXIF tags: the Exif sub-IFD, and the focal length in 35 mm film terms (its diagonal is 43.27 mm).
 _EXIF_IFD, _FOCAL_35MM = 0x8769, 0xA405
@@ -205,6 +207,7 @@ def plain_tray_view(
             tray=np.full(3, DARK_TRAY_FLOOR, dtype=np.float32),
             size_factor=1.0,
             colour_reference=False,
+            tray_lit=False,
         )
     level = float(tray_display.mean())
     linear = _LINEAR[pixels]
@@ -242,10 +245,10 @@ def plain_tray_view(
         calibrated=False,
         tray=tray_seen,
         size_factor=self_scale / (nominal * factor),
-        # Only a neutral tray, lit about as the kernels are, shows the light's colour and level as the kernels
-        # receive them: on a black or coloured one, colours relative to the tray are the phone's and the
-        # light's as much as the kernels'.
-        colour_reference=neutral
-        and level >= MEASURABLE_TRAY
-        and kernel_level <= MAX_KERNEL_OVER_TRAY * float(tray_seen.mean()),
+        # A lit tray is a colour reference where it is neutral (a coloured tray's hue is not the light's) and
+        # lit about as the kernels are. A background returning no light balances nothing: the colours are the
+        # camera's own, comparable between photos of one setup (a lab's black, like the rice photos').
+        colour_reference=level < MEASURABLE_TRAY
+        or (neutral and kernel_level <= MAX_KERNEL_OVER_TRAY * float(tray_seen.mean())),
+        tray_lit=level >= MEASURABLE_TRAY,
     )
