@@ -72,8 +72,9 @@ def test_colour_relative_to_the_tray_follows_the_lot_not_the_light_or_the_phone(
     # effect, and phones process colours differently. The hue angle about the grey axis, which saturation does
     # not move, must still move more with a redder lot (log R/B +0.15, about four between-lot SDs) than between
     # a warm bulb and daylight; between a phone that saturates colours 1.30x and one that leaves them (and
-    # differs in tone curve and colour matrix) it moves less than twice as much as with that lot. log R/B
-    # relative to the tray, the descriptor before it, moved 1.4 between these two phones: ten times the lot's.
+    # differs in tone curve and colour matrix) it moves less than twice as much as with that lot. (Over all 14
+    # simulated phones the hue's spread between phones was 0.8 times a lot 0.08 redder's effect, log R/B over
+    # the tray's, the descriptor before it, 2.9 times: docs/embedding.md.)
     # (Under LIGHTS' warm dim bulb the white tray turns too orange to be taken as neutral: colour is not read.)
     hue = MEASUREMENT_NAMES.index("tray_redness")  # without the card: the hue's redness
     lights = ("daylight", WARM_BULB)
