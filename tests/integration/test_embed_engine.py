@@ -160,6 +160,29 @@ def test_nothing_is_embedded_twice(embedder: Embedder, tray_files: list[Path], c
     assert np.array_equal(again[-1].unit_vectors, first[0].unit_vectors)
 
 
+def test_a_cache_write_that_fails_is_raised_not_lost(
+    embedder: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cache files are written by the photo pool while the network runs; a failed write must still surface.
+    paths = []
+    for seed in (40, 41, 42):
+        path = tmp_path / f"fresh_{seed}.jpg"
+        path.write_bytes(jpeg_bytes(tray_photo(seed=seed, width=640, height=480)))
+        paths.append(path)
+    written: list[str] = []
+
+    def put(embedding: object) -> None:
+        digest = getattr(embedding, "content_hash", "")
+        if len(written) == 1:
+            raise OSError(28, "No space left on device")
+        written.append(digest)
+
+    monkeypatch.setattr(embedder.cache, "put", put)
+    with pytest.raises(OSError, match="No space left"):
+        embedder.embed_files(paths)
+    assert len(written) == 1
+
+
 def test_embed_bytes_names_the_bad_upload(embedder: Embedder) -> None:
     with pytest.raises(PhotoError, match=r"upload_3\.jpg"):
         embedder.embed_bytes(b"GIF89a broken", "upload_3.jpg")
