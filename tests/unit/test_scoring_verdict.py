@@ -82,8 +82,11 @@ def test_a_verdicts_reasons_and_numbers_never_contradict_its_flag(score: ClaimSc
     assert ("variety" in verdict.flagged_checks) == (variety_low and together) == ("as declared (p=" in text)
     assert verdict.checks_plausibility == score.checks_plausibility
     # A check low on its own but held back by the two together says so, and only then.
-    if "is not flagged at alpha" in text:
-        assert verdict.status == "plausible" and (origin_low or variety_low) and not together
+    if "but does not flag" in text:
+        assert (origin_low or variety_low) and not together
+        assert verdict.status == "plausible" or "purity" in verdict.flagged_checks
+    if "fits its origin and season" in text:
+        assert score.plausibility > alpha
     impure = verdict.purity_interval is not None and verdict.purity_interval[1] < 0.9
     assert ("purity" in verdict.flagged_checks) == impure == ("purity is below" in text)
     if verdict.purity is not None:
@@ -91,6 +94,8 @@ def test_a_verdicts_reasons_and_numbers_never_contradict_its_flag(score: ClaimSc
         assert verdict.purity_interval[0] <= verdict.purity <= verdict.purity_interval[1]
     # "plausible" only when the reference could have flagged it and did not.
     assert ("is plausible" in text or "is not flagged at alpha" in text) == (verdict.status == "plausible")
+    if "is not flagged at alpha" in text:
+        assert "but does not flag" in text
     if "is plausible" in text:
         assert score.plausibility > alpha >= score.min_reachable_p
         assert not variety_low
@@ -187,3 +192,38 @@ def test_units_repeated_from_one_photo_weigh_as_that_photo_alone() -> None:
     counted = mixture_share(np.repeat(own, 10), np.repeat(other, 10))
     assert (repeated.low, repeated.high) == (alone.low, alone.high)
     assert counted.high - counted.low < repeated.high - repeated.low
+
+
+def test_a_held_back_origin_check_is_never_called_above_alpha_when_purity_flags() -> None:
+    # Origin p 0.04 at alpha 0.05, held back by the two checks together (0.07), while purity flags the lot.
+    score = ClaimScore(
+        plausibility=0.04,
+        origin_plausibility=0.04,
+        season_plausibility=None,
+        nonconformity=1.0,
+        declared_variety="apache",
+        declared_origin="51",
+        declared_season=None,
+        declared_probability=0.2,
+        alternatives=(),
+        outside_reference_p=0.5,
+        admixture=None,
+        admixture_source=None,
+        variety_plausibility=0.6,
+        variety_calibration_lots=200,
+        variety_alternatives=(),
+        checks_plausibility=0.07,
+        foreign_kernels=ShareEstimate(share=0.4, low=0.3, high=0.5, p_value=0.001, units=20),
+        nearest_reference_lots=(),
+        calibration_lots=200,
+        min_reachable_p=1 / 201,
+        low_confidence=False,
+        thin_reference=False,
+        measured=True,
+        warnings=(),
+    )
+    verdict = make_verdict(score, lot_id="L", alpha=0.05, model_version="v", min_purity=0.9)
+    assert verdict.flagged_checks == ("purity",)
+    assert "above alpha" not in verdict.reasons[0] and "but does not flag" in verdict.reasons[0]
+    assert "is not flagged" not in " ".join(verdict.reasons)  # it is flagged, for purity
+    assert "its origin and season (p=0.04)" in verdict.reasons[0]

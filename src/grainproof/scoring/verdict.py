@@ -120,9 +120,12 @@ def reasons_for(
             f"(p={_p(score.plausibility)}). Add reference lots of the variety before trusting this verdict."
         )
     elif reading.status == "plausible" and reading.held_back:
-        reasons.append(_held_back_reason(score, alpha, reading.held_back, declared))
+        held_back = _held_back_reason(score, alpha, reading.held_back)
+        reasons.append(f"Declared {declared} is not flagged at alpha={alpha:g}. {held_back}")
     elif reading.status == "plausible":
         reasons.append(f"Declared {declared} is plausible (p={_p(score.plausibility)}, above alpha={alpha:g}).")
+    elif "origin_season" in reading.held_back:
+        reasons.append(f"Declared {declared}: {_held_back_reason(score, alpha, reading.held_back)} But:")
     elif "origin_season" not in reading.checks:
         reasons.append(
             f"Declared {declared} fits its origin and season (p={_p(score.plausibility)}, above alpha={alpha:g}), but:"
@@ -186,17 +189,17 @@ def reasons_for(
     return tuple(reasons)
 
 
-def _held_back_reason(score: ClaimScore, alpha: float, held_back: Sequence[str], declared: str) -> str:
+def _held_back_reason(score: ClaimScore, alpha: float, held_back: Sequence[str]) -> str:
     """Why a check whose own p-value is at or below alpha did not flag the lot."""
     named = {
         "origin_season": f"its origin and season (p={_p(score.plausibility)})",
         "variety": f"its variety {score.declared_variety} (p={_p(score.variety_plausibility or 0.0)})",
     }
     return (
-        f"Declared {declared} is not flagged at alpha={alpha:g}, although the check of "
-        f"{' and of '.join(named[c] for c in held_back)} alone is at or below it: two checks ran (origin and "
-        f"season, variety), and genuine reference lots show a smallest p-value this low more often than alpha "
-        f"(p={_p(score.checks_plausibility or 1.0)} across the checks)."
+        f"The check of {' and of '.join(named[c] for c in held_back)} is at or below alpha={alpha:g} on its own "
+        f"but does not flag: two checks ran (origin and season, variety), and genuine reference lots show a "
+        f"smallest p-value this low more often than alpha (p={_p(score.checks_plausibility or 1.0)} across the "
+        "checks)."
     )
 
 
