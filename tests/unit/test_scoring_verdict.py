@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -122,32 +124,43 @@ def test_a_verdicts_reasons_and_numbers_never_contradict_its_flag(score: ClaimSc
         assert "possible admixture" not in text
 
 
+#: A plain score of one declaration with nothing remarkable: tests change what they are about with `replace`.
+_PLAIN = ClaimScore(
+    plausibility=0.5,
+    origin_plausibility=0.5,
+    season_plausibility=None,
+    nonconformity=1.0,
+    declared_variety="apache",
+    declared_origin="51",
+    declared_season=None,
+    declared_probability=0.2,
+    alternatives=(),
+    outside_reference_p=0.5,
+    admixture=None,
+    admixture_source=None,
+    variety_plausibility=None,
+    variety_calibration_lots=0,
+    variety_alternatives=(),
+    checks_plausibility=None,
+    foreign_kernels=None,
+    nearest_reference_lots=(),
+    calibration_lots=200,
+    min_reachable_p=1 / 201,
+    low_confidence=False,
+    thin_reference=False,
+    measured=True,
+    warnings=(),
+)
+
+
 def test_a_reference_too_small_to_reach_alpha_never_says_plausible() -> None:
-    score = ClaimScore(
+    score = replace(
+        _PLAIN,
         plausibility=1 / 32,
         origin_plausibility=1 / 32,
-        season_plausibility=None,
-        nonconformity=9.0,
-        declared_variety="apache",
-        declared_origin="51",
-        declared_season=None,
-        declared_probability=0.0,
-        alternatives=(),
         outside_reference_p=1 / 32,
-        admixture=None,
-        admixture_source=None,
-        variety_plausibility=None,
-        variety_calibration_lots=0,
-        variety_alternatives=(),
-        checks_plausibility=None,
-        foreign_kernels=None,
-        nearest_reference_lots=(),
         calibration_lots=31,
         min_reachable_p=1 / 32,
-        low_confidence=False,
-        thin_reference=False,
-        measured=True,
-        warnings=(),
     )
     verdict = make_verdict(score, lot_id="L", alpha=0.01, model_version="v")
     assert verdict.status == "cannot_flag" and verdict.low_confidence and not verdict.flagged
@@ -196,31 +209,14 @@ def test_units_repeated_from_one_photo_weigh_as_that_photo_alone() -> None:
 
 def test_a_held_back_origin_check_is_never_called_above_alpha_when_purity_flags() -> None:
     # Origin p 0.04 at alpha 0.05, held back by the two checks together (0.07), while purity flags the lot.
-    score = ClaimScore(
+    score = replace(
+        _PLAIN,
         plausibility=0.04,
         origin_plausibility=0.04,
-        season_plausibility=None,
-        nonconformity=1.0,
-        declared_variety="apache",
-        declared_origin="51",
-        declared_season=None,
-        declared_probability=0.2,
-        alternatives=(),
-        outside_reference_p=0.5,
-        admixture=None,
-        admixture_source=None,
         variety_plausibility=0.6,
         variety_calibration_lots=200,
-        variety_alternatives=(),
         checks_plausibility=0.07,
         foreign_kernels=ShareEstimate(share=0.4, low=0.3, high=0.5, p_value=0.001, units=20),
-        nearest_reference_lots=(),
-        calibration_lots=200,
-        min_reachable_p=1 / 201,
-        low_confidence=False,
-        thin_reference=False,
-        measured=True,
-        warnings=(),
     )
     verdict = make_verdict(score, lot_id="L", alpha=0.05, model_version="v", min_purity=0.9)
     assert verdict.flagged_checks == ("purity",)

@@ -62,15 +62,21 @@ def fit_class_densities(counts: np.ndarray, sums: np.ndarray, scatter: np.ndarra
     whiteners, log_dets, t_dof = group_predictives(pooled, within, dof, nu0)
     whiteners, log_dets, t_dof = whiteners[:-1], log_dets[:-1], t_dof[:-1]  # the prior row is not a class
     mean_factor = 1.0 + 1.0 / np.maximum(n, 1.0)
-    constants = (
-        gammaln((t_dof + k) / 2.0)
-        - gammaln(t_dof / 2.0)
-        - 0.5 * k * np.log(t_dof * np.pi)
-        - 0.5 * log_dets
-        - 0.5 * k * np.log(mean_factor)
-    )
+    constants = _student_t_constants(t_dof, k, log_dets, mean_factor)
     return ClassDensities(
         means=means, counts=n, whiteners=whiteners, constants=constants, dof=t_dof, mean_factor=mean_factor
+    )
+
+
+def _student_t_constants(dof: np.ndarray, k: int, log_det: np.ndarray | float, mean_factor: np.ndarray) -> np.ndarray:
+    """Log normalising constants of k-variate Student t predictives (scale widened by each class mean's own
+    uncertainty, `mean_factor`)."""
+    return np.asarray(
+        gammaln((dof + k) / 2.0)
+        - gammaln(dof / 2.0)
+        - 0.5 * k * np.log(dof * np.pi)
+        - 0.5 * np.asarray(log_det)
+        - 0.5 * k * np.log(mean_factor)
     )
 
 
@@ -105,13 +111,7 @@ def fit_pooled_class_densities(counts: np.ndarray, sums: np.ndarray, scatter: np
     log_det = 2.0 * float(np.sum(np.log(np.diag(cholesky))))
     mean_factor = 1.0 + 1.0 / np.maximum(n, 1.0)
     dof = np.full(len(n), t_dof)
-    constants = (
-        gammaln((dof + k) / 2.0)
-        - gammaln(dof / 2.0)
-        - 0.5 * k * np.log(dof * np.pi)
-        - 0.5 * log_det
-        - 0.5 * k * np.log(mean_factor)
-    )
+    constants = _student_t_constants(dof, k, log_det, mean_factor)
     return ClassDensities(
         means=means,
         counts=n,
