@@ -11,9 +11,6 @@ from the database. Screenshots go to test-artifacts/desk-*.png for people to loo
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,42 +68,23 @@ class LiveService:
     verifications: dict[str, dict[str, Any]]
 
 
-def _free_socket() -> socket.socket:
-    """A listening socket on a free localhost port, handed to uvicorn (no race for the port)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
 @pytest.fixture(scope="module")
 def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     if not CHROMIUM.exists():
         pytest.skip(f"headless Chromium not found at {CHROMIUM}: `make test` installs it (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
     import httpx
-    import uvicorn
 
     from grainproof.api import create_app
+    from grainproof.demo import LiveServer
 
     # start_service's TestClient is left unused: the browser talks to a real server instead.
     _, runtime, keys = start_service(tmp_path_factory.mktemp("desk") / "data")
     create_desk_users(runtime)
-    app = create_app(runtime.settings, runtime=runtime)
-    sock = _free_socket()
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start within 30 s")
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
     world = make_world()
     verifications: dict[str, dict[str, Any]] = {}
-    try:
+    with LiveServer(create_app(runtime.settings, runtime=runtime)) as server:
+        url = server.url
         with httpx.Client(base_url=url, timeout=60) as client:
             bootstrap_reference(client, keys, world, photos=reference_photos())
             rng = np.random.default_rng(5)
@@ -128,10 +106,6 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServi
                 f"/v1/verifications/{photo_id}", headers={"Authorization": f"Bearer {keys['auditor']}"}
             ).json()
         yield LiveService(url=url, runtime=runtime, keys=keys, verifications=verifications)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 def _browser(playwright: Any) -> Any:

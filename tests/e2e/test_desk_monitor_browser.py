@@ -9,9 +9,6 @@ test-artifacts/monitor-*.png.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,26 +31,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
         pytest.skip(f"headless Chromium not found at {CHROMIUM}: `make test` installs it (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
     import httpx
-    import uvicorn
 
     from grainproof.api import create_app
+    from grainproof.demo import LiveServer
 
     _, runtime, keys = start_service(tmp_path_factory.mktemp("monitor-desk") / "data", blind_audit_rate=1.0)
     create_desk_users(runtime)
-    app = create_app(runtime.settings, runtime=runtime)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start within 30 s")
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     world = make_world()
-    try:
+    with LiveServer(create_app(runtime.settings, runtime=runtime)) as server:
+        url = server.url
         with httpx.Client(base_url=url, timeout=60) as client:
             bootstrap_reference(client, keys, world)
             rng = np.random.default_rng(9)
@@ -69,10 +55,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
                 )
                 assert response.status_code == 201, response.text
         yield url, runtime
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 def test_auditor_sees_plots_acknowledges_an_alert_and_reviews_a_blind_sample(live: tuple[str, Any]) -> None:
