@@ -312,8 +312,11 @@ def evaluate(
     from grainproof.services.evaluation import evaluate_lots, read_latent_traits
     from grainproof.services.origins import load_regions
 
-    if plot is not None and plot.suffix.lower() not in (".png", ".svg"):
-        raise GrainproofError(f"--plot {plot}: use a .png or .svg file name.")
+    if plot is not None:
+        from grainproof.services.evaluation_plot import PLOT_FORMATS
+
+        if plot.suffix.lower() not in PLOT_FORMATS:
+            raise GrainproofError(f"--plot {plot}: use a .png or .svg file name.")
     lots = read_manifest(manifest, check_photos=False)
     regions = load_regions(region_set)
     adjacency = {c: regions.neighbours(c) for c in regions.codes} if regions is not None else None
