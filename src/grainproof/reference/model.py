@@ -88,7 +88,8 @@ class ModelOptions:
     variance_kept: float = 1.0
     max_components: int = 64
     #: Lots per reduced dimension at least when the features must be reduced (embeddings), so the space keeps
-    #: the leading directions and not the noise of single photos (docs/scoring.md).
+    #: the leading directions and not the noise of single photos (docs/scoring.md). The lots counted are those
+    #: beyond the mean model's main effects (varieties + origins + seasons), not beyond its cells.
     lots_per_dimension: int = 10
     #: The same for the variety check's own space (`SpeciesReference.variety_space`): its classes, a few varieties
     #: of many lots each, share one covariance, estimated from every lot, so it affords many more dimensions
@@ -173,6 +174,12 @@ class SpeciesReference:
     _groups: dict[int, dict[int, list[np.ndarray]]] = field(default_factory=dict)
     _smallest: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
     _whitened: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def unit_dim(self) -> int:
+        """How many leading coordinates of `space` purity's kernel-level classes live in (unit_sums' width; models
+        built before the cut was set apart used the whole space)."""
+        return int(self.unit_sums.shape[1]) if self.unit_sums.ndim == 2 and self.unit_sums.shape[1] else self.space.dim
 
     @property
     def dim(self) -> int:
@@ -638,8 +645,15 @@ class ReferenceModel:
         return model
 
 
+def _max_dimensions(dim: int, spare: int, options: ModelOptions) -> int:
+    """How many dimensions `spare` lots afford: every feature when each has `lots_per_feature` of them (measurement
+    tables), else one per `lots_per_dimension`."""
+    return dim if dim * options.lots_per_feature <= spare else max(1, spare // options.lots_per_dimension)
+
+
 def unit_statistics(
     space: ReducedSpace,
+    dims: int,
     units: Mapping[str, np.ndarray],
     lot_ids: Sequence[str] | np.ndarray,
     lot_varieties: np.ndarray,
@@ -647,10 +661,11 @@ def unit_statistics(
     start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     scale: tuple[np.ndarray, np.ndarray, PhoneScale | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per variety: count, sum and scatter of the lots' units in the reduced space (added to `start`); `scale`
+    """Per variety: count, sum and scatter of the lots' units in the reduced space's leading `dims` coordinates
+    (added to `start`); `scale`
     (each lot's phone and variety, and the species' phone scale) puts sizes measured without the card on the
     reference's scale, as for the lot vectors."""
-    k = space.dim
+    k = dims
     counts, sums, scatter = np.zeros(n_varieties), np.zeros((n_varieties, k)), np.zeros((n_varieties, k, k))
     if start is not None and len(start[0]):
         old = len(start[0])
@@ -665,7 +680,7 @@ def unit_statistics(
         if scale is not None:
             phones, names, table = scale
             raw = apply_phone_scale(raw, [str(phones[i])] * len(raw), [str(names[i])] * len(raw), table)[0]
-        z = space.transform(raw)
+        z = space.transform(raw)[:, :k]
         counts[variety] += len(z)
         sums[variety] += z.sum(axis=0)
         scatter[variety] += z.T @ z
@@ -835,7 +850,7 @@ def _add_lots(
     )
     start = (ref.unit_counts, ref.unit_sums, ref.unit_scatter) if len(ref.unit_counts) else None
     updated.unit_counts, updated.unit_sums, updated.unit_scatter = unit_statistics(
-        ref.space, units, lot_ids, keys[:, 0], len(varieties_list), start=start
+        ref.space, ref.unit_dim, units, lot_ids, keys[:, 0], len(varieties_list), start=start
     )
     return updated.fit(options)
 
@@ -990,12 +1005,15 @@ def fit_reference_arrays(
         keys = np.stack([variety_index, origin_index, season_index], axis=1).astype(np.int64)
         cell_keys, lot_cells = np.unique(keys, axis=0, return_inverse=True)
         lot_cells = lot_cells.reshape(-1)
-        spare = len(rows) - len(cell_keys)
-        max_by_lots = (
-            vectors.dim
-            if vectors.dim * options.lots_per_feature <= spare
-            else max(1, spare // options.lots_per_dimension)
+        # The cut counts the lots beyond the mean model's main effects (variety, origin, season), not beyond the
+        # cells: a cell's mean is not a free parameter but an additive, shrunk one, so thin cells (one or two lots
+        # each on a day's intake) do not use up the lots (docs/scoring.md, "A space per species").
+        max_by_lots = _max_dimensions(
+            vectors.dim, len(rows) - (len(variety_list) + len(origin_list) + len(season_codes) - 2), options
         )
+        # Purity's kernel-level classes keep the cut by the lots beyond the cells: their intervals are parametric,
+        # and wider spaces made them overconfident (genuine lots flagged 0.05 -> 0.08 on the simulated world).
+        unit_dims = _max_dimensions(vectors.dim, len(rows) - len(cell_keys), options)
         blocks = feature_blocks(backbone_id, vectors.dim)
         space = fit_reduced_space(
             basis_x,
@@ -1096,6 +1114,7 @@ def fit_reference_arrays(
         )
         ref.unit_counts, ref.unit_sums, ref.unit_scatter = unit_statistics(
             space,
+            min(unit_dims, space.dim),
             units or {},
             species_ids,
             variety_index,
