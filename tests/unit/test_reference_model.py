@@ -156,11 +156,11 @@ def test_model_options_reject_nonsense() -> None:
 
 def test_shrinkage_with_no_within_cell_spread_trusts_each_cell_mean() -> None:
     # A single exact feature column (no spread within cells) once divided by zero here.
-    from grainproof.reference.cells import _estimate_shrinkage
+    from grainproof.reference.cells import estimate_effect_shrinkage
 
     sums = np.zeros((3, 1))  # every cell exactly at its prior
     counts = np.array([2.0, 3.0, 1.0])
-    assert _estimate_shrinkage(sums, counts, np.zeros((3, 1)), sigma2=0.0) == 0.0
+    assert estimate_effect_shrinkage(sums, counts, np.zeros((3, 1)), sigma2=0.0) == 0.0
 
 
 def test_kernel_measurements_survive_pca_beside_a_thousand_network_features() -> None:
@@ -470,9 +470,12 @@ def test_an_update_adds_its_lots_to_the_variety_statistics_in_the_fixed_variety_
     everything = [*lots, newcomer]
     z = before.variety_space.transform(np.asarray([lot.features for lot in everything]))
     labels = np.array([after.varieties.index(lot.claim.variety) for lot in everything])
-    counts, sums, scatter = after.variety_statistics()
-    assert np.array_equal(counts, np.bincount(labels, minlength=5))
-    assert np.allclose(sums, np.stack([z[labels == v].sum(axis=0) for v in range(5)]))
+    counts, sums, scatter = after.variety_statistics()  # per cell, and every lot's scatter
+    assert list(after.lot_ids) == [lot.lot_id for lot in everything]
+    assert np.array_equal(np.bincount(after.cell_keys[:, 0], weights=counts, minlength=5), np.bincount(labels))
+    expected = np.zeros_like(sums)
+    np.add.at(expected, after.lot_cells, z)
+    assert np.allclose(sums, expected)
     assert np.allclose(scatter, z.T @ z)
     # Scored by the old model before they were added: genuine out-of-sample calibration scores, like a build's.
     added = np.isin(after.lot_ids, [lot.lot_id for lot in lots[200:]])

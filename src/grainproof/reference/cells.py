@@ -332,7 +332,7 @@ def fit_cell_model(
                     if nb:
                         prior[o] = effects["origin"][list(nb)].mean(axis=0)
             if term != "variety" and sweep % 5 == 0:
-                shrinkage[term] = _estimate_shrinkage(residual_sums, n_key, prior, sigma2)
+                shrinkage[term] = estimate_effect_shrinkage(residual_sums, n_key, prior, sigma2)
             lam = shrinkage[term]
             updated = (residual_sums + lam * prior) / np.maximum(n_key + lam, 1e-12)[:, None]
             current += (updated - effects[term])[keys]
@@ -457,7 +457,7 @@ def group_predictives(
     return whiteners, log_dets, t_dof
 
 
-def _estimate_shrinkage(residual_sums: np.ndarray, n_key: np.ndarray, prior: np.ndarray, sigma2: float) -> float:
+def estimate_effect_shrinkage(residual_sums: np.ndarray, n_key: np.ndarray, prior: np.ndarray, sigma2: float) -> float:
     """Empirical-Bayes prior weight lambda = sigma^2 / tau^2 from the spread of the raw effects (method of moments)."""
     seen = n_key > 0
     if int(seen.sum()) < 2:

@@ -45,8 +45,9 @@ from grainproof.reference.space import (
 )
 from grainproof.reference.varieties import (
     ClassDensities,
+    VarietyModel,
     fit_class_densities,
-    fit_variety_densities,
+    fit_variety_model,
     variety_nonconformity,
 )
 from grainproof.reference.vectors import (
@@ -62,7 +63,7 @@ from grainproof.reference.vectors import (
 
 #: 3: per-origin covariances (group statistics), four nonconformity columns, calibration groups that partition.
 #: 4: the variety check in a reduced space of its own (variety_* arrays), varieties sharing one covariance.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.npz"
 ProgressCallback = Callable[[int, int], None]
@@ -139,7 +140,7 @@ class SpeciesReference:
     #: ModelOptions.variety_lots_per_dimension) and, per fold, each variety's sum (F, V, kv) and the raw scatter
     #: z z^T of all the fold's lots (F, kv, kv) in it; counts come from fold_counts.
     variety_space: ReducedSpace
-    fold_variety_sums: np.ndarray
+    fold_variety_cell_sums: np.ndarray
     fold_variety_scatter: np.ndarray
     cell_keys: np.ndarray  # (C, 3) int64: variety, origin, season indices
     cell_groups: np.ndarray  # (C,) int64: each cell's variety x origin group (a row of group_keys)
@@ -165,9 +166,10 @@ class SpeciesReference:
     cells: CellModel | None = None
     #: One model per fold, fitted without that fold: calibration lots and new claims are scored alike.
     fold_cells: list[CellModel] = field(default_factory=list)
-    #: The varieties as classes of lots (None with fewer than two), in full and per fold like the cells.
-    variety_densities: ClassDensities | None = None
-    fold_variety_densities: list[ClassDensities | None] = field(default_factory=list)
+    #: The varieties as classes of lots at their origin and season (None with fewer than two), in full and per
+    #: fold like the cells.
+    variety_model: VarietyModel | None = None
+    fold_variety_models: list[VarietyModel | None] = field(default_factory=list)
     #: The varieties as classes of single kernels, for purity (None without units of two varieties or more).
     unit_densities: ClassDensities | None = None
     _partitions: dict[int, CalibrationGroups] = field(default_factory=dict)
@@ -204,13 +206,16 @@ class SpeciesReference:
         )
 
     def variety_statistics(self, exclude_fold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-variety counts (V,) and sums (V, kv) and the raw scatter (kv, kv) in the variety space."""
-        counts, sums, scatter = self.fold_counts, self.fold_variety_sums, self.fold_variety_scatter
+        """Per-cell counts (C,) and sums (C, kv) and the raw scatter (kv, kv) in the variety space."""
+        counts, sums, scatter = self.fold_counts, self.fold_variety_cell_sums, self.fold_variety_scatter
         if exclude_fold is not None:
             keep = np.arange(len(counts)) != exclude_fold
             counts, sums, scatter = counts[keep], sums[keep], scatter[keep]
-        per_variety = np.bincount(self.cell_keys[:, 0], weights=counts.sum(0), minlength=len(self.varieties))
-        return per_variety, sums.sum(0), scatter.sum(0)
+        return counts.sum(0), sums.sum(0), scatter.sum(0)
+
+    def fit_variety_model(self, exclude_fold: int | None = None) -> VarietyModel | None:
+        sizes = (len(self.varieties), len(self.origins), len(self.seasons))
+        return fit_variety_model(self.cell_keys, *self.variety_statistics(exclude_fold), sizes)
 
     def fit_cells(self, options: ModelOptions, exclude_fold: int | None = None) -> CellModel:
         return fit_cell_model(self.statistics(exclude_fold), origin_neighbours=self.origin_neighbours)
@@ -228,7 +233,7 @@ class SpeciesReference:
 
     def _fit_all(self, options: ModelOptions) -> None:
         self.cells = self.fit_cells(options)
-        self.variety_densities = fit_variety_densities(*self.variety_statistics())
+        self.variety_model = self.fit_variety_model()
         with_units = self.unit_counts[: len(self.varieties)] > 0 if len(self.unit_counts) else np.zeros(0, bool)
         self.unit_densities = (
             fit_class_densities(self.unit_counts, self.unit_sums, self.unit_scatter)
@@ -239,18 +244,18 @@ class SpeciesReference:
         left = self.fold_counts.sum() - self.fold_counts.sum(axis=1)
         folds = range(self.fold_counts.shape[0])
         self.fold_cells = [self.fit_cells(options, exclude_fold=f) if left[f] >= 2 else self.cells for f in folds]
-        self.fold_variety_densities = [
-            fit_variety_densities(*self.variety_statistics(exclude_fold=f)) if left[f] >= 2 else self.variety_densities
-            for f in folds
+        self.fold_variety_models = [
+            self.fit_variety_model(exclude_fold=f) if left[f] >= 2 else self.variety_model for f in folds
         ]
 
-    def variety_scores(self, fold: int, z: np.ndarray, varieties: np.ndarray) -> np.ndarray:
-        """(n,) variety nonconformity of lots, coordinates z (n, kv) in the variety space, under one fold's
-        variety classes (NaN with one variety)."""
-        densities = self.fold_variety_densities[fold]
-        if densities is None or not len(z):
+    def variety_scores(self, fold: int, z: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """(n,) variety nonconformity of lots, coordinates z (n, kv) in the variety space, declared as cells
+        `keys` (n, 3), under one fold's variety model (NaN with one variety)."""
+        model = self.fold_variety_models[fold]
+        if model is None or not len(z):
             return np.full(len(z), np.nan)
-        return variety_nonconformity(densities, z, varieties)
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1, 3)
+        return variety_nonconformity(model.densities, model.at_declared(z, keys[:, 1], keys[:, 2]), keys[:, 0])
 
     def partition(self, kind: int, options: ModelOptions) -> CalibrationGroups:
         """The calibration groups of one score kind (cached; they depend on the reference alone)."""
@@ -390,7 +395,7 @@ class ReferenceModel:
                 ("variety_offset", ref.variety_space.offset),
                 ("variety_explained", ref.variety_space.explained_variance_ratio),
                 ("variety_measured_fill", ref.variety_space.measured_fill),
-                ("fold_variety_sums", ref.fold_variety_sums),
+                ("fold_variety_cell_sums", ref.fold_variety_cell_sums),
                 ("fold_variety_scatter", ref.fold_variety_scatter),
                 ("cell_keys", ref.cell_keys),
                 ("cell_groups", ref.cell_groups),
@@ -532,7 +537,7 @@ class ReferenceModel:
                         explained_variance_ratio=arrays[f"s{i}_variety_explained"],
                         measured_fill=arrays[f"s{i}_variety_measured_fill"],
                     ),
-                    fold_variety_sums=arrays[f"s{i}_fold_variety_sums"],
+                    fold_variety_cell_sums=arrays[f"s{i}_fold_variety_cell_sums"],
                     fold_variety_scatter=arrays[f"s{i}_fold_variety_scatter"],
                     cell_keys=arrays[f"s{i}_cell_keys"],
                     cell_groups=arrays[f"s{i}_cell_groups"],
@@ -796,7 +801,7 @@ def _add_lots(
             calibration[rows, :CELL_COLUMNS] = nonconformity_for_lots(
                 fold_model, z[rows], keys[rows], seasons=ref.seasons, outside_tail=options.outside_tail
             )
-            calibration[rows, VARIETY] = ref.variety_scores(f, variety_z[rows], keys[rows, 0])
+            calibration[rows, VARIETY] = ref.variety_scores(f, variety_z[rows], keys[rows])
     # Lots in a new variety, origin or season cannot be scored out-of-sample by the current model;
     # they enter the statistics but not the calibration until the next full rebuild.
     cell_index = {tuple(int(x) for x in key): i for i, key in enumerate(ref.cell_keys)}
@@ -815,9 +820,9 @@ def _add_lots(
     np.add.at(fold_counts, (fold_array, lot_cells), 1.0)
     np.add.at(fold_sums, (fold_array, lot_cells), z)
     fold_group_scatter += _group_scatter(z, fold_array, cell_groups[lot_cells], options.folds, n_groups)
-    fold_variety_sums = np.zeros((options.folds, len(varieties_list), ref.variety_space.dim))
-    fold_variety_sums[:, : ref.fold_variety_sums.shape[1]] = ref.fold_variety_sums
-    np.add.at(fold_variety_sums, (fold_array, keys[:, 0]), variety_z)
+    fold_variety_cell_sums = np.zeros((options.folds, n_cells, ref.variety_space.dim))
+    fold_variety_cell_sums[:, : ref.fold_variety_cell_sums.shape[1]] = ref.fold_variety_cell_sums
+    np.add.at(fold_variety_cell_sums, (fold_array, lot_cells), variety_z)
     fold_variety_scatter = ref.fold_variety_scatter.copy()
     for f in range(options.folds):
         rows = z[fold_array == f]
@@ -831,7 +836,7 @@ def _add_lots(
         seasons=seasons_list,
         space=ref.space,
         variety_space=ref.variety_space,
-        fold_variety_sums=fold_variety_sums,
+        fold_variety_cell_sums=fold_variety_cell_sums,
         fold_variety_scatter=fold_variety_scatter,
         cell_keys=all_cell_keys,
         cell_groups=cell_groups,
@@ -1084,8 +1089,8 @@ def fit_reference_arrays(
         np.add.at(fold_counts, (folds, lot_cells), 1.0)
         np.add.at(fold_sums, (folds, lot_cells), z)
         fold_scatter = np.stack([_scatter(z[folds == f]) for f in range(options.folds)])
-        fold_variety_sums = np.zeros((options.folds, len(variety_list), variety_space.dim))
-        np.add.at(fold_variety_sums, (folds, variety_index.reshape(-1)), variety_z)
+        fold_variety_cell_sums = np.zeros((options.folds, n_cells, variety_space.dim))
+        np.add.at(fold_variety_cell_sums, (folds, lot_cells), variety_z)
         fold_variety_scatter = np.stack([_scatter(variety_z[folds == f]) for f in range(options.folds)])
         cell_groups, group_keys = _cell_groups(cell_keys)
         ref = SpeciesReference(
@@ -1095,7 +1100,7 @@ def fit_reference_arrays(
             seasons=season_list,
             space=space,
             variety_space=variety_space,
-            fold_variety_sums=fold_variety_sums,
+            fold_variety_cell_sums=fold_variety_cell_sums,
             fold_variety_scatter=fold_variety_scatter,
             cell_keys=cell_keys.astype(np.int64),
             cell_groups=cell_groups,
@@ -1130,7 +1135,7 @@ def fit_reference_arrays(
                     ref.fold_cells[f], z[in_fold], cell_keys[lot_cells[in_fold]], ref.seasons, options.outside_tail
                 )
                 ref.calibration[in_fold, VARIETY] = ref.variety_scores(
-                    f, variety_z[in_fold], cell_keys[lot_cells[in_fold], 0]
+                    f, variety_z[in_fold], cell_keys[lot_cells[in_fold]]
                 )
             step += 1
             if progress:

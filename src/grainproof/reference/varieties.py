@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
-from grainproof.reference.cells import estimate_prior_dof, group_predictives
+from grainproof.reference.cells import estimate_effect_shrinkage, estimate_prior_dof, group_predictives
 from grainproof.reference.space import oas_covariance
 
 
@@ -80,7 +80,9 @@ def _student_t_constants(dof: np.ndarray, k: int, log_det: np.ndarray | float, m
     )
 
 
-def fit_pooled_class_densities(counts: np.ndarray, sums: np.ndarray, scatter: np.ndarray) -> ClassDensities:
+def fit_pooled_class_densities(
+    counts: np.ndarray, sums: np.ndarray, scatter: np.ndarray, *, other_parameters: float = 0.0
+) -> ClassDensities:
     """Class densities sharing one covariance, from per-class counts (C,), sums (C, k) and the raw scatter sum
     z z^T of all classes' lots together (k, k).
 
@@ -90,6 +92,7 @@ def fit_pooled_class_densities(counts: np.ndarray, sums: np.ndarray, scatter: np
     (held-out phones, simulated world: swap detection 0.60 with per-variety covariances, 0.78-0.93 shared;
     docs/scoring.md). The pooled covariance is shrunk by OAS, and the predictive is the multivariate t of a
     class mean and a covariance both estimated (dof: the pooled degrees of freedom less k - 1).
+    `other_parameters`: degrees of freedom the lots also spent on effects taken out before (origin, season).
     """
     n = np.asarray(counts, dtype=np.float64)
     k = sums.shape[1]
@@ -98,7 +101,7 @@ def fit_pooled_class_densities(counts: np.ndarray, sums: np.ndarray, scatter: np
     means[seen] = sums[seen] / n[seen, None]
     within = scatter - np.einsum("c,ci,cj->ij", n, means, means)
     within = (within + within.T) / 2.0
-    total_dof = max(float(n.sum()) - float(seen.sum()), 1.0)
+    total_dof = max(float(n.sum()) - float(seen.sum()) - other_parameters, 1.0)
     # Shrunk toward a multiple of the identity, which in principal coordinates leans on the directions of
     # large variance. Shrunk as correlations instead (toward the diagonal: each direction keeps its own
     # variance) it leaned on the small ones: swap detection 0.71 against 0.83 with held-out phones on the
@@ -122,17 +125,88 @@ def fit_pooled_class_densities(counts: np.ndarray, sums: np.ndarray, scatter: np
     )
 
 
-def fit_variety_densities(counts: np.ndarray, sums: np.ndarray, scatter: np.ndarray) -> ClassDensities | None:
-    """The varieties of a species as classes of lots, from per-variety counts (V,) and sums (V, k) and the raw
-    scatter (k, k) of all lots in the variety space; None when fewer than two varieties have lots."""
-    if int(np.sum(np.asarray(counts) > 0)) < 2:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VarietyModel:
+    """The varieties of a species compared where the lot says it grew: each variety a class (`densities`) of
+    lots from which their origin's and season's effects (`origin_effects`, `season_effects`, shared by the
+    varieties) were taken out. A swap keeps the lot's true origin and season, so the varieties are compared at
+    them, and the spread that origins and seasons add to every variety no longer blurs the comparison."""
+
+    densities: ClassDensities
+    origin_effects: np.ndarray  # (O, k)
+    season_effects: np.ndarray  # (S, k)
+
+    def at_declared(self, z: np.ndarray, origins: np.ndarray, seasons: np.ndarray) -> np.ndarray:
+        """z (n, k) less the declared origin's and season's effects (none for one the model has not seen)."""
+        out = np.array(z, dtype=np.float64, copy=True)
+        for effects, index in ((self.origin_effects, origins), (self.season_effects, seasons)):
+            index = np.asarray(index, dtype=np.int64).reshape(-1)
+            seen = (index >= 0) & (index < len(effects))
+            out[seen] -= effects[index[seen]]
+        return out
+
+
+#: Backfitting sweeps of the variety model's main effects (they converge in a few on a day's cells).
+_VARIETY_SWEEPS = 20
+
+
+def fit_variety_model(
+    cell_keys: np.ndarray, cell_counts: np.ndarray, cell_sums: np.ndarray, scatter: np.ndarray, sizes: tuple[int, ...]
+) -> VarietyModel | None:
+    """The varieties as classes of lots with their origin and season effects, from per-cell counts (C,) and
+    sums (C, k) and the raw scatter (k, k) of all lots in the variety space; None with fewer than two varieties.
+
+    The lot means are additive (variety + origin + season), fitted by backfitting; the origin and season
+    effects are shrunk toward zero by an empirical-Bayes weight (as the cells' are, `reference.cells`), so an
+    origin of one lot does not absorb that lot's own deviation."""
+    n_v, n_o, n_s = (int(x) for x in sizes[:3])
+    keys = np.asarray(cell_keys, dtype=np.int64).reshape(-1, 3)
+    counts = np.asarray(cell_counts, dtype=np.float64)
+    sums = np.asarray(cell_sums, dtype=np.float64)
+    per_variety = np.bincount(keys[:, 0], weights=counts, minlength=n_v)
+    if int(np.sum(per_variety > 0)) < 2:
         return None
-    return fit_pooled_class_densities(counts, sums, scatter)
+    k = sums.shape[1]
+    terms = ((keys[:, 0], n_v, False), (keys[:, 1], n_o, True), (keys[:, 2], n_s, True))
+    effects = [np.zeros((size, k)) for _, size, _ in terms]
+    variety_sums = np.zeros((n_v, k))
+    np.add.at(variety_sums, keys[:, 0], sums)
+    seen = per_variety > 0
+    within_variety = scatter - (variety_sums[seen] / per_variety[seen, None]).T @ variety_sums[seen]
+    sigma2 = max(float(np.trace(within_variety)) / (k * max(float(counts.sum()) - int(seen.sum()), 1.0)), 1e-12)
+    shrinkage = [0.0, 1.0, 1.0]
+    for sweep in range(_VARIETY_SWEEPS):
+        for t, (index, size, shrunk) in enumerate(terms):
+            fitted = sum(effects[u][terms[u][0]] for u in range(3) if u != t)
+            residual = np.zeros((size, k))
+            np.add.at(residual, index, sums - counts[:, None] * fitted)
+            n_key = np.bincount(index, weights=counts, minlength=size)
+            if shrunk and sweep % 5 == 0:
+                shrinkage[t] = estimate_effect_shrinkage(residual, n_key, np.zeros((size, k)), sigma2)
+            effects[t] = residual / np.maximum(n_key + shrinkage[t], 1e-12)[:, None]
+    _, origin_effects, season_effects = effects
+    # A shrunk effect spends n / (n + lambda) of a degree of freedom per key (its hat matrix's trace), less one
+    # per term for the level the variety means already hold.
+    spent = sum(
+        max(float(np.sum(n_key / (n_key + shrinkage[t]))) - 1.0, 0.0)
+        for t, n_key in ((t, np.bincount(terms[t][0], weights=counts, minlength=terms[t][1])) for t in (1, 2))
+    )
+    shift = origin_effects[keys[:, 1]] + season_effects[keys[:, 2]]  # (C, k)
+    adjusted_sums = np.zeros((n_v, k))
+    np.add.at(adjusted_sums, keys[:, 0], sums - counts[:, None] * shift)
+    cross = sums.T @ shift
+    adjusted_scatter = scatter - cross - cross.T + (shift * counts[:, None]).T @ shift
+    return VarietyModel(
+        densities=fit_pooled_class_densities(per_variety, adjusted_sums, adjusted_scatter, other_parameters=spent),
+        origin_effects=origin_effects,
+        season_effects=season_effects,
+    )
 
 
 def variety_nonconformity(densities: ClassDensities, z: np.ndarray, declared: np.ndarray) -> np.ndarray:
     """(n,) how much better the best other variety explains each lot than its declared one (log ratio); NaN
-    where the classes hold no lot of the declared variety (they cannot score it out of sample)."""
+    where the classes hold no lot of the declared variety (they cannot score it out of sample). `z` is read
+    at the declared origin and season (`VarietyModel.at_declared`)."""
     log_density = densities.log_densities(z)
     rows = np.arange(len(log_density))
     own = log_density[rows, declared]

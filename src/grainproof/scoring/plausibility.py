@@ -278,7 +278,16 @@ def score_claim(
     )
     nearest = nearest_reference_lots(ref, variety_index, z[0], n_nearest)
     variety_z = ref.variety_space.transform(raw[None, :])
-    variety_p, variety_lots, variety_alternatives = _variety_check(ref, variety_z, variety_index, options, stratum)
+    variety_p, variety_lots, variety_alternatives = _variety_check(
+        ref,
+        variety_z,
+        variety_index,
+        options,
+        stratum,
+        origin=origin_index,
+        # An undated lot scored against dated references is read at no season (the seasons' effects average 0).
+        season=season_index if not undated or None in ref.seasons else -1,
+    )
     checks_p = None
     if variety_p is not None and calibration_lots:
         smallest = ref.smallest_check_p(ORIGIN if undated else JOINT, options, stratum=stratum, variety=variety_index)
@@ -316,27 +325,38 @@ def score_claim(
 
 
 def _variety_check(
-    ref: SpeciesReference, z: np.ndarray, declared: int, options: ModelOptions, stratum: int
+    ref: SpeciesReference,
+    z: np.ndarray,
+    declared: int,
+    options: ModelOptions,
+    stratum: int,
+    *,
+    origin: int,
+    season: int,
 ) -> tuple[float | None, int, tuple[VarietyAlternative, ...]]:
     """The declared variety's p-value, its calibration lots, and the other varieties (posterior, p-value), from
-    the lot's coordinates z (1, kv) in the variety space."""
-    if ref.variety_densities is None:
+    the lot's coordinates z (1, kv) in the variety space, read at the declared origin and season (indices; one
+    the reference has not seen takes no effect)."""
+    if ref.variety_model is None:
         return None, 0, ()
     n_v = len(ref.varieties)
     every = np.arange(n_v)
+    where = (np.array([origin]), np.array([season]))
     # Each variety's score under each fold, as if it had been declared (row f, column v).
     fold_scores = np.stack(
         [
-            variety_nonconformity(fold, np.repeat(z, n_v, axis=0), every) if fold is not None else np.full(n_v, np.inf)
-            for fold in ref.fold_variety_densities
+            variety_nonconformity(fold.densities, np.repeat(fold.at_declared(z, *where), n_v, axis=0), every)
+            if fold is not None
+            else np.full(n_v, np.inf)
+            for fold in ref.fold_variety_models
         ]
     )
     # As for the cells: a fold holding no lot of a variety takes no part in that variety's p-value.
     takes_part = [
-        [f for f, fold in enumerate(ref.fold_variety_densities) if fold is not None and fold.counts[v] > 0]
+        [f for f, fold in enumerate(ref.fold_variety_models) if fold is not None and fold.densities.counts[v] > 0]
         for v in range(n_v)
     ]
-    log_density = ref.variety_densities.log_densities(z)[0]
+    log_density = ref.variety_model.densities.log_densities(ref.variety_model.at_declared(z, *where))[0]
     posterior = np.exp(log_density - log_density.max())
     posterior /= posterior.sum()
     calibration = [ref.calibration_scores(VARIETY, options, stratum=stratum, variety=v) for v in range(n_v)]
