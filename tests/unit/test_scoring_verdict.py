@@ -82,6 +82,11 @@ def test_a_verdicts_reasons_and_numbers_never_contradict_its_flag(score: ClaimSc
     variety_low = score.variety_plausibility is not None and score.variety_plausibility <= alpha
     assert ("origin_season" in verdict.flagged_checks) == (origin_low and together)
     assert ("variety" in verdict.flagged_checks) == (variety_low and together) == ("as declared (p=" in text)
+    # The variety is compared at the declared origin and season: a variety flag says so, and warns when the origin
+    # check doubts that origin too (a false origin alone can make a true variety look wrong).
+    assert ("variety" in verdict.flagged_checks) == ("Compared at the declared origin and season" in text)
+    both = {"variety", "origin_season"} <= set(verdict.flagged_checks)
+    assert both == ("which the origin check doubts too" in text)
     assert verdict.checks_plausibility == score.checks_plausibility
     # A check low on its own but held back by the two together says so, and only then.
     if "but does not flag" in text:

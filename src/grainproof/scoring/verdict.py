@@ -172,7 +172,17 @@ def reasons_for(
             if likeliest is not None and likeliest.p_value > alpha
             else f"do not look like {score.declared_variety} as declared"
         )
-        reasons.append(f"The kernels {like} (p={_p(score.variety_plausibility)}).")
+        # The varieties are compared at the declared origin and season (reference.varieties.VarietyModel).
+        where = cell_label(score.declared_origin, score.declared_season)
+        reasons.append(
+            f"Compared at the declared origin and season ({where}), the kernels {like} "
+            f"(p={_p(score.variety_plausibility)})."
+        )
+        if "origin_season" in reading.checks:
+            reasons.append(
+                f"The variety is judged at the declared origin and season, which the origin check doubts too: a "
+                f"false origin alone can make a true {score.declared_variety} look unlike itself."
+            )
     if reading.impure and score.foreign_kernels is not None:
         foreign = score.foreign_kernels
         reasons.append(
