@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from grainproof.domain import LotRecord
 from grainproof.errors import ClaimError, ModelError
 from grainproof.reference import ModelOptions, ReferenceModel, fit_reduced_space, fit_reference_model
 from grainproof.reference.calibration import VARIETY
@@ -402,6 +403,23 @@ def _thin_cell_world(n: int, seed: int) -> list:
     return lots
 
 
+def _variety_p(model: ReferenceModel, lot: LotRecord, declared: str) -> float:
+    """The variety p-value of a lot declared as `declared`, its origin and season true."""
+    claim = lot.claim
+    score = score_claim(
+        model,
+        species=claim.species,
+        variety=declared,
+        origin_unit=claim.origin.region,
+        season=claim.season,
+        vector=np.asarray(lot.features),
+        n_alternatives=0,
+        n_nearest=0,
+    )
+    assert score.variety_plausibility is not None
+    return score.variety_plausibility
+
+
 def test_the_variety_check_keeps_what_tells_varieties_apart_when_thin_cells_cut_the_space() -> None:
     """Thin cells cut the cells' space to a few dimensions, all taken by variation that separates nothing; the
     varieties' differences, spread over every feature, would be lost with them (on the simulated world the
@@ -412,23 +430,8 @@ def test_the_variety_check_keeps_what_tells_varieties_apart_when_thin_cells_cut_
     assert ref.dim < 12 < ref.variety_space.dim  # fewer dimensions than directions of nuisance, and more
     test = _thin_cell_world(200, seed=2)
 
-    def variety_p(lot, declared: str) -> float:
-        claim = lot.claim
-        score = score_claim(
-            model,
-            species=claim.species,
-            variety=declared,
-            origin_unit=claim.origin.region,
-            season=claim.season,
-            vector=np.asarray(lot.features),
-            n_alternatives=0,
-            n_nearest=0,
-        )
-        assert score.variety_plausibility is not None
-        return score.variety_plausibility
-
-    genuine = np.array([variety_p(lot, lot.claim.variety) for lot in test])
-    swapped = np.array([variety_p(lot, f"variety{(int(lot.claim.variety[-1]) + 1) % 4}") for lot in test])
+    genuine = np.array([_variety_p(model, lot, lot.claim.variety) for lot in test])
+    swapped = np.array([_variety_p(model, lot, f"variety{(int(lot.claim.variety[-1]) + 1) % 4}") for lot in test])
     assert np.mean(genuine <= 0.05) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / len(test))
     assert np.mean(swapped <= 0.05) >= 0.9
 
@@ -541,22 +544,7 @@ def test_the_variety_check_compares_varieties_at_the_declared_origin_and_season(
     assert ref.variety_model is not None and ref.variety_model.origin_effects.shape == (12, ref.variety_space.dim)
     test = _origin_heavy_world(300, seed=2)
 
-    def variety_p(lot, declared: str) -> float:
-        claim = lot.claim
-        score = score_claim(
-            model,
-            species=claim.species,
-            variety=declared,
-            origin_unit=claim.origin.region,
-            season=claim.season,
-            vector=np.asarray(lot.features),
-            n_alternatives=0,
-            n_nearest=0,
-        )
-        assert score.variety_plausibility is not None
-        return score.variety_plausibility
-
-    genuine = np.array([variety_p(lot, lot.claim.variety) for lot in test])
-    swapped = np.array([variety_p(lot, f"v{(int(lot.claim.variety[1]) + 1) % 3}") for lot in test])
+    genuine = np.array([_variety_p(model, lot, lot.claim.variety) for lot in test])
+    swapped = np.array([_variety_p(model, lot, f"v{(int(lot.claim.variety[1]) + 1) % 3}") for lot in test])
     assert np.mean(genuine <= 0.05) <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / len(test))
     assert np.mean(swapped <= 0.05) >= 0.5
