@@ -174,6 +174,9 @@ def fit_variety_model(
     np.add.at(variety_sums, keys[:, 0], sums)
     seen = per_variety > 0
     within_variety = scatter - (variety_sums[seen] / per_variety[seen, None]).T @ variety_sums[seen]
+    # The noise effects are weighed against: the spread within a variety (origins' and seasons' included, so they
+    # are shrunk a little more than exact empirical Bayes would; re-estimated about the additive means, the
+    # check flagged more false origins as false varieties and no more swaps: docs/scoring.md).
     sigma2 = max(float(np.trace(within_variety)) / (k * max(float(counts.sum()) - int(seen.sum()), 1.0)), 1e-12)
     shrinkage = [0.0, 1.0, 1.0]
     # Summing cells into a term's keys is a sparse product (np.add.at is ten times slower, and this runs for the
