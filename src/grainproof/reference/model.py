@@ -63,6 +63,7 @@ from grainproof.reference.vectors import (
 
 #: 3: per-origin covariances (group statistics), four nonconformity columns, calibration groups that partition.
 #: 4: the variety check in a reduced space of its own (variety_* arrays), varieties sharing one covariance.
+#: 5: the variety space's sums per cell (fold_variety_cell_sums): varieties compared at the declared origin and season.
 FORMAT_VERSION = 5
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.npz"
@@ -137,7 +138,7 @@ class SpeciesReference:
     seasons: list[int | None]
     space: ReducedSpace
     #: The variety check's own space (standardisation and PCA like `space`, with its own cut, see
-    #: ModelOptions.variety_lots_per_dimension) and, per fold, each variety's sum (F, V, kv) and the raw scatter
+    #: ModelOptions.variety_lots_per_dimension) and, per fold, each cell's sum (F, C, kv) and the raw scatter
     #: z z^T of all the fold's lots (F, kv, kv) in it; counts come from fold_counts.
     variety_space: ReducedSpace
     fold_variety_cell_sums: np.ndarray
@@ -179,8 +180,8 @@ class SpeciesReference:
 
     @property
     def unit_dim(self) -> int:
-        """How many leading coordinates of `space` purity's kernel-level classes live in (unit_sums' width; models
-        built before the cut was set apart used the whole space)."""
+        """How many leading coordinates of `space` purity's kernel-level classes live in: the width of unit_sums
+        (the whole space for a reference without unit statistics)."""
         return int(self.unit_sums.shape[1]) if self.unit_sums.ndim == 2 and self.unit_sums.shape[1] else self.space.dim
 
     @property
@@ -667,9 +668,8 @@ def unit_statistics(
     scale: tuple[np.ndarray, np.ndarray, PhoneScale | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per variety: count, sum and scatter of the lots' units in the reduced space's leading `dims` coordinates
-    (added to `start`); `scale`
-    (each lot's phone and variety, and the species' phone scale) puts sizes measured without the card on the
-    reference's scale, as for the lot vectors."""
+    (added to `start`); `scale` (each lot's phone and variety, and the species' phone scale) puts sizes measured
+    without the card on the reference's scale, as for the lot vectors."""
     k = dims
     counts, sums, scatter = np.zeros(n_varieties), np.zeros((n_varieties, k)), np.zeros((n_varieties, k, k))
     if start is not None and len(start[0]):

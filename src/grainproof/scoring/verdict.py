@@ -174,13 +174,14 @@ def reasons_for(
         )
         # The varieties are compared at the declared origin and season (reference.varieties.VarietyModel).
         where = cell_label(score.declared_origin, score.declared_season)
+        declared_what = "origin" if score.declared_season is None else "origin and season"
         reasons.append(
-            f"Compared at the declared origin and season ({where}), the kernels {like} "
+            f"Compared at the declared {declared_what} ({where}), the kernels {like} "
             f"(p={_p(score.variety_plausibility)})."
         )
         if "origin_season" in reading.checks:
             reasons.append(
-                f"The variety is judged at the declared origin and season, which the origin check doubts too: a "
+                f"The variety is judged at the declared {declared_what}, which the origin check doubts too: a "
                 f"false origin alone can make a true {score.declared_variety} look unlike itself."
             )
     if reading.impure and score.foreign_kernels is not None:
