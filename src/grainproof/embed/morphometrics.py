@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from grainproof.embed.plain_tray import hue_angle
 from grainproof.measurement_layout import CARD_MEASUREMENTS, MEASUREMENT_NAMES, TRAY_COLOUR_MEASUREMENTS
 
 #: Per-photo features in this order. A lot's features are the mean of its photos' vectors, so every
@@ -501,9 +502,7 @@ def _hue_redness(colour: np.ndarray, tray: np.ndarray) -> np.ndarray:
     its saturation after it): that moves log(R / B) several times more than a lot's redness does, but leaves
     the angle about the grey axis. It is read gamma-encoded, where phones apply their saturation.
     """
-    relative = (np.maximum(colour, 1e-6) / tray) ** (1.0 / HUE_GAMMA)
-    red, green, blue = relative[:, 0], relative[:, 1], relative[:, 2]
-    return np.pi / 3.0 - np.arctan2(np.sqrt(3.0) * (green - blue), 2.0 * red - green - blue)
+    return np.pi / 3.0 - hue_angle((np.maximum(colour, 1e-6) / tray) ** (1.0 / HUE_GAMMA))
 
 
 def photo_measurements(

@@ -106,12 +106,17 @@ class StageTimes(dict[str, float]):
         self._last = now
 
 
-def hue_degrees(rgb: np.ndarray) -> np.ndarray:
-    """Hue angle about the grey axis (degrees; 0 red, 60 yellow, 240 blue) of colours (..., 3): a scaling of
+def hue_angle(rgb: np.ndarray) -> np.ndarray:
+    """Hue angle about the grey axis (radians in (-pi, pi]; 0 red, pi/3 yellow) of colours (..., 3): a scaling of
     colours about the grey axis (a phone's saturation) leaves it."""
     rgb = np.asarray(rgb, dtype=np.float64)
     red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    return np.degrees(np.arctan2(np.sqrt(3.0) * (green - blue), 2.0 * red - green - blue)) % 360.0
+    return np.arctan2(np.sqrt(3.0) * (green - blue), 2.0 * red - green - blue)
+
+
+def hue_degrees(rgb: np.ndarray) -> np.ndarray:
+    """`hue_angle` in degrees, 0 to 360 (0 red, 60 yellow, 240 blue)."""
+    return np.degrees(hue_angle(rgb)) % 360.0
 
 
 def _saturation(rgb: np.ndarray) -> float:

@@ -651,10 +651,11 @@ class ReferenceModel:
         return model
 
 
-def _max_dimensions(dim: int, spare: int, options: ModelOptions) -> int:
+def _max_dimensions(dim: int, spare: int, options: ModelOptions, per_dimension: int | None = None) -> int:
     """How many dimensions `spare` lots afford: every feature when each has `lots_per_feature` of them (measurement
-    tables), else one per `lots_per_dimension`."""
-    return dim if dim * options.lots_per_feature <= spare else max(1, spare // options.lots_per_dimension)
+    tables), else one per `per_dimension` lots (default `lots_per_dimension`)."""
+    per_dimension = options.lots_per_dimension if per_dimension is None else per_dimension
+    return dim if dim * options.lots_per_feature <= spare else max(1, spare // per_dimension)
 
 
 def unit_statistics(
@@ -1033,16 +1034,13 @@ def fit_reference_arrays(
         )
         # The variety check's own space: plain PCA (unsupervised, so the cross-conformal calibration of the
         # reference lots stays exchangeable with new lots), cut by the lots the shared variety covariance has.
-        variety_spare = len(rows) - len(np.unique(table.varieties[rows]))
         variety_space = fit_reduced_space(
             basis_x,
             nuisance=nuisance,
             variance_kept=options.variance_kept,
             max_components=options.max_components,
-            max_by_lots=(
-                vectors.dim
-                if vectors.dim * options.lots_per_feature <= variety_spare
-                else max(1, variety_spare // options.variety_lots_per_dimension)
+            max_by_lots=_max_dimensions(
+                vectors.dim, len(rows) - len(variety_list), options, options.variety_lots_per_dimension
             ),
             blocks=blocks,
             measured=len(blocks) - 1 if blocks else 0,
