@@ -198,9 +198,9 @@ def score_claim(
         o, s = divmod(int(flat), shape[1])
         if o != origin_index or (not undated and s != season_index):
             picks.append((o, s))
-    # Conformal p-values compare the lot's score under each fold's model with that fold's calibration lots,
-    # scored by the same model and rule (score_lots): they are exchangeable (cross-conformal). Row 0 is the
-    # declaration, the others its alternatives as if they had been declared.
+    # Conformal p-values rank the lot's mean score under the fold models (`_p`) among the calibration lots, each
+    # scored by the model that did not see it, by the same rule (score_lots). Row 0 is the declaration, the
+    # others its alternatives as if they had been declared.
     origins = np.array([origin_index, *(o for o, _ in picks)], dtype=np.int64)
     seasons = np.array([season_index, *(s for _, s in picks)], dtype=np.int64)
     undated_rows = np.array([undated] + [False] * len(picks))
@@ -424,14 +424,22 @@ PURITY_NEEDS_UNITS = (
 
 
 def _p(calibration: list[np.ndarray], scores: np.ndarray, folds: list[int]) -> float:
-    """Cross-conformal p-value over the folds taking part: (1 + sum of #{calibration_f >= score_f}) / (n + 1).
+    """Conformal p-value of a claim from its scores under the fold models taking part: their mean, weighted by each
+    fold's calibration lots, ranked among the calibration lots of every fold: (1 + #{calibration >= mean}) / (n + 1).
 
-    Counted in integers, fold by fold (each fold's calibration scores are sorted): the verify hot path."""
-    at_least = total = 0
-    for f, score in zip(folds, np.asarray(scores, dtype=np.float64).tolist(), strict=True):
-        cal = calibration[f]
-        at_least += len(cal) - int(np.searchsorted(cal, score, side="left"))
-        total += len(cal)
+    Each calibration lot was scored by the one model that did not see it, so its score carries that model's own
+    error; the claim's mean over the models carries less, so genuine claims rank, if anything, a little less
+    nonconforming than calibration lots (conservative, never liberal). Summing the counts fold by fold instead
+    (cross-conformal: each fold's own p-value, averaged) needs a claim to sit in the tail of every fold at once;
+    where fold models disagree (thin cells) few genuine or false claims do: measured genuine lots on the
+    simulated world were flagged 0.005 of the time at alpha 0.05, and far origins 0.51 against 0.61 now
+    (docs/scoring.md, "One score per claim, ranked among every calibration lot")."""
+    sizes = np.array([len(calibration[f]) for f in folds], dtype=np.float64)
+    total = int(sizes.sum())
+    if total == 0:
+        return 1.0
+    score = float(np.dot(sizes, np.asarray(scores, dtype=np.float64).reshape(-1)) / total)
+    at_least = sum(len(calibration[f]) - int(np.searchsorted(calibration[f], score, side="left")) for f in folds)
     return (1.0 + at_least) / (total + 1.0)
 
 
