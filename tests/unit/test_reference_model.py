@@ -526,13 +526,13 @@ def test_the_variety_space_is_cut_by_its_lots_not_by_the_cells_cap() -> None:
 def test_a_claims_p_value_ranks_its_mean_score_over_the_fold_models_among_every_calibration_lot() -> None:
     """One score per claim (the fold models' scores, weighted by each fold's calibration lots), ranked among the
     calibration lots of all folds; a fold without calibration lots weighs nothing."""
-    from grainproof.scoring.plausibility import _p
+    from grainproof.scoring.plausibility import _p as claim_p
 
     calibration = [np.array([1.0, 2.0, 3.0]), np.array([0.5, 4.0]), np.zeros(0)]
-    assert _p(calibration, np.array([2.5, 2.5, 99.0]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
+    assert claim_p(calibration, np.array([2.5, 2.5, 99.0]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
     # Weighted mean (3 x 1.0 + 2 x 4.0) / 5 = 2.2: at least as nonconforming are 3.0 and 4.0.
-    assert _p(calibration, np.array([1.0, 4.0, 99.0]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
-    assert _p(calibration, np.array([9.0]), [2]) == 1.0
+    assert claim_p(calibration, np.array([1.0, 4.0, 99.0]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
+    assert claim_p(calibration, np.array([9.0]), [2]) == 1.0
 
 
 def test_thin_cells_genuine_p_values_reach_the_tail() -> None:
@@ -542,21 +542,7 @@ def test_thin_cells_genuine_p_values_reach_the_tail() -> None:
     0.05), and false ones as seldom. Ranked by their mean score the p-values come back toward uniform, still on
     the conservative side."""
     model = fit_reference_model(_thin_cell_world(300, seed=1), seed=0)
-    p = np.array(
-        [
-            score_claim(
-                model,
-                species=lot.claim.species,
-                variety=lot.claim.variety,
-                origin_unit=lot.claim.origin.region or "",
-                season=lot.claim.season,
-                vector=np.asarray(lot.features),
-                n_alternatives=0,
-                n_nearest=0,
-            ).plausibility
-            for lot in _thin_cell_world(400, seed=5)
-        ]
-    )
+    p = np.array([_p(model, lot) for lot in _thin_cell_world(400, seed=5)])
     for alpha, at_least in ((0.1, 0.025), (0.2, 0.12)):
         assert at_least <= np.mean(p <= alpha) <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / len(p)), alpha
 
