@@ -532,6 +532,7 @@ def test_a_claims_p_value_ranks_its_mean_score_over_the_fold_models_among_every_
     assert claim_p(calibration, np.array([2.5, 2.5, 99.0]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
     # Weighted mean (3 x 1.0 + 2 x 4.0) / 5 = 2.2: at least as nonconforming are 3.0 and 4.0.
     assert claim_p(calibration, np.array([1.0, 4.0, 99.0]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
+    assert claim_p(calibration, np.array([2.5, 2.5, np.inf]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
     assert claim_p(calibration, np.array([9.0]), [2]) == 1.0
 
 

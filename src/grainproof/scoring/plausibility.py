@@ -429,16 +429,17 @@ def _p(calibration: list[np.ndarray], scores: np.ndarray, folds: list[int]) -> f
 
     Each calibration lot was scored by the one model that did not see it, so its score carries that model's own
     error; the claim's mean over the models carries less, so genuine claims rank, if anything, a little less
-    nonconforming than calibration lots (conservative, never liberal). Summing the counts fold by fold instead
-    (cross-conformal: each fold's own p-value, averaged) needs a claim to sit in the tail of every fold at once;
-    where fold models disagree (thin cells) few genuine or false claims do: measured genuine lots on the
-    simulated world were flagged 0.005 of the time at alpha 0.05, and far origins 0.51 against 0.61 now
+    nonconforming than calibration lots: the p-value errs on the conservative side. Summing the counts fold by
+    fold instead (cross-conformal: each fold's own p-value, averaged) needs a claim to sit in the tail of every
+    fold at once; where fold models disagree (thin cells) few genuine or false claims do: measured genuine lots on
+    the simulated world were flagged 0.005 of the time at alpha 0.05, and far origins 0.51 against 0.61 now
     (docs/scoring.md, "One score per claim, ranked among every calibration lot")."""
     sizes = np.array([len(calibration[f]) for f in folds], dtype=np.float64)
     total = int(sizes.sum())
     if total == 0:
         return 1.0
-    score = float(np.dot(sizes, np.asarray(scores, dtype=np.float64).reshape(-1)) / total)
+    weighed = sizes > 0  # a fold without calibration lots weighs nothing, whatever its model scored
+    score = float(np.dot(sizes[weighed], np.asarray(scores, dtype=np.float64).reshape(-1)[weighed]) / total)
     at_least = sum(len(calibration[f]) - int(np.searchsorted(calibration[f], score, side="left")) for f in folds)
     return (1.0 + at_least) / (total + 1.0)
 
