@@ -164,14 +164,20 @@ def fit_variety_model(
     keys = np.asarray(cell_keys, dtype=np.int64).reshape(-1, 3)
     counts = np.asarray(cell_counts, dtype=np.float64)
     sums = np.asarray(cell_sums, dtype=np.float64)
-    per_variety = np.bincount(keys[:, 0], weights=counts, minlength=n_v)
+    terms = ((keys[:, 0], n_v, False), (keys[:, 1], n_o, True), (keys[:, 2], n_s, True))
+    n_keys = [np.bincount(index, weights=counts, minlength=size) for index, size, _ in terms]
+    per_variety = n_keys[0]
     if int(np.sum(per_variety > 0)) < 2:
         return None
     k = sums.shape[1]
-    terms = ((keys[:, 0], n_v, False), (keys[:, 1], n_o, True), (keys[:, 2], n_s, True))
+    # Summing cells into a term's keys is a sparse product (np.add.at is ten times slower, and this runs for the
+    # full model and every fold at each build, update and load).
+    summers = [
+        sparse.csr_matrix((np.ones(len(keys)), (index, np.arange(len(keys)))), shape=(size, len(keys)))
+        for index, size, _ in terms
+    ]
     effects = [np.zeros((size, k)) for _, size, _ in terms]
-    variety_sums = np.zeros((n_v, k))
-    np.add.at(variety_sums, keys[:, 0], sums)
+    variety_sums = np.asarray(summers[0] @ sums)
     seen = per_variety > 0
     within_variety = scatter - (variety_sums[seen] / per_variety[seen, None]).T @ variety_sums[seen]
     # The noise effects are weighed against: the spread within a variety (origins' and seasons' included, so they
@@ -179,13 +185,6 @@ def fit_variety_model(
     # check flagged more false origins as false varieties and no more swaps: docs/scoring.md).
     sigma2 = max(float(np.trace(within_variety)) / (k * max(float(counts.sum()) - int(seen.sum()), 1.0)), 1e-12)
     shrinkage = [0.0, 1.0, 1.0]
-    # Summing cells into a term's keys is a sparse product (np.add.at is ten times slower, and this runs for the
-    # full model and every fold at each build, update and load).
-    summers = [
-        sparse.csr_matrix((np.ones(len(keys)), (index, np.arange(len(keys)))), shape=(size, len(keys)))
-        for index, size, _ in terms
-    ]
-    n_keys = [np.bincount(index, weights=counts, minlength=size) for index, size, _ in terms]
     fitted = np.zeros_like(sums)  # every term's effect summed per cell, kept up to date term by term
     for sweep in range(_VARIETY_SWEEPS):
         change = 0.0
@@ -204,8 +203,7 @@ def fit_variety_model(
     # per term for the level the variety means already hold.
     spent = sum(max(float(np.sum(n_keys[t] / (n_keys[t] + shrinkage[t]))) - 1.0, 0.0) for t in (1, 2))
     shift = origin_effects[keys[:, 1]] + season_effects[keys[:, 2]]  # (C, k)
-    adjusted_sums = np.zeros((n_v, k))
-    np.add.at(adjusted_sums, keys[:, 0], sums - counts[:, None] * shift)
+    adjusted_sums = np.asarray(summers[0] @ (sums - counts[:, None] * shift))
     cross = sums.T @ shift
     adjusted_scatter = scatter - cross - cross.T + (shift * counts[:, None]).T @ shift
     return VarietyModel(
