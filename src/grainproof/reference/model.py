@@ -679,6 +679,7 @@ def unit_statistics(
     (added to `start`); `scale` (each lot's phone and variety, and the species' phone scale) puts sizes measured
     without the card on the reference's scale, as for the lot vectors."""
     k = dims
+    leading = space.leading(k)
     counts, sums, scatter = np.zeros(n_varieties), np.zeros((n_varieties, k)), np.zeros((n_varieties, k, k))
     if start is not None and len(start[0]):
         old = len(start[0])
@@ -693,7 +694,7 @@ def unit_statistics(
         if scale is not None:
             phones, names, table = scale
             raw = apply_phone_scale(raw, [str(phones[i])] * len(raw), [str(names[i])] * len(raw), table)[0]
-        z = space.transform(raw)[:, :k]
+        z = leading.transform(raw)
         counts[variety] += len(z)
         sums[variety] += z.sum(axis=0)
         scatter[variety] += z.T @ z

@@ -65,6 +65,15 @@ class ReducedSpace:
         x = fill_missing_measurements(vectors, self.measured_fill)
         return x @ self.weights + self.offset
 
+    def leading(self, dims: int) -> ReducedSpace:
+        """The same map kept to its first `dims` coordinates (views, no copy): purity's kernel classes live there."""
+        return ReducedSpace(
+            weights=self.weights[:, :dims],
+            offset=self.offset[:dims],
+            explained_variance_ratio=self.explained_variance_ratio[:dims],
+            measured_fill=self.measured_fill,
+        )
+
 
 #: Calibration strata (`ReducedSpace.calibration_strata`), defined in grainproof.measurement_layout.
 #: MEASURED (with the card), MEASURED_WITHOUT_CARD and NETWORK_ONLY are imported from here by the scoring core.

@@ -388,7 +388,7 @@ def _foreign_kernels(ref: SpeciesReference, declared: int, unit_vectors: np.ndar
         return None
     if densities.counts[declared] <= 0:
         return None
-    z = ref.space.transform(np.asarray(unit_vectors, dtype=np.float64))[:, : ref.unit_dim]
+    z = ref.space.leading(ref.unit_dim).transform(np.asarray(unit_vectors, dtype=np.float64))
     log_density = densities.log_densities(z)
     others = np.delete(log_density, declared, axis=1)
     others = others[:, np.isfinite(others).any(axis=0)]
