@@ -50,6 +50,7 @@ SCALE_FREE_TOLERANCE = {
     "eccentricity": 0.01,
     "size_spread": 0.01,
     "broken_share": 0.025,
+    "shrivelled_share": 0.02,  # 0.09 when a tenth of sound grains passed the width bar (0.90, now 0.80)
     "weathering": 0.02,
     "impurity_share": 0.025,
     "log_length": 0.03,  # one phone: one nominal scale

@@ -45,7 +45,7 @@ Measured = tuple[np.ndarray, tuple[str, ...]]
 #: Kernel measurements that lead every photo vector: with the card, without it, and sizes (measurement_layout).
 MEASURED_FEATURES: tuple[str, ...] = MEASUREMENT_NAMES
 #: Bump when the kernel measurements change: it is part of the cache key, like PREPROCESS_VERSION.
-MEASUREMENT_VERSION = "kernels-v12"
+MEASUREMENT_VERSION = "kernels-v13"
 _LENGTH_INDEX = MEASUREMENT_NAMES.index("log_length_mm")
 #: Typical kernels of the cereals grainproof serves are 4-12 mm long; a photo measuring outside this range
 #: measured something else (tray fragments on a grain-coloured board, a close-up without the card).
