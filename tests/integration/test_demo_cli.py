@@ -59,3 +59,28 @@ def test_demo_stays_in_the_data_dir_and_its_printed_keys_work(tmp_path: Path) ->
     assert photos and all(Path(p).is_absolute() and Path(p).is_file() for p in photos)
     assert printed["keys"]["intake"] in intake_call and printed["keys"]["auditor"] in auditor_call
     assert printed["keys"]["admin"] in admin_call
+
+
+@pytest.mark.slow
+def test_the_default_demo_flags_false_declarations_and_no_genuine_lot(tmp_path: Path) -> None:
+    # The demo as `make demo` runs it (its default world, seed 0): deterministic, so its outcome is fixed. Since
+    # the cells are made of measured lots only it flags the far and the neighbouring origin and the variety
+    # swap (3 of 7; before, the swap alone) and none of the 3 genuine lots (README, docs/scoring.md).
+    env = {k: v for k, v in os.environ.items() if k != "GRAINPROOF_CACHE_DIR"}
+    env["GRAINPROOF_DATA_DIR"] = str(tmp_path / "data")
+    result = subprocess.run(
+        [sys.executable, "-c", "from grainproof.cli import main; main()", "demo", "--no-serve", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout)["verdicts"]
+    genuine = [row for row in rows if row["truth"].startswith("genuine")]
+    false = [row for row in rows if not row["truth"].startswith("genuine")]
+    assert len(genuine) == 3 and len(false) == 7
+    assert not [row["lot"] for row in genuine if row["flagged"] == "yes"]
+    flagged = {row["truth"].split(" ")[0] for row in false if row["flagged"] == "yes"}
+    assert {"far_origin", "variety_swap"} <= flagged and len(flagged) >= 3, flagged

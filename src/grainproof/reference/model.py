@@ -37,6 +37,7 @@ from grainproof.reference.phone_scale import (
 )
 from grainproof.reference.runner import ChunkRunner, LocalRunner
 from grainproof.reference.space import (
+    NETWORK_ONLY,
     ReducedSpace,
     affine_map_of,
     feature_blocks,
@@ -166,6 +167,9 @@ class SpeciesReference:
     #: for a species of one variety)
     calibration: np.ndarray
     origin_neighbours: list[list[int]]
+    #: (F, C) lots in each cell's statistics (fold_sums, fold_scatter, fold_group_scatter): the lots whose kernels
+    #: were measured, when the species has any (`in_cell_statistics`); None: every lot (models saved before).
+    fold_fit_counts: np.ndarray | None = None
     #: Per variety: units (kernels) seen in reference lots, their sums and scatter in the reduced space;
     #: the kernel-level classes purity reads (empty when the reference lots came without units).
     unit_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -196,10 +200,11 @@ class SpeciesReference:
         return self.space.dim
 
     def statistics(self, exclude_fold: int | None = None) -> CellStatistics:
-        counts, sums, scatter = self.fold_counts.sum(0), self.fold_sums.sum(0), self.fold_scatter.sum(0)
+        fit_counts = self.cell_fit_counts
+        counts, sums, scatter = fit_counts.sum(0), self.fold_sums.sum(0), self.fold_scatter.sum(0)
         group_scatter = self.fold_group_scatter.sum(0)
         if exclude_fold is not None:
-            counts = counts - self.fold_counts[exclude_fold]
+            counts = counts - fit_counts[exclude_fold]
             sums = sums - self.fold_sums[exclude_fold]
             scatter = scatter - self.fold_scatter[exclude_fold]
             group_scatter = group_scatter - self.fold_group_scatter[exclude_fold]
@@ -212,6 +217,11 @@ class SpeciesReference:
             group_scatter=group_scatter,
             group_of_cell=self.cell_groups,
         )
+
+    @property
+    def cell_fit_counts(self) -> np.ndarray:
+        """(F, C) lots in each cell's statistics (fold_fit_counts, or every lot for models saved before it)."""
+        return self.fold_counts if self.fold_fit_counts is None else self.fold_fit_counts
 
     def variety_statistics(self, exclude_fold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-cell counts (C,) and sums (C, kv) and the raw scatter (kv, kv) in the variety space."""
@@ -249,7 +259,7 @@ class SpeciesReference:
             else None
         )
         # A fold holding (nearly) every lot leaves nothing to fit on: it falls back to the full model.
-        left = self.fold_counts.sum() - self.fold_counts.sum(axis=1)
+        left = self.cell_fit_counts.sum() - self.cell_fit_counts.sum(axis=1)
         folds = range(self.fold_counts.shape[0])
         self.fold_cells = [self.fit_cells(options, exclude_fold=f) if left[f] >= 2 else self.cells for f in folds]
         self.fold_variety_models = [
@@ -409,6 +419,7 @@ class ReferenceModel:
                 ("cell_groups", ref.cell_groups),
                 ("group_keys", ref.group_keys),
                 ("fold_counts", ref.fold_counts),
+                ("fold_fit_counts", ref.cell_fit_counts),
                 ("fold_sums", ref.fold_sums),
                 ("fold_scatter", ref.fold_scatter),
                 ("fold_group_scatter", ref.fold_group_scatter),
@@ -551,6 +562,7 @@ class ReferenceModel:
                     cell_groups=arrays[f"s{i}_cell_groups"],
                     group_keys=arrays[f"s{i}_group_keys"],
                     fold_counts=arrays[f"s{i}_fold_counts"],
+                    fold_fit_counts=arrays.get(f"s{i}_fold_fit_counts"),
                     fold_sums=arrays[f"s{i}_fold_sums"],
                     fold_scatter=arrays[f"s{i}_fold_scatter"],
                     fold_group_scatter=arrays[f"s{i}_fold_group_scatter"],
@@ -820,21 +832,28 @@ def _add_lots(
     cell_groups, group_keys = _cell_groups(all_cell_keys, ref.group_keys)
     n_cells, n_groups, k = len(cell_keys), len(group_keys), ref.dim
     fold_counts = np.zeros((options.folds, n_cells))
+    fold_fit_counts = np.zeros((options.folds, n_cells))
     fold_sums = np.zeros((options.folds, n_cells, k))
     fold_group_scatter = np.zeros((options.folds, n_groups, k, k))
     fold_counts[:, : ref.fold_counts.shape[1]] = ref.fold_counts
+    fold_fit_counts[:, : ref.fold_counts.shape[1]] = ref.cell_fit_counts
     fold_sums[:, : ref.fold_sums.shape[1]] = ref.fold_sums
     fold_group_scatter[:, : ref.fold_group_scatter.shape[1]] = ref.fold_group_scatter
     fold_scatter = ref.fold_scatter.copy()
     np.add.at(fold_counts, (fold_array, lot_cells), 1.0)
-    np.add.at(fold_sums, (fold_array, lot_cells), z)
-    fold_group_scatter += _group_scatter(z, fold_array, cell_groups[lot_cells], options.folds, n_groups)
+    # The same lots enter the cells' statistics as at the build (unmeasured ones not, where any is measured).
+    in_cells = in_cell_statistics(np.asarray(strata, dtype=np.int8), reference=ref.lot_strata)
+    np.add.at(fold_fit_counts, (fold_array[in_cells], lot_cells[in_cells]), 1.0)
+    np.add.at(fold_sums, (fold_array[in_cells], lot_cells[in_cells]), z[in_cells])
+    fold_group_scatter += _group_scatter(
+        z[in_cells], fold_array[in_cells], cell_groups[lot_cells[in_cells]], options.folds, n_groups
+    )
     fold_variety_cell_sums = np.zeros((options.folds, n_cells, ref.variety_space.dim))
     fold_variety_cell_sums[:, : ref.fold_variety_cell_sums.shape[1]] = ref.fold_variety_cell_sums
     np.add.at(fold_variety_cell_sums, (fold_array, lot_cells), variety_z)
     fold_variety_scatter = ref.fold_variety_scatter.copy()
     for f in range(options.folds):
-        rows = z[fold_array == f]
+        rows = z[in_cells & (fold_array == f)]
         fold_scatter[f] += rows.T @ rows
         variety_rows = variety_z[fold_array == f]
         fold_variety_scatter[f] += variety_rows.T @ variety_rows
@@ -851,6 +870,7 @@ def _add_lots(
         cell_groups=cell_groups,
         group_keys=group_keys,
         fold_counts=fold_counts,
+        fold_fit_counts=fold_fit_counts,
         fold_sums=fold_sums,
         fold_scatter=fold_scatter,
         fold_group_scatter=fold_group_scatter,
@@ -875,6 +895,24 @@ def _cell_groups(cell_keys: np.ndarray, existing: np.ndarray | None = None) -> t
     index = {key: i for i, key in enumerate(keys)}
     groups = np.array([_index_map(index, keys, (int(v), int(o))) for v, o, _ in cell_keys], dtype=np.int64)
     return groups, np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+
+
+def in_cell_statistics(strata: np.ndarray, *, reference: np.ndarray | None = None) -> np.ndarray:
+    """(n,) bool: which lots (of these calibration strata) enter the cells' means and covariances.
+
+    A lot whose photos could not be measured carries the reference mean in place of its kernel measurements
+    (`fill_missing_measurements`): counting it would pull every cell's mean toward the reference's in those
+    directions and widen the cells' spread by how far each cell lies from it, so measured claims would be judged
+    against blurred cells. On the simulated world with the card (a fifth of lots unmeasured) measured lots' far
+    origins were caught at 0.47 with them in, 0.57 when the world had none (docs/scoring.md). So only measured
+    lots make the cells, unless none of the species' lots (`reference`, and these) is measured; unmeasured lots
+    are still scored against the cells and calibrated among themselves.
+    """
+    strata = np.asarray(strata, dtype=np.int8)
+    measured = strata != NETWORK_ONLY
+    if measured.any() or (reference is not None and bool(np.any(np.asarray(reference) != NETWORK_ONLY))):
+        return measured
+    return np.ones(len(strata), dtype=bool)
 
 
 def _group_scatter(z: np.ndarray, folds: np.ndarray, groups: np.ndarray, n_folds: int, n_groups: int) -> np.ndarray:
@@ -1091,10 +1129,13 @@ def fit_reference_arrays(
         season_list = [season_value(c) for c in season_codes]
         n_cells, k = len(cell_keys), space.dim
         fold_counts = np.zeros((options.folds, n_cells))
-        fold_sums = np.zeros((options.folds, n_cells, k))
         np.add.at(fold_counts, (folds, lot_cells), 1.0)
-        np.add.at(fold_sums, (folds, lot_cells), z)
-        fold_scatter = np.stack([_scatter(z[folds == f]) for f in range(options.folds)])
+        in_cells = in_cell_statistics(lot_strata)
+        fold_fit_counts = np.zeros((options.folds, n_cells))
+        fold_sums = np.zeros((options.folds, n_cells, k))
+        np.add.at(fold_fit_counts, (folds[in_cells], lot_cells[in_cells]), 1.0)
+        np.add.at(fold_sums, (folds[in_cells], lot_cells[in_cells]), z[in_cells])
+        fold_scatter = np.stack([_scatter(z[in_cells & (folds == f)]) for f in range(options.folds)])
         fold_variety_cell_sums = np.zeros((options.folds, n_cells, variety_space.dim))
         np.add.at(fold_variety_cell_sums, (folds, lot_cells), variety_z)
         fold_variety_scatter = np.stack([_scatter(variety_z[folds == f]) for f in range(options.folds)])
@@ -1112,9 +1153,12 @@ def fit_reference_arrays(
             cell_groups=cell_groups,
             group_keys=group_keys,
             fold_counts=fold_counts,
+            fold_fit_counts=fold_fit_counts,
             fold_sums=fold_sums,
             fold_scatter=fold_scatter,
-            fold_group_scatter=_group_scatter(z, folds, cell_groups[lot_cells], options.folds, len(group_keys)),
+            fold_group_scatter=_group_scatter(
+                z[in_cells], folds[in_cells], cell_groups[lot_cells[in_cells]], options.folds, len(group_keys)
+            ),
             lot_ids=species_ids,
             lot_z=z.astype(np.float32),
             lot_cells=lot_cells.astype(np.int64),
