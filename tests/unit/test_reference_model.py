@@ -631,3 +631,54 @@ def test_unmeasured_lots_do_not_move_the_cells_they_are_scored_against(tmp_path:
     model.save(tmp_path / "m")
     loaded = ReferenceModel.load(tmp_path / "m").species[world.species]
     np.testing.assert_allclose(loaded.statistics().counts, stats.counts)
+
+
+def _mixed_lots(world, n: int, seed: int, kinds: tuple[str, ...], rng: np.random.Generator) -> list:
+    """Lots with a 17-column measurement block, in turn with the card, without it (card group zero) or unmeasured."""
+    from grainproof.measurement_layout import CARD_MEASUREMENTS, MEASUREMENT_NAMES
+
+    card, width = len(CARD_MEASUREMENTS), len(MEASUREMENT_NAMES)
+    out = []
+    for i, lot in enumerate(world.lots(n, seed=seed)):
+        x = np.asarray(lot.features, dtype=float)
+        head = np.r_[x[:3], x[:3], x[:3], x[:3], x[:3], x[:2]][:width] + rng.normal(0.0, 0.2, width) + 3.0
+        kind = kinds[i % len(kinds)]
+        if kind == "no card":
+            head[:card] = 0.0
+        elif kind == "unmeasured":
+            head[:] = 0.0
+        claim = replace(lot.claim, lot_id=f"{lot.claim.lot_id}-{seed}")
+        out.append(replace(lot, claim=claim, features=tuple(np.r_[head, x])))
+    return out
+
+
+def test_the_cells_are_made_of_the_best_measured_lots_there_are_enough_of() -> None:
+    # Half the lots photographed without the card carry the card lots' mean in the card's columns: in the cells
+    # they blurred them for the card lots (simulated world: card lots' far origins caught 0.21 with them in,
+    # 0.44 without). With enough card lots (min_calibration) the cells are theirs; with fewer, every measured lot's.
+    from grainproof.domain import with_measured_features
+    from grainproof.measurement_layout import MEASUREMENT_NAMES
+    from grainproof.reference.space import MEASURED, MEASURED_WITHOUT_CARD
+
+    world = gaussian_world(dim=8, varieties=1, origins=4, seasons=1, seed=10)
+    rng = np.random.default_rng(5)
+    backbone = with_measured_features("net", len(MEASUREMENT_NAMES))
+    mixed = _mixed_lots(world, 400, 1, ("card", "no card", "unmeasured", "card"), rng)
+    model = fit_reference_model(mixed, backbone_id=backbone, seed=0)
+    ref = model.species[world.species]
+    assert ref.strata_in_cells.tolist() == [MEASURED]
+    stats = ref.statistics()
+    for cell in range(len(ref.cell_keys)):
+        rows = (ref.lot_strata == MEASURED) & (ref.lot_cells == cell)
+        assert stats.counts[cell] == rows.sum()
+        np.testing.assert_allclose(stats.sums[cell], ref.lot_z[rows].astype(np.float64).sum(axis=0), atol=1e-3)
+    # An update keeps the build's choice: lots without the card are scored, not counted into the cells.
+    updated = model.update(_mixed_lots(world, 40, 2, ("no card",), rng)).species[world.species]
+    np.testing.assert_allclose(updated.statistics().sums, stats.sums)
+    assert np.isfinite(updated.calibration[-40:, 0]).all()
+    # Too few card lots to stand alone: the cells are every measured lot's.
+    few = _mixed_lots(world, 300, 3, ("no card",) * 9 + ("card",), rng)
+    assert model.options.min_calibration > 30
+    ref_few = fit_reference_model(few, backbone_id=backbone, seed=0).species[world.species]
+    assert ref_few.strata_in_cells.tolist() == [MEASURED, MEASURED_WITHOUT_CARD]
+    assert ref_few.statistics().counts.sum() == len(few)

@@ -37,6 +37,8 @@ from grainproof.reference.phone_scale import (
 )
 from grainproof.reference.runner import ChunkRunner, LocalRunner
 from grainproof.reference.space import (
+    MEASURED,
+    MEASURED_WITHOUT_CARD,
     NETWORK_ONLY,
     ReducedSpace,
     affine_map_of,
@@ -167,9 +169,10 @@ class SpeciesReference:
     #: for a species of one variety)
     calibration: np.ndarray
     origin_neighbours: list[list[int]]
-    #: (F, C) lots in each cell's statistics (fold_sums, fold_scatter, fold_group_scatter): the lots whose kernels
-    #: were measured, when the species has any (`in_cell_statistics`); None: every lot (models saved before).
+    #: (F, C) lots in each cell's statistics (fold_sums, fold_scatter, fold_group_scatter): the lots of the
+    #: calibration strata `cell_strata` (fixed at the build, kept by updates); None: every lot (models saved before).
     fold_fit_counts: np.ndarray | None = None
+    cell_strata: np.ndarray | None = None
     #: Per variety: units (kernels) seen in reference lots, their sums and scatter in the reduced space;
     #: the kernel-level classes purity reads (empty when the reference lots came without units).
     unit_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -217,6 +220,13 @@ class SpeciesReference:
             group_scatter=group_scatter,
             group_of_cell=self.cell_groups,
         )
+
+    @property
+    def strata_in_cells(self) -> np.ndarray:
+        """The calibration strata whose lots make the cells (`cell_strata`; every one for models saved before)."""
+        if self.cell_strata is None:
+            return np.array([MEASURED, MEASURED_WITHOUT_CARD, NETWORK_ONLY], dtype=np.int8)
+        return np.asarray(self.cell_strata, dtype=np.int8)
 
     @property
     def cell_fit_counts(self) -> np.ndarray:
@@ -420,6 +430,7 @@ class ReferenceModel:
                 ("group_keys", ref.group_keys),
                 ("fold_counts", ref.fold_counts),
                 ("fold_fit_counts", ref.cell_fit_counts),
+                ("cell_strata", ref.strata_in_cells),
                 ("fold_sums", ref.fold_sums),
                 ("fold_scatter", ref.fold_scatter),
                 ("fold_group_scatter", ref.fold_group_scatter),
@@ -563,6 +574,7 @@ class ReferenceModel:
                     group_keys=arrays[f"s{i}_group_keys"],
                     fold_counts=arrays[f"s{i}_fold_counts"],
                     fold_fit_counts=arrays.get(f"s{i}_fold_fit_counts"),
+                    cell_strata=arrays.get(f"s{i}_cell_strata"),
                     fold_sums=arrays[f"s{i}_fold_sums"],
                     fold_scatter=arrays[f"s{i}_fold_scatter"],
                     fold_group_scatter=arrays[f"s{i}_fold_group_scatter"],
@@ -841,8 +853,8 @@ def _add_lots(
     fold_group_scatter[:, : ref.fold_group_scatter.shape[1]] = ref.fold_group_scatter
     fold_scatter = ref.fold_scatter.copy()
     np.add.at(fold_counts, (fold_array, lot_cells), 1.0)
-    # The same lots enter the cells' statistics as at the build (unmeasured ones not, where any is measured).
-    in_cells = in_cell_statistics(np.asarray(strata, dtype=np.int8), reference=ref.lot_strata)
+    # The lots of the strata that made the cells at the build enter them; the others are scored, not counted in.
+    in_cells = np.isin(np.asarray(strata, dtype=np.int8), ref.strata_in_cells)
     np.add.at(fold_fit_counts, (fold_array[in_cells], lot_cells[in_cells]), 1.0)
     np.add.at(fold_sums, (fold_array[in_cells], lot_cells[in_cells]), z[in_cells])
     fold_group_scatter += _group_scatter(
@@ -871,6 +883,7 @@ def _add_lots(
         group_keys=group_keys,
         fold_counts=fold_counts,
         fold_fit_counts=fold_fit_counts,
+        cell_strata=ref.cell_strata,
         fold_sums=fold_sums,
         fold_scatter=fold_scatter,
         fold_group_scatter=fold_group_scatter,
@@ -897,22 +910,26 @@ def _cell_groups(cell_keys: np.ndarray, existing: np.ndarray | None = None) -> t
     return groups, np.asarray(keys, dtype=np.int64).reshape(-1, 2)
 
 
-def in_cell_statistics(strata: np.ndarray, *, reference: np.ndarray | None = None) -> np.ndarray:
-    """(n,) bool: which lots (of these calibration strata) enter the cells' means and covariances.
+def cell_strata(strata: np.ndarray, *, min_lots: int) -> np.ndarray:
+    """The calibration strata whose lots make a species' cells (means and covariances), from its lots' strata.
 
-    A lot whose photos could not be measured carries the reference mean in place of its kernel measurements
-    (`fill_missing_measurements`): counting it would pull every cell's mean toward the reference's in those
-    directions and widen the cells' spread by how far each cell lies from it, so measured claims would be judged
-    against blurred cells. On the simulated world with the card (a fifth of lots unmeasured) measured lots' far
-    origins were caught at 0.47 with them in, 0.57 when the world had none (docs/scoring.md). So only measured
-    lots make the cells, unless none of the species' lots (`reference`, and these) is measured; unmeasured lots
-    are still scored against the cells and calibrated among themselves.
+    A lot lacking a group of kernel measurements carries the reference mean in its place
+    (`fill_missing_measurements`): in the cells' statistics it would pull every cell's mean toward the
+    reference's in those directions and widen the cells' spread by how far each cell lies from it, so the
+    claims measured that way would be judged against blurred cells. So the cells are made of the best-measured
+    lots there are enough of: lots with the card when at least `min_lots` (a calibration group's own minimum)
+    have it, else every measured lot, else every lot. The others are still in the reference, scored against the
+    cells and calibrated among their own kind. On the simulated worlds (docs/scoring.md, "Cells from the
+    best-measured lots"): with a fifth of lots unmeasured, measured lots' far origins were caught at 0.47 with
+    them in the cells and 0.58 without; with half the lots photographed without the card, card lots' far
+    origins 0.21 with them in, 0.44 without.
     """
     strata = np.asarray(strata, dtype=np.int8)
-    measured = strata != NETWORK_ONLY
-    if measured.any() or (reference is not None and bool(np.any(np.asarray(reference) != NETWORK_ONLY))):
-        return measured
-    return np.ones(len(strata), dtype=bool)
+    if int(np.sum(strata == MEASURED)) >= min_lots:
+        return np.array([MEASURED], dtype=np.int8)
+    if bool(np.any(strata != NETWORK_ONLY)):
+        return np.array([MEASURED, MEASURED_WITHOUT_CARD], dtype=np.int8)
+    return np.array([MEASURED, MEASURED_WITHOUT_CARD, NETWORK_ONLY], dtype=np.int8)
 
 
 def _group_scatter(z: np.ndarray, folds: np.ndarray, groups: np.ndarray, n_folds: int, n_groups: int) -> np.ndarray:
@@ -1130,7 +1147,8 @@ def fit_reference_arrays(
         n_cells, k = len(cell_keys), space.dim
         fold_counts = np.zeros((options.folds, n_cells))
         np.add.at(fold_counts, (folds, lot_cells), 1.0)
-        in_cells = in_cell_statistics(lot_strata)
+        cells_from = cell_strata(lot_strata, min_lots=options.min_calibration)
+        in_cells = np.isin(lot_strata, cells_from)
         fold_fit_counts = np.zeros((options.folds, n_cells))
         fold_sums = np.zeros((options.folds, n_cells, k))
         np.add.at(fold_fit_counts, (folds[in_cells], lot_cells[in_cells]), 1.0)
@@ -1154,6 +1172,7 @@ def fit_reference_arrays(
             group_keys=group_keys,
             fold_counts=fold_counts,
             fold_fit_counts=fold_fit_counts,
+            cell_strata=cells_from,
             fold_sums=fold_sums,
             fold_scatter=fold_scatter,
             fold_group_scatter=_group_scatter(
