@@ -193,11 +193,33 @@ def test_a_model_of_an_older_format_refuses_to_load_with_a_clear_message(tmp_pat
     world = gaussian_world(dim=3, varieties=1, origins=2, seasons=1, seed=0)
     path = fit_reference_model(world.lots(40, seed=1), seed=0).save(tmp_path / "m")
     manifest = json.loads((path / "manifest.json").read_text())
-    # The previous format (3) had no variety space: its models are refused, not scored in a space they lack.
-    older = FORMAT_VERSION - 1
+    # Format 4 had no variety sums per cell: its models are refused, not scored with statistics they lack.
+    older = FORMAT_VERSION - 2
     (path / "manifest.json").write_text(json.dumps({**manifest, "format_version": older}))
     with pytest.raises(ModelError, match=rf"format {older}.*rebuild the reference model"):
         ReferenceModel.load(path)
+
+
+def test_a_model_of_format_5_loads_with_every_lot_in_its_cells(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from grainproof.reference.model import FORMAT_VERSION, _file_sha256
+
+    world = gaussian_world(dim=3, varieties=1, origins=2, seasons=1, seed=0)
+    model = fit_reference_model(world.lots(40, seed=1), seed=0)
+    path = model.save(tmp_path / "m")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format_version"] == FORMAT_VERSION == 6
+    # Written as format 5 was: no fold_fit_counts, no cell_strata.
+    with np.load(path / "arrays.npz") as data:
+        arrays = {k: data[k] for k in data.files if not k.endswith(("_fold_fit_counts", "_cell_strata"))}
+    np.savez(path / "arrays.npz", **arrays)
+    manifest.update(format_version=5, arrays_sha256=_file_sha256(path / "arrays.npz"))
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    ref = ReferenceModel.load(path).species[world.species]
+    assert ref.fold_fit_counts is None and ref.cell_strata is None
+    np.testing.assert_array_equal(ref.cell_fit_counts, ref.fold_counts)
+    assert len(ref.strata_in_cells) == 3
 
 
 def test_scores_do_not_depend_on_the_order_of_reference_lots() -> None:

@@ -67,7 +67,10 @@ from grainproof.reference.vectors import (
 #: 3: per-origin covariances (group statistics), four nonconformity columns, calibration groups that partition.
 #: 4: the variety check in a reduced space of its own (variety_* arrays), varieties sharing one covariance.
 #: 5: the variety space's sums per cell (fold_variety_cell_sums): varieties compared at the declared origin and season.
-FORMAT_VERSION = 5
+#: 6: the cells made of the best-measured lots (fold_fit_counts, cell_strata). A reader of 5 would pair those
+#: sums with every lot's counts, so 6 is refused there; this reader loads 5 as it was (every lot in the cells).
+FORMAT_VERSION = 6
+READABLE_FORMATS = (5, FORMAT_VERSION)
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.npz"
 ProgressCallback = Callable[[int, int], None]
@@ -537,10 +540,10 @@ class ReferenceModel:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelError(f"{manifest_path} is corrupt ({exc}); rebuild the reference model.") from None
-        if manifest.get("format_version") != FORMAT_VERSION:
+        if manifest.get("format_version") not in READABLE_FORMATS:
             raise ModelError(
                 f"{directory} has model format {manifest.get('format_version')!r}, this grainproof reads "
-                f"{FORMAT_VERSION}; rebuild the reference model."
+                f"{' and '.join(map(str, READABLE_FORMATS))}; rebuild the reference model."
             )
         if _file_sha256(arrays_path) != manifest.get("arrays_sha256"):
             raise ModelError(f"{arrays_path} does not match its manifest (corrupt or edited); rebuild the model.")
