@@ -13,6 +13,14 @@ from pathlib import Path
 import pytest
 
 
+def _demo(args: list[str], *, cwd: Path, data: Path) -> subprocess.CompletedProcess[str]:
+    """`grainproof demo --no-serve --json ARGS` in `cwd`, its data under `data` (GRAINPROOF_DATA_DIR)."""
+    env = {k: v for k, v in os.environ.items() if k != "GRAINPROOF_CACHE_DIR"}
+    env["GRAINPROOF_DATA_DIR"] = str(data)
+    command = [sys.executable, "-c", "from grainproof.cli import main; main()", "demo", "--no-serve", "--json", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+
+
 @pytest.mark.slow
 def test_demo_stays_in_the_data_dir_and_its_printed_keys_work(tmp_path: Path) -> None:
     from litestar.testing import TestClient
@@ -22,17 +30,7 @@ def test_demo_stays_in_the_data_dir_and_its_printed_keys_work(tmp_path: Path) ->
 
     cwd, data = tmp_path / "cwd", tmp_path / "data"
     cwd.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "GRAINPROOF_CACHE_DIR"}
-    env["GRAINPROOF_DATA_DIR"] = str(data)
-    command = ["demo", "--no-serve", "--json", "--lots", "60", "--genuine", "1"]
-    result = subprocess.run(
-        [sys.executable, "-c", "from grainproof.cli import main; main()", *command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+    result = _demo(["--lots", "60", "--genuine", "1"], cwd=cwd, data=data)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = json.loads(result.stdout)
     assert list(cwd.iterdir()) == [], "nothing written under the current directory when GRAINPROOF_DATA_DIR is set"
@@ -66,16 +64,7 @@ def test_the_default_demo_flags_false_declarations_and_no_genuine_lot(tmp_path: 
     # The demo as `make demo` runs it (its default world, seed 0): deterministic, so its outcome is fixed. Since
     # the cells are made of measured lots only it flags the far and the neighbouring origin and the variety
     # swap (3 of 7; before, the swap alone) and none of the 3 genuine lots (README, docs/scoring.md).
-    env = {k: v for k, v in os.environ.items() if k != "GRAINPROOF_CACHE_DIR"}
-    env["GRAINPROOF_DATA_DIR"] = str(tmp_path / "data")
-    result = subprocess.run(
-        [sys.executable, "-c", "from grainproof.cli import main; main()", "demo", "--no-serve", "--json"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+    result = _demo([], cwd=tmp_path, data=tmp_path / "data")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout)["verdicts"]
     genuine = [row for row in rows if row["truth"].startswith("genuine")]

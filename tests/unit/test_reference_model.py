@@ -596,22 +596,15 @@ def test_unmeasured_lots_do_not_move_the_cells_they_are_scored_against(tmp_path:
     # simulated world: 0.47 caught with a fifth of lots unmeasured in, 0.57 with none). The cells are the
     # measured lots' alone, at the build and after an update; unmeasured lots are still scored and calibrated.
     from grainproof.domain import with_measured_features
+    from grainproof.measurement_layout import MEASUREMENT_NAMES
     from grainproof.reference.space import NETWORK_ONLY
 
     world = gaussian_world(dim=8, varieties=1, origins=4, seasons=1, seed=9)
     rng = np.random.default_rng(4)
-
-    def lots(n: int, seed: int, unmeasured_every: int) -> list:
-        out = []
-        for i, lot in enumerate(world.lots(n, seed=seed)):
-            x = np.asarray(lot.features, dtype=float)
-            head = np.zeros(2) if i % unmeasured_every == 0 else x[:2] + rng.normal(0.0, 0.2, 2)
-            claim = replace(lot.claim, lot_id=f"{lot.claim.lot_id}-{seed}")
-            out.append(replace(lot, claim=claim, features=tuple(np.r_[head, x])))
-        return out
-
-    backbone = with_measured_features("net", 2)
-    model = fit_reference_model(lots(600, seed=1, unmeasured_every=3), backbone_id=backbone, seed=0)
+    backbone = with_measured_features("net", len(MEASUREMENT_NAMES))
+    model = fit_reference_model(
+        _mixed_lots(world, 600, 1, ("unmeasured", "card", "card"), rng), backbone_id=backbone, seed=0
+    )
     ref = model.species[world.species]
     measured = ref.lot_strata != NETWORK_ONLY
     stats = ref.statistics()
@@ -622,8 +615,7 @@ def test_unmeasured_lots_do_not_move_the_cells_they_are_scored_against(tmp_path:
     assert ref.fold_counts.sum() == len(ref.lot_ids)  # every lot is still counted in the reference ...
     assert np.isfinite(ref.calibration[~measured, 0]).all()  # ... and calibrated
     # An update's unmeasured lots leave the cells as they were; its measured lots enter them.
-    unmeasured_only = [lot for lot in lots(60, seed=2, unmeasured_every=1)]
-    updated = model.update(unmeasured_only).species[world.species]
+    updated = model.update(_mixed_lots(world, 60, 2, ("unmeasured",), rng)).species[world.species]
     np.testing.assert_allclose(updated.statistics().sums, stats.sums)
     np.testing.assert_allclose(updated.statistics().counts, stats.counts)
     assert len(updated.lot_ids) == len(ref.lot_ids) + 60
