@@ -70,9 +70,9 @@ BROKEN_LENGTH = 0.82
 #: Shrivelled: unbroken, thinner than this share of the median width (shrivelled grains are ~0.72x) ...
 #: A share of a few percent needs a false-positive rate well below it. At 0.90 (1.3 SDs of the kernel-to-kernel
 #: width spread, CV ~8 %, below the median) about a tenth of sound grains passed the width test and rested on
-#: the noisy wrinkle test alone: the simulated lots measured twice their true share, at r = 0.25 with the card
-#: and 0.18 without (200 lots each); at 0.80 (2.8 SDs) under 0.5 % of sound grains pass, shrivelled ones still
-#: do, and r = 0.46 and 0.52 (docs/embedding.md).
+#: the noisy wrinkle test alone: the simulated lots measured twice their true share, at r = 0.20 with the card
+#: and 0.12 without (`grainproof bench measurements`, 600 lots each); at 0.80 (2.8 SDs) under 0.5 % of sound
+#: grains pass, shrivelled ones still do, and r = 0.39 and 0.36 (docs/embedding.md).
 SHRIVELLED_WIDTH = 0.80
 #: ... and wrinkled: the interior's upper-quartile darkening against its along-axis closing at least this
 #: (wrinkles are stripes across the kernel ~0.9 mm apart: smooth kernels measure ~0, shrivelled ~0.05).
