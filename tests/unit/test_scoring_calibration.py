@@ -210,14 +210,14 @@ def test_a_model_of_format_5_loads_with_every_lot_in_its_cells(tmp_path) -> None
     path = model.save(tmp_path / "m")
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format_version"] == FORMAT_VERSION == 6
-    # Written as format 5 was: no fold_fit_counts, no cell_strata.
+    # Written as format 5 was: no cell_strata.
     with np.load(path / "arrays.npz") as data:
-        arrays = {k: data[k] for k in data.files if not k.endswith(("_fold_fit_counts", "_cell_strata"))}
+        arrays = {k: data[k] for k in data.files if not k.endswith("_cell_strata")}
     np.savez(path / "arrays.npz", **arrays)
     manifest.update(format_version=5, arrays_sha256=_file_sha256(path / "arrays.npz"))
     (path / "manifest.json").write_text(json.dumps(manifest))
     ref = ReferenceModel.load(path).species[world.species]
-    assert ref.fold_fit_counts is None and ref.cell_strata is None
+    assert ref.cell_strata is None
     np.testing.assert_array_equal(ref.cell_fit_counts, ref.fold_counts)
     assert len(ref.strata_in_cells) == 3
 

@@ -67,10 +67,13 @@ from grainproof.reference.vectors import (
 #: 3: per-origin covariances (group statistics), four nonconformity columns, calibration groups that partition.
 #: 4: the variety check in a reduced space of its own (variety_* arrays), varieties sharing one covariance.
 #: 5: the variety space's sums per cell (fold_variety_cell_sums): varieties compared at the declared origin and season.
-#: 6: the cells made of the best-measured lots (fold_fit_counts, cell_strata). A reader of 5 would pair those
-#: sums with every lot's counts, so 6 is refused there; this reader loads 5 as it was (every lot in the cells).
+#: 6: the cells made of the best-measured lots (cell_strata). A reader of 5 would pair their sums with every
+#: lot's counts, so 6 is refused there; this reader loads 5 as it was (every lot in the cells).
 FORMAT_VERSION = 6
 READABLE_FORMATS = (5, FORMAT_VERSION)
+#: Every calibration stratum: the cells of a species none of whose lots was measured, and of models before format 6.
+ALL_STRATA = np.array([MEASURED, MEASURED_WITHOUT_CARD, NETWORK_ONLY], dtype=np.int8)
+ALL_STRATA.flags.writeable = False
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.npz"
 ProgressCallback = Callable[[int, int], None]
@@ -172,9 +175,8 @@ class SpeciesReference:
     #: for a species of one variety)
     calibration: np.ndarray
     origin_neighbours: list[list[int]]
-    #: (F, C) lots in each cell's statistics (fold_sums, fold_scatter, fold_group_scatter): the lots of the
-    #: calibration strata `cell_strata` (fixed at the build, kept by updates); None: every lot (models saved before).
-    fold_fit_counts: np.ndarray | None = None
+    #: The calibration strata whose lots make the cells' statistics (fold_sums, fold_scatter, fold_group_scatter):
+    #: `cell_strata()` at the build, kept by updates; None: every stratum (models saved before).
     cell_strata: np.ndarray | None = None
     #: Per variety: units (kernels) seen in reference lots, their sums and scatter in the reduced space;
     #: the kernel-level classes purity reads (empty when the reference lots came without units).
@@ -227,14 +229,15 @@ class SpeciesReference:
     @property
     def strata_in_cells(self) -> np.ndarray:
         """The calibration strata whose lots make the cells (`cell_strata`; every one for models saved before)."""
-        if self.cell_strata is None:
-            return np.array([MEASURED, MEASURED_WITHOUT_CARD, NETWORK_ONLY], dtype=np.int8)
-        return np.asarray(self.cell_strata, dtype=np.int8)
+        return ALL_STRATA if self.cell_strata is None else np.asarray(self.cell_strata, dtype=np.int8)
 
     @property
     def cell_fit_counts(self) -> np.ndarray:
-        """(F, C) lots in each cell's statistics (fold_fit_counts, or every lot for models saved before it)."""
-        return self.fold_counts if self.fold_fit_counts is None else self.fold_fit_counts
+        """(F, C) lots of each fold and cell in the cells' statistics: those of `strata_in_cells`."""
+        n_folds, n_cells = self.fold_counts.shape
+        rows = np.isin(self.lot_strata, self.strata_in_cells)
+        flat = self.lot_folds[rows] * n_cells + self.lot_cells[rows]
+        return np.bincount(flat, minlength=n_folds * n_cells).reshape(n_folds, n_cells).astype(np.float64)
 
     def variety_statistics(self, exclude_fold: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-cell counts (C,) and sums (C, kv) and the raw scatter (kv, kv) in the variety space."""
@@ -272,7 +275,8 @@ class SpeciesReference:
             else None
         )
         # A fold holding (nearly) every lot leaves nothing to fit on: it falls back to the full model.
-        left = self.cell_fit_counts.sum() - self.cell_fit_counts.sum(axis=1)
+        fit_counts = self.cell_fit_counts
+        left = fit_counts.sum() - fit_counts.sum(axis=1)
         folds = range(self.fold_counts.shape[0])
         self.fold_cells = [self.fit_cells(options, exclude_fold=f) if left[f] >= 2 else self.cells for f in folds]
         self.fold_variety_models = [
@@ -432,7 +436,6 @@ class ReferenceModel:
                 ("cell_groups", ref.cell_groups),
                 ("group_keys", ref.group_keys),
                 ("fold_counts", ref.fold_counts),
-                ("fold_fit_counts", ref.cell_fit_counts),
                 ("cell_strata", ref.strata_in_cells),
                 ("fold_sums", ref.fold_sums),
                 ("fold_scatter", ref.fold_scatter),
@@ -576,7 +579,6 @@ class ReferenceModel:
                     cell_groups=arrays[f"s{i}_cell_groups"],
                     group_keys=arrays[f"s{i}_group_keys"],
                     fold_counts=arrays[f"s{i}_fold_counts"],
-                    fold_fit_counts=arrays.get(f"s{i}_fold_fit_counts"),
                     cell_strata=arrays.get(f"s{i}_cell_strata"),
                     fold_sums=arrays[f"s{i}_fold_sums"],
                     fold_scatter=arrays[f"s{i}_fold_scatter"],
@@ -847,18 +849,15 @@ def _add_lots(
     cell_groups, group_keys = _cell_groups(all_cell_keys, ref.group_keys)
     n_cells, n_groups, k = len(cell_keys), len(group_keys), ref.dim
     fold_counts = np.zeros((options.folds, n_cells))
-    fold_fit_counts = np.zeros((options.folds, n_cells))
     fold_sums = np.zeros((options.folds, n_cells, k))
     fold_group_scatter = np.zeros((options.folds, n_groups, k, k))
     fold_counts[:, : ref.fold_counts.shape[1]] = ref.fold_counts
-    fold_fit_counts[:, : ref.fold_counts.shape[1]] = ref.cell_fit_counts
     fold_sums[:, : ref.fold_sums.shape[1]] = ref.fold_sums
     fold_group_scatter[:, : ref.fold_group_scatter.shape[1]] = ref.fold_group_scatter
     fold_scatter = ref.fold_scatter.copy()
     np.add.at(fold_counts, (fold_array, lot_cells), 1.0)
     # The lots of the strata that made the cells at the build enter them; the others are scored, not counted in.
     in_cells = np.isin(np.asarray(strata, dtype=np.int8), ref.strata_in_cells)
-    np.add.at(fold_fit_counts, (fold_array[in_cells], lot_cells[in_cells]), 1.0)
     np.add.at(fold_sums, (fold_array[in_cells], lot_cells[in_cells]), z[in_cells])
     fold_group_scatter += _group_scatter(
         z[in_cells], fold_array[in_cells], cell_groups[lot_cells[in_cells]], options.folds, n_groups
@@ -885,7 +884,6 @@ def _add_lots(
         cell_groups=cell_groups,
         group_keys=group_keys,
         fold_counts=fold_counts,
-        fold_fit_counts=fold_fit_counts,
         cell_strata=ref.cell_strata,
         fold_sums=fold_sums,
         fold_scatter=fold_scatter,
@@ -932,7 +930,7 @@ def cell_strata(strata: np.ndarray, *, min_lots: int) -> np.ndarray:
         return np.array([MEASURED], dtype=np.int8)
     if bool(np.any(strata != NETWORK_ONLY)):
         return np.array([MEASURED, MEASURED_WITHOUT_CARD], dtype=np.int8)
-    return np.array([MEASURED, MEASURED_WITHOUT_CARD, NETWORK_ONLY], dtype=np.int8)
+    return ALL_STRATA
 
 
 def _group_scatter(z: np.ndarray, folds: np.ndarray, groups: np.ndarray, n_folds: int, n_groups: int) -> np.ndarray:
@@ -1152,9 +1150,7 @@ def fit_reference_arrays(
         np.add.at(fold_counts, (folds, lot_cells), 1.0)
         cells_from = cell_strata(lot_strata, min_lots=options.min_calibration)
         in_cells = np.isin(lot_strata, cells_from)
-        fold_fit_counts = np.zeros((options.folds, n_cells))
         fold_sums = np.zeros((options.folds, n_cells, k))
-        np.add.at(fold_fit_counts, (folds[in_cells], lot_cells[in_cells]), 1.0)
         np.add.at(fold_sums, (folds[in_cells], lot_cells[in_cells]), z[in_cells])
         fold_scatter = np.stack([_scatter(z[in_cells & (folds == f)]) for f in range(options.folds)])
         fold_variety_cell_sums = np.zeros((options.folds, n_cells, variety_space.dim))
@@ -1174,7 +1170,6 @@ def fit_reference_arrays(
             cell_groups=cell_groups,
             group_keys=group_keys,
             fold_counts=fold_counts,
-            fold_fit_counts=fold_fit_counts,
             cell_strata=cells_from,
             fold_sums=fold_sums,
             fold_scatter=fold_scatter,
