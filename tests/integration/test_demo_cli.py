@@ -61,9 +61,9 @@ def test_demo_stays_in_the_data_dir_and_its_printed_keys_work(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_the_default_demo_flags_false_declarations_and_no_genuine_lot(tmp_path: Path) -> None:
-    # The demo as `make demo` runs it (its default world, seed 0): deterministic, so its outcome is fixed. Since
-    # the cells are made of measured lots only it flags the far and the neighbouring origin and the variety
-    # swap (3 of 7; before, the swap alone) and none of the 3 genuine lots (README, docs/scoring.md).
+    # The demo as `make demo` runs it (its default world of 400 lots, seed 0): deterministic, so its outcome is
+    # fixed. It flags the far origin, the wrong season, the neighbouring origin (by the variety check read at
+    # the declared origin) and the variety swap (4 of 7), none of the 3 genuine lots (README, docs/scoring.md).
     result = _demo([], cwd=tmp_path, data=tmp_path / "data")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout)["verdicts"]
@@ -72,4 +72,4 @@ def test_the_default_demo_flags_false_declarations_and_no_genuine_lot(tmp_path: 
     assert len(genuine) == 3 and len(false) == 7
     assert not [row["lot"] for row in genuine if row["flagged"] == "yes"]
     flagged = {row["truth"].split(" ")[0] for row in false if row["flagged"] == "yes"}
-    assert {"far_origin", "variety_swap"} <= flagged and len(flagged) >= 3, flagged
+    assert {"far_origin", "wrong_season", "variety_swap"} <= flagged and len(flagged) >= 4, flagged

@@ -37,14 +37,14 @@ def demo(
         help="The service's data dir for the demo, emptied on every run (default: GRAINPROOF_DATA_DIR/demo when "
         "that is set, else .data/demo).",
     ),
-    lots: int = typer.Option(200, "--lots", help="Lots in the demo world (when it is created)."),
+    lots: int = typer.Option(400, "--lots", help="Lots in the demo world (when it is created)."),
     photos_per_lot: int = typer.Option(1, "--photos-per-lot", help="Photos of each lot (when the world is created)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the world and the model: same seed, same demo."),
     genuine: int = typer.Option(3, "--genuine", help="Genuine intake lots to send (plus one of each fraud kind)."),
     alpha: float = typer.Option(
         0.05,
         "--alpha",
-        help="Flag level of the demo's verdicts. A reference of ~200 lots cannot give p-values much below 0.02, "
+        help="Flag level of the demo's verdicts. A reference of ~400 lots cannot give p-values much below 0.01, "
         "so the demo flags at 0.05; the service's default is GRAINPROOF_ALPHA (0.01) on a full reference.",
     ),
     fresh_world: bool = typer.Option(False, "--fresh-world", help="Simulate the world again even if it exists."),
