@@ -78,7 +78,8 @@ class DemoConfig:
     world_dir: Path
     data_dir: Path
     #: 400 lots: `grainproof evaluate` on the demo's own world (whole phones held out, 3 fold seeds) catches wrong
-    #: seasons 0.64-0.68 of the time, against 0.46-0.57 on 200 lots, in about 70 s on 2 cores (README).
+    #: seasons 0.61-0.64 of the time and neighbouring origins 0.48-0.50, against 0.56-0.58 and 0.41-0.45 on 200
+    #: lots, in about 70 s on 2 cores (README).
     lots: int = 400
     photos_per_lot: int = 1
     seed: int = 0

@@ -508,6 +508,29 @@ def test_thin_cells_do_not_cut_the_cells_space_but_purity_keeps_the_cells_cut(tm
     assert updated.unit_dim == ref.unit_dim and updated.unit_counts.sum() == ref.unit_counts.sum() + 3
 
 
+def test_kernel_measurements_are_kept_as_a_table_beside_the_network_features_cut() -> None:
+    """Leading kernel measurements are a measurement table inside an embedding: when the lots afford each its
+    `lots_per_feature`, the cells' space keeps that many dimensions for them on top of one per
+    `lots_per_dimension` of the lots left over, for the network features. Counted as network directions, they
+    used up the cut (simulated worlds: wrong seasons caught 0.45-0.51 of the time, 0.55-0.58 since). The
+    variety space (one dimension per 3 lots, as many as a measurement asks) and purity's cut do not move."""
+    from grainproof.domain import with_measured_features
+
+    lots = _thin_cell_world(300, seed=1)
+    options = ModelOptions()
+    plain = fit_reference_model(lots, seed=0).species["soft_wheat"]
+    measured = fit_reference_model(lots, backbone_id=with_measured_features("net", 12), seed=0).species["soft_wheat"]
+    spare = len(lots) - (len(measured.varieties) + len(measured.origins) + len(measured.seasons) - 2)
+    assert plain.dim == spare // options.lots_per_dimension
+    assert measured.dim == 12 + (spare - 12 * options.lots_per_feature) // options.lots_per_dimension > plain.dim
+    assert measured.unit_dim == plain.unit_dim
+    assert abs(measured.variety_space.dim - plain.variety_space.dim) <= 1
+    # Too few lots for the table: the cut by lots per dimension alone, as before.
+    few = fit_reference_model(lots[:70], backbone_id=with_measured_features("net", 12), seed=0).species["soft_wheat"]
+    few_spare = 70 - (len(few.varieties) + len(few.origins) + len(few.seasons) - 2)
+    assert few_spare < 12 * options.lots_per_feature and few.dim == max(1, few_spare // options.lots_per_dimension)
+
+
 def test_the_variety_space_is_cut_by_its_lots_not_by_the_cells_cap() -> None:
     """The variety check's covariance is one for every variety, estimated from all the species' lots, so its
     space keeps one dimension per `variety_lots_per_dimension` lots beyond the varieties; the cells' cap (64, for
