@@ -512,7 +512,8 @@ def test_kernel_measurements_are_kept_as_a_table_beside_the_network_features_cut
     """Leading kernel measurements are a measurement table inside an embedding: when the lots afford each its
     `lots_per_feature`, the cells' space keeps that many dimensions for them on top of one per
     `lots_per_dimension` of the lots left over, for the network features. Counted as network directions, they
-    used up the cut (simulated worlds: wrong seasons caught 0.45-0.51 of the time, 0.55-0.58 since). The
+    used up the cut (simulated worlds of three photos a lot: wrong seasons caught 0.45-0.51 of the time,
+    0.55-0.58 since). The
     variety space (one dimension per 3 lots, as many as a measurement asks) and purity's cut do not move."""
     from grainproof.domain import with_measured_features
 

@@ -696,8 +696,8 @@ def _max_dimensions(
     `measured` leading kernel measurements are a measurement table inside an embedding: when the lots afford
     each its `lots_per_feature`, they count as the table they are, and only the lots left over are cut by
     `per_dimension` for the network features. Counted as network directions, they left the cells' space so
-    few dimensions beyond them that wrong seasons were caught 0.45-0.51 of the time on the simulated worlds,
-    0.55-0.58 now (docs/scoring.md, "Kernel measurements are not cut").
+    few dimensions beyond them that wrong seasons were caught 0.45-0.51 of the time on the simulated worlds of
+    three photos a lot, 0.55-0.58 now (docs/scoring.md, "Kernel measurements are counted as a table").
     """
     per_dimension = options.lots_per_dimension if per_dimension is None else per_dimension
     if dim * options.lots_per_feature <= spare:
