@@ -513,8 +513,8 @@ def test_kernel_measurements_are_kept_as_a_table_beside_the_network_features_cut
     `lots_per_feature`, the cells' space keeps that many dimensions for them on top of one per
     `lots_per_dimension` of the lots left over, for the network features. Counted as network directions, they
     used up the cut (simulated worlds of three photos a lot: wrong seasons caught 0.45-0.51 of the time,
-    0.55-0.58 since). The
-    variety space (one dimension per 3 lots, as many as a measurement asks) and purity's cut do not move."""
+    0.55-0.58 since). The variety space (one dimension per 3 lots, as many as a measurement asks) and purity's
+    cut do not move."""
     from grainproof.domain import with_measured_features
 
     lots = _thin_cell_world(300, seed=1)
