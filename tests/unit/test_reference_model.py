@@ -553,10 +553,11 @@ def test_a_claims_p_value_ranks_its_mean_score_over_the_fold_models_among_every_
     from grainproof.scoring.plausibility import _p as claim_p
 
     calibration = [np.array([1.0, 2.0, 3.0]), np.array([0.5, 4.0]), np.zeros(0)]
-    assert claim_p(calibration, np.array([2.5, 2.5, 99.0]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
-    # Weighted mean (3 x 1.0 + 2 x 4.0) / 5 = 2.2: at least as nonconforming are 3.0 and 4.0.
-    assert claim_p(calibration, np.array([1.0, 4.0, 99.0]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
-    assert claim_p(calibration, np.array([2.5, 2.5, np.inf]), [0, 1, 2]) == pytest.approx((1 + 2) / 6)
+    # 2.5: more nonconforming are 3.0 and 4.0, and it lies halfway from 2.0 to 3.0 (interpolated within the step).
+    assert claim_p(calibration, np.array([2.5, 2.5, 99.0]), [0, 1, 2]) == pytest.approx((2 + 0.5) / 6)
+    # Weighted mean (3 x 1.0 + 2 x 4.0) / 5 = 2.2, a fifth of the way from 2.0 to 3.0.
+    assert claim_p(calibration, np.array([1.0, 4.0, 99.0]), [0, 1, 2]) == pytest.approx((2 + 0.8) / 6)
+    assert claim_p(calibration, np.array([2.5, 2.5, np.inf]), [0, 1, 2]) == pytest.approx((2 + 0.5) / 6)
     assert claim_p(calibration, np.array([9.0]), [2]) == 1.0
 
 

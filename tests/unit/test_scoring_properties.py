@@ -254,10 +254,56 @@ def test_benjamini_hochberg_matches_the_step_up_rule(p: list[float], fdr: float)
     assert list(flags) == [x <= cut for x in p]
 
 
-@given(cal=st.lists(st.floats(0, 100), min_size=1, max_size=30), score=st.floats(0, 100))
-def test_conformal_p_value_counts_calibration_scores_at_least_as_large(cal: list[float], score: float) -> None:
-    expected = (1 + sum(c >= score for c in cal)) / (len(cal) + 1)
-    assert float(conformal_p_value(np.sort(cal), score)) == pytest.approx(expected)
+@given(
+    cal=st.lists(st.floats(0, 100), min_size=1, max_size=30),
+    scores=st.lists(st.floats(0, 100), min_size=2, max_size=2),
+)
+def test_conformal_p_value_lies_within_its_rank_step_and_falls_as_the_score_grows(
+    cal: list[float], scores: list[float]
+) -> None:
+    ranked = np.sort(cal)
+    low, high = sorted(scores)
+    p_low, p_high = float(conformal_p_value(ranked, low)), float(conformal_p_value(ranked, high))
+    assert p_high <= p_low  # monotone: a stranger lot is never more plausible
+    for score, p in ((low, p_low), (high, p_high)):
+        at_least = sum(c >= score for c in cal)
+        # Never above the rank p-value, never below the next step's.
+        assert at_least / (len(cal) + 1) - 1e-12 <= p <= (1 + at_least) / (len(cal) + 1) + 1e-12
+    assert float(conformal_p_value(ranked, ranked[-1] + 1.0)) == pytest.approx(1 / (len(cal) + 1))
+
+
+def test_a_score_between_the_two_largest_calibration_scores_can_reach_an_alpha_between_steps() -> None:
+    # With 38 calibration lots the rank p-value steps from 1/39 to 2/39 = 0.051: at alpha 0.05 only a lot beyond
+    # every calibration lot was flagged. Interpolated, a lot most of the way to the largest is.
+    cal = np.arange(1.0, 39.0)
+    assert float(conformal_p_value(cal, 37.9)) == pytest.approx((1 + 0.1) / 39)
+    assert float(conformal_p_value(cal, 37.9)) <= 0.05 < 2 / 39
+
+
+@pytest.mark.parametrize("law", ["normal", "exponential", "uniform"])
+def test_conformal_p_values_flag_genuine_lots_at_alpha_between_steps_not_at_the_step_below(law: str) -> None:
+    # 19 calibration lots: the rank p-value's steps are 0.05 apart, so at alpha 0.075 it flags genuine lots 0.05 of
+    # the time. Interpolated, about alpha: a little under where the scores thin out toward the tail (normal,
+    # exponential), within Monte Carlo error of it where they are spread evenly (uniform); never more.
+    rng = np.random.default_rng(3)
+    draws = getattr(rng, law)(size=(20_000, 20))
+    p = np.array([float(conformal_p_value(np.sort(row[:19]), row[19])) for row in draws])
+    rank_p = (1 + (draws[:, :19] >= draws[:, 19:]).sum(axis=1)) / 20
+    for alpha in (0.075, 0.125, 0.275):
+        assert np.mean(rank_p <= alpha) < alpha - 0.02
+        assert alpha - 0.01 <= np.mean(p <= alpha) <= alpha + 0.006, alpha
+    assert np.mean(p <= 0.025) == 0.0  # below the first step nothing is flagged: no tail is invented
+
+
+def test_a_calibration_lot_ranked_among_the_others_gets_the_p_value_a_claim_with_its_score_would() -> None:
+    from grainproof.scoring.conformal import conformal_p_values
+
+    scores = np.array([0.3, 2.0, 1.1, 5.0, 0.9, 1.7])
+    ranked = np.sort(scores)
+    among = conformal_p_values([ranked], scores, among_them=True)
+    for k, score in enumerate(scores):
+        others = np.sort(np.delete(scores, k))
+        assert among[k] == pytest.approx(float(conformal_p_value(others, score)))
 
 
 @given(seed=st.integers(0, 10_000))

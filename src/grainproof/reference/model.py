@@ -63,6 +63,7 @@ from grainproof.reference.vectors import (
     season_value,
     table_and_vectors,
 )
+from grainproof.scoring.conformal import conformal_p_values
 
 #: 3: per-origin covariances (group statistics), four nonconformity columns, calibration groups that partition.
 #: 4: the variety check in a reduced space of its own (variety_* arrays), varieties sharing one covariance.
@@ -326,15 +327,14 @@ class SpeciesReference:
         return self._groups[kind].get(group, empty)
 
     def lot_p_values(self, kind: int, options: ModelOptions) -> np.ndarray:
-        """(n,) each calibration lot's p-value of a kind among the other lots of its calibration group, as a
-        claim's would be: (1 + #{others at least as nonconforming}) / (group size); NaN without a finite score."""
+        """(n,) each calibration lot's p-value of a kind among the other lots of its calibration group, by the
+        rule a claim's is computed by (`conformal_p_values`); NaN without a finite score."""
         partition = self.partition(kind, options)
         scores = self.calibration[:, kind]
         out = np.full(len(scores), np.nan)
         for group in np.unique(partition.lot_group[partition.lot_group >= 0]).tolist():
             rows = np.flatnonzero(partition.lot_group == group)
-            ranked = np.sort(scores[rows])
-            out[rows] = (len(rows) - np.searchsorted(ranked, scores[rows], side="left")) / len(rows)
+            out[rows] = conformal_p_values([np.sort(scores[rows])], scores[rows], among_them=True)
         return out
 
     def smallest_check_p(self, kind: int, options: ModelOptions, *, stratum: int, variety: int) -> np.ndarray:

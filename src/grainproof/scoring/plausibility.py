@@ -17,6 +17,7 @@ from grainproof.reference.model import ModelOptions, ReferenceModel, SpeciesRefe
 from grainproof.reference.phone_scale import apply_phone_scale
 from grainproof.reference.space import NETWORK_ONLY
 from grainproof.reference.varieties import variety_nonconformity
+from grainproof.scoring.conformal import conformal_p_values
 from grainproof.scoring.mixture import ShareEstimate, gaussian_positions_share, mixture_share
 
 #: Said of a lot whose photos gave no kernel measurements, though the reference was built with them.
@@ -425,7 +426,8 @@ PURITY_NEEDS_UNITS = (
 
 def _p(calibration: list[np.ndarray], scores: np.ndarray, folds: list[int]) -> float:
     """Conformal p-value of a claim from its scores under the fold models taking part: their mean, weighted by each
-    fold's calibration lots, ranked among the calibration lots of every fold: (1 + #{calibration >= mean}) / (n + 1).
+    fold's calibration lots, ranked among the calibration lots of every fold (`conformal_p_values`: interpolated
+    between the neighbouring calibration scores, exact at each step of 1 / (n + 1) rather than conservative).
 
     Each calibration lot was scored by the one model that did not see it, so its score carries that model's own
     error; the claim's mean over the models carries less, so genuine claims rank, if anything, a little less
@@ -440,15 +442,13 @@ def _p(calibration: list[np.ndarray], scores: np.ndarray, folds: list[int]) -> f
         return 1.0
     weighed = sizes > 0  # a fold without calibration lots weighs nothing, whatever its model scored
     score = float(np.dot(sizes[weighed], np.asarray(scores, dtype=np.float64).reshape(-1)[weighed]) / total)
-    at_least = sum(len(calibration[f]) - int(np.searchsorted(calibration[f], score, side="left")) for f in folds)
-    return (1.0 + at_least) / (total + 1.0)
+    return float(conformal_p_values([calibration[f] for f in folds], score)[0])
 
 
 def _smallest_p(calibration_sorted: np.ndarray, smallest: float) -> float:
-    """(1 + #{calibration lots whose smallest check p-value is at most the lot's}) / (n + 1): a conformal p-value
-    whose statistic is the smallest p-value, so small values count as nonconforming."""
-    at_most = int(np.searchsorted(calibration_sorted, smallest, side="right"))
-    return float((1.0 + at_most) / (len(calibration_sorted) + 1.0))
+    """Conformal p-value whose statistic is the smallest check p-value (small counts as nonconforming), ranked
+    among the calibration lots' own smallest p-values (ascending) the same way as every other p-value."""
+    return float(conformal_p_values([-calibration_sorted[::-1]], -smallest)[0])
 
 
 def _clip(value: float) -> float:
