@@ -295,6 +295,24 @@ def test_conformal_p_values_flag_genuine_lots_at_alpha_between_steps_not_at_the_
     assert np.mean(p <= 0.025) == 0.0  # below the first step nothing is flagged: no tail is invented
 
 
+@given(
+    parts=st.lists(st.lists(st.integers(0, 12).map(float), max_size=12), min_size=1, max_size=4),
+    scores=st.lists(st.integers(-1, 13).map(float), min_size=1, max_size=8),
+)
+def test_one_score_and_many_get_the_same_conformal_p_values(parts: list[list[float]], scores: list[float]) -> None:
+    # Integers: ties with calibration scores are common. A claim's p-values take the scalar path, calibration lots'
+    # and peers' the array path.
+    from grainproof.scoring.conformal import conformal_p_values
+
+    ranked = [np.sort(part) for part in parts]
+    many = conformal_p_values(ranked, np.array(scores))
+    assert [float(conformal_p_values(ranked, score)[0]) for score in scores] == pytest.approx(list(many))
+    pool = np.sort(np.concatenate(ranked))
+    if len(pool) > 1:
+        among = conformal_p_values([pool], pool, among_them=True)
+        assert [float(conformal_p_values([pool], x, among_them=True)[0]) for x in pool] == pytest.approx(list(among))
+
+
 def test_a_calibration_lot_ranked_among_the_others_gets_the_p_value_a_claim_with_its_score_would() -> None:
     from grainproof.scoring.conformal import conformal_p_values
 
