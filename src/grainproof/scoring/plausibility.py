@@ -427,7 +427,7 @@ PURITY_NEEDS_UNITS = (
 def _p(calibration: list[np.ndarray], scores: np.ndarray, folds: list[int]) -> float:
     """Conformal p-value of a claim from its scores under the fold models taking part: their mean, weighted by each
     fold's calibration lots, ranked among the calibration lots of every fold (`conformal_p_values`: interpolated
-    between the neighbouring calibration scores, exact at each step of 1 / (n + 1) rather than conservative).
+    between the neighbouring calibration scores, so an alpha between two steps of 1 / (n + 1) is not rounded down).
 
     Each calibration lot was scored by the one model that did not see it, so its score carries that model's own
     error; the claim's mean over the models carries less, so genuine claims rank, if anything, a little less
