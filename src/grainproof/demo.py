@@ -79,7 +79,7 @@ class DemoConfig:
     data_dir: Path
     #: 400 lots: `grainproof evaluate` on the demo's own world (whole phones held out, 3 fold seeds) catches wrong
     #: seasons 0.61-0.64 of the time and neighbouring origins 0.48-0.50, against 0.56-0.58 and 0.41-0.45 on 200
-    #: lots, in about 70 s on 2 cores (README).
+    #: lots; `make demo` takes 70-104 s on 2 cores, the world simulated included (README).
     lots: int = 400
     photos_per_lot: int = 1
     seed: int = 0
