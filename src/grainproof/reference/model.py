@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -27,7 +28,7 @@ from grainproof.domain import LotRecord, measured_feature_count
 from grainproof.errors import ClaimError, ModelError
 from grainproof.reference.calibration import CELL_COLUMNS, SCORE_COLUMNS, VARIETY
 from grainproof.reference.calibration_groups import CalibrationGroups, calibration_groups
-from grainproof.reference.cells import CellModel, CellStatistics, fit_cell_model
+from grainproof.reference.cells import MAX_TAIL_LOTS, CellModel, CellStatistics, fit_cell_model, fit_tail_dof
 from grainproof.reference.phone_scale import (
     PhoneScale,
     PhoneScaledVectors,
@@ -70,8 +71,10 @@ from grainproof.scoring.conformal import conformal_p_values
 #: 5: the variety space's sums per cell (fold_variety_cell_sums): varieties compared at the declared origin and season.
 #: 6: the cells made of the best-measured lots (cell_strata). A reader of 5 would pair their sums with every
 #: lot's counts, so 6 is refused there; this reader loads 5 as it was (every lot in the cells).
-FORMAT_VERSION = 6
-READABLE_FORMATS = (5, FORMAT_VERSION)
+#: 7: the cells' tails fitted to the lots (species' tail_dof). A reader of 6 would score claims with lighter tails
+#: than the calibration lots were scored with, so 7 is refused there; 5 and 6 load with each group's own t.
+FORMAT_VERSION = 7
+READABLE_FORMATS = (5, 6, FORMAT_VERSION)
 #: Every calibration stratum: the cells of a species none of whose lots was measured, and of models before format 6.
 ALL_STRATA = np.array([MEASURED, MEASURED_WITHOUT_CARD, NETWORK_ONLY], dtype=np.int8)
 ALL_STRATA.flags.writeable = False
@@ -179,6 +182,9 @@ class SpeciesReference:
     #: The calibration strata whose lots make the cells' statistics (fold_sums, fold_scatter, fold_group_scatter):
     #: `cell_strata()` at the build, kept by updates; None: every stratum (models saved before).
     cell_strata: np.ndarray | None = None
+    #: Degrees of freedom capping the cells' Student t (`cells.fit_tail_dof`), fitted at the build on the lots'
+    #: out-of-fold distances and kept by updates; infinite: each group's own t (and models saved before).
+    tail_dof: float = math.inf
     #: Per variety: units (kernels) seen in reference lots, their sums and scatter in the reduced space;
     #: the kernel-level classes purity reads (empty when the reference lots came without units).
     unit_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -253,7 +259,32 @@ class SpeciesReference:
         return fit_variety_model(self.cell_keys, *self.variety_statistics(exclude_fold), sizes)
 
     def fit_cells(self, options: ModelOptions, exclude_fold: int | None = None) -> CellModel:
-        return fit_cell_model(self.statistics(exclude_fold), origin_neighbours=self.origin_neighbours)
+        return fit_cell_model(
+            self.statistics(exclude_fold), origin_neighbours=self.origin_neighbours, tail_dof=self.tail_dof
+        )
+
+    def fit_tails(self, z: np.ndarray) -> None:
+        """Fit `tail_dof` on the lots' distances to their own cells under the fold models that did not see them
+        (z: every lot's coordinates, rows as lot_ids), and cap the fitted models' tails with it. Only lots of the
+        strata that make the cells count (the others are filled in and spread differently), at most
+        MAX_TAIL_LOTS of them, chosen by a hash of their ids so that the lots' order does not matter."""
+        keys = self.cell_keys[self.lot_cells]
+        sample = np.zeros(len(keys), dtype=bool)
+        sample[_basis_sample(self.lot_ids.tolist(), MAX_TAIL_LOTS, 0)] = True
+        sample &= np.isin(self.lot_strata, self.strata_in_cells)
+        distance, dof = np.full(len(keys), np.nan), np.full(len(keys), np.nan)
+        for f, fold_model in enumerate(self.fold_cells):
+            rows = np.flatnonzero((self.lot_folds == f) & sample)
+            if len(rows) and fold_model is not self.cells:
+                distance[rows], dof[rows] = fold_model.own_distances(z[rows], keys[rows])
+        self.tail_dof = fit_tail_dof(distance, dof, self.dim)
+        if math.isfinite(self.tail_dof):
+            assert self.cells is not None
+            full = self.cells
+            self.cells = full.with_tail_dof(self.tail_dof)
+            self.fold_cells = [
+                self.cells if model is full else model.with_tail_dof(self.tail_dof) for model in self.fold_cells
+            ]
 
     def fit(self, options: ModelOptions) -> SpeciesReference:
         """Fit the full cell model and one per fold from the stored statistics; returns self."""
@@ -476,6 +507,8 @@ class ReferenceModel:
                     "reduced_dim": self.species[name].dim,
                     "variety_dim": self.species[name].variety_space.dim,
                     "reference_lots": len(self.species[name].lot_ids),
+                    # JSON has no infinity: null is each group's own t.
+                    "tail_dof": self.species[name].tail_dof if math.isfinite(self.species[name].tail_dof) else None,
                 }
                 for name in sorted(self.species)
             ],
@@ -590,6 +623,7 @@ class ReferenceModel:
                     lot_strata=arrays[f"s{i}_lot_strata"],
                     calibration=arrays[f"s{i}_calibration"],
                     origin_neighbours=[list(nb) for nb in info["origin_neighbours"]],
+                    tail_dof=math.inf if info.get("tail_dof") is None else float(info["tail_dof"]),
                     unit_counts=arrays[f"s{i}_unit_counts"],
                     unit_sums=arrays[f"s{i}_unit_sums"],
                     unit_scatter=arrays[f"s{i}_unit_scatter"],
@@ -909,6 +943,7 @@ def _add_lots(
         lot_strata=np.concatenate([ref.lot_strata, np.asarray(strata, dtype=np.int8)]),
         calibration=np.vstack([ref.calibration, calibration]),
         origin_neighbours=_neighbour_lists(origins_list, adjacency),
+        tail_dof=ref.tail_dof,
     )
     start = (ref.unit_counts, ref.unit_sums, ref.unit_scatter) if len(ref.unit_counts) else None
     updated.unit_counts, updated.unit_sums, updated.unit_scatter = unit_statistics(
@@ -1211,8 +1246,10 @@ def fit_reference_arrays(
             len(variety_list),
             scale=(table.devices[rows], table.varieties[rows], phone_scales[name]),
         )
-        # Cross-conformal calibration: each lot is scored by the model fitted without its fold.
+        # Cross-conformal calibration: each lot is scored by the model fitted without its fold, whose tails are
+        # first fitted to how far the lots fall out of fold.
         ref.fit(options)
+        ref.fit_tails(z)
         for f in range(options.folds):
             in_fold = folds == f
             if in_fold.any() and (~in_fold).sum() >= 2:
