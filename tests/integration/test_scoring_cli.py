@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,6 +100,9 @@ def test_verify_and_reference_build_answer_in_json(files: dict[str, Path]) -> No
     built = json.loads(build.stdout)
     assert built["version"] == ReferenceModel.load(files["root"] / "m2").version
     assert built["species"][0]["reference_lots"] == 240
+    # The cap on the cells' tails is reported as the model holds it (null: each group's own t).
+    tail = ReferenceModel.load(files["root"] / "m2").species[built["species"][0]["species"]].tail_dof
+    assert built["species"][0]["tail_dof"] == (None if math.isinf(tail) else round(tail, 2))
 
 
 def test_verify_against_a_missing_model_is_a_clear_error(files: dict[str, Path]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import tempfile
 from collections import Counter
@@ -81,14 +82,17 @@ def build(
                 "reference_lots": len(ref.lot_ids),
                 "reduced_dim": ref.dim,
                 "variety_dim": ref.variety_space.dim,
+                # The cap on the cells' t degrees of freedom fitted to the lots; null: each group's own t.
+                "tail_dof": round(ref.tail_dof, 2) if math.isfinite(ref.tail_dof) else None,
             }
             for name, ref in sorted(model.species.items())
         ]
         print_json({"version": model.version, "model_dir": str(out), "species": species, "warnings": warnings})
         return
     table = Table(title=f"reference model {model.version} -> {out}")
-    for column in ("species", "varieties", "origin units", "seasons", "reference lots", "reduced dim"):
-        table.add_column(column, justify="right" if column in ("reference lots", "reduced dim") else "left")
+    numbers = ("reference lots", "reduced dim", "tails (t dof)")
+    for column in ("species", "varieties", "origin units", "seasons", *numbers):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for name, ref in sorted(model.species.items()):
         table.add_row(
             name,
@@ -97,6 +101,7 @@ def build(
             ", ".join(str(s) for s in ref.seasons),
             str(len(ref.lot_ids)),
             str(ref.dim),
+            f"{ref.tail_dof:.1f}" if math.isfinite(ref.tail_dof) else "groups' own",
         )
     console.print(table)
     for warning in warnings:
