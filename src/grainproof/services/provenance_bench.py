@@ -56,6 +56,8 @@ class ProvenanceRow:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvenanceBenchResult:
+    """Every method's row per split seed in one mode, and the peers that could not score the table."""
+
     mode: str
     alpha: float
     seeds: tuple[int, ...]
