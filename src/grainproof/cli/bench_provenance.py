@@ -32,7 +32,7 @@ def bench_provenance_command(
 ) -> None:
     """grainproof beside the protocol's textbook peers on the protocol's splits, for several split seeds: each
     method's mean false alarm, detection and AUROC; baseline: the best peer at a false alarm the issue allows."""
-    from grainproof.services.provenance_bench import MODES, read_table, run_provenance_bench
+    from grainproof.services.provenance_bench import MODES, OURS, read_table, run_provenance_bench
 
     modes = MODES if mode == "both" else (mode,)
     if any(m not in MODES for m in modes):
@@ -64,11 +64,12 @@ def bench_provenance_command(
         )
         for column in ("method", "false alarm", "detection", "AUROC"):
             table.add_column(column, justify="left" if column == "method" else "right")
-        for method, (false_alarm, detection, auroc) in result.means().items():
+        means = result.means()
+        for method, (false_alarm, detection, auroc) in means.items():
             table.add_row(method, f"{false_alarm:.3f}", f"{detection:.3f}", f"{auroc:.3f}")
         console.print(table)
         best = result.best_peer(max_false_alarm)
-        ours = result.means()["grainproof"][1]
+        ours = means[OURS][1]
         if best is not None:
             ratio = f"{ours / best[1]:.2f}" if best[1] > 0 else "n/a"
             console.print(

@@ -270,17 +270,17 @@ def _row(
     method: str, seed: int, scores: list[np.ndarray], flags: list[np.ndarray], genuine: list[np.ndarray]
 ) -> ProvenanceRow:
     """A method's figures over every split of one seed, computed as the protocol computes them."""
-    from sklearn.metrics import roc_auc_score
+    from grainproof.scoring.evaluation import auroc
 
     s, f, g = np.concatenate(scores), np.concatenate(flags), np.concatenate(genuine)
-    finite = np.isfinite(s)
-    s = np.where(finite, s, np.min(s[finite]) - 1.0 if finite.any() else 0.0)  # as the protocol does
     return ProvenanceRow(
         method=method,
         seed=seed,
         false_alarm=float(f[g].mean()),
         detection=float(f[~g].mean()),
-        auroc=float(roc_auc_score(g, s)),
+        # Scores rise with plausibility; ranks put a peer's -inf (a label it cannot score) below every finite
+        # score, as the protocol's replacement by the smallest finite score minus one does.
+        auroc=auroc(-s[g], -s[~g]),
         n_genuine=int(g.sum()),
         n_false=int((~g).sum()),
     )
