@@ -24,6 +24,12 @@ def bench_provenance_command(
     protocol: Path | None = typer.Option(
         None, "--protocol", help="The protocol's file (../shared/tools/provenance_protocol.py): its peers run too."
     ),
+    peer_rule: str = typer.Option(
+        "quantile",
+        "--peer-rule",
+        help="How the peers' flags are set from their out-of-fold scores: quantile (the protocol's), p-value "
+        "(grainproof's conformal p-value), or both.",
+    ),
     max_false_alarm: float = typer.Option(
         0.06, "--max-false-alarm", help="A peer counts as best only with a mean false alarm at most this."
     ),
@@ -31,12 +37,19 @@ def bench_provenance_command(
     as_json: bool = json_option(),
 ) -> None:
     """grainproof beside the protocol's textbook peers on the protocol's splits, for several split seeds: each
-    method's mean false alarm, detection and AUROC; baseline: the best peer at a false alarm the issue allows."""
-    from grainproof.services.provenance_bench import MODES, OURS, read_table, run_provenance_bench
+    method's mean false alarm, detection and AUROC; baseline: the best peer at a false alarm the issue allows.
+
+    `--peer-rule p-value` flags a peer's claim the way grainproof flags one, by a conformal p-value among the same
+    out-of-fold scores the protocol takes its quantile of: both then keep the step p >= 1 / (n + 1), which on
+    references of a few dozen lots is where they part (docs/scoring.md)."""
+    from grainproof.services.provenance_bench import MODES, OURS, PEER_RULES, read_table, run_provenance_bench
 
     modes = MODES if mode == "both" else (mode,)
     if any(m not in MODES for m in modes):
         raise GrainproofError(f"--mode {mode!r} is not one of closed, openset, both.")
+    rules = PEER_RULES if peer_rule == "both" else (peer_rule,)
+    if any(r not in PEER_RULES for r in rules):
+        raise GrainproofError(f"--peer-rule {peer_rule!r} is not one of quantile, p-value, both.")
     if not 0.0 < alpha < 1.0:
         raise GrainproofError(f"--alpha {alpha} must lie strictly between 0 and 1.")
     try:
@@ -50,7 +63,9 @@ def bench_provenance_command(
     for m in modes:
         with progress_bar(f"{m} splits", None) as update:
             results.append(
-                run_provenance_bench(x, y, mode=m, seeds=seed_list, alpha=alpha, protocol=protocol, progress=update)
+                run_provenance_bench(
+                    x, y, mode=m, seeds=seed_list, alpha=alpha, protocol=protocol, peer_rules=rules, progress=update
+                )
             )
     document = {"data": str(data), "label": label, "results": [r.as_dict() for r in results]}
     write_json(json_out, document)
@@ -68,13 +83,15 @@ def bench_provenance_command(
         for method, (false_alarm, detection, auroc) in means.items():
             table.add_row(method, f"{false_alarm:.3f}", f"{detection:.3f}", f"{auroc:.3f}")
         console.print(table)
-        best = result.best_peer(max_false_alarm)
         ours = means[OURS][1]
-        if best is not None:
+        for rule in result.peer_rules:
+            best = result.best_peer(max_false_alarm, rule)
+            if best is None:
+                continue
             ratio = f"{ours / best[1]:.2f}" if best[1] > 0 else "n/a"
             console.print(
-                f"best peer at false alarm <= {max_false_alarm:g}: {best[0]} {best[1]:.3f}; grainproof {ours:.3f} "
-                f"(ratio {ratio})",
+                f"best peer ({rule} rule) at false alarm <= {max_false_alarm:g}: {best[0]} {best[1]:.3f}; "
+                f"grainproof {ours:.3f} (ratio {ratio})",
                 highlight=False,
             )
         for method, why in result.failed_peers:

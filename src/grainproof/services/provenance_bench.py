@@ -27,6 +27,12 @@ from grainproof.progress import ProgressCallback
 
 OURS = "grainproof"
 MODES = ("closed", "openset")
+#: How a peer's flags are set from its out-of-fold scores on genuine claims inside the reference: "quantile", the
+#: protocol's own rule (below their plain alpha-quantile); "p-value", grainproof's (a conformal p-value ranked
+#: among them, `conformal_p_values`, at most alpha), which keeps the finite-sample step p >= 1 / (n + 1).
+PEER_RULES = ("quantile", "p-value")
+#: Suffix of a peer's row under the p-value rule.
+P_VALUE_SUFFIX = " (p-value)"
 #: The protocol's folds: five, stratified by label.
 PROTOCOL_FOLDS = 5
 
@@ -62,6 +68,8 @@ class ProvenanceBenchResult:
     alpha: float
     seeds: tuple[int, ...]
     rows: tuple[ProvenanceRow, ...]
+    #: The rules the peers' flags were set by (PEER_RULES); rows under "p-value" carry P_VALUE_SUFFIX.
+    peer_rules: tuple[str, ...] = ("quantile",)
     #: Peers that could not score this table, with why (the protocol prints no row for them either).
     failed_peers: tuple[tuple[str, str], ...] = ()
 
@@ -77,10 +85,14 @@ class ProvenanceBenchResult:
             )
         return out
 
-    def best_peer(self, max_false_alarm: float) -> tuple[str, float] | None:
-        """The peer with the highest mean detection among those whose mean false alarm is at most
+    def best_peer(self, max_false_alarm: float, rule: str = "quantile") -> tuple[str, float] | None:
+        """The peer with the highest mean detection under `rule` among those whose mean false alarm is at most
         `max_false_alarm` (the issue's rule: a peer that flags genuine lots more often does not count)."""
-        peers = [(m, v) for m, v in self.means().items() if m != OURS and v[0] <= max_false_alarm]
+        peers = [
+            (m, v)
+            for m, v in self.means().items()
+            if m != OURS and m.endswith(P_VALUE_SUFFIX) == (rule == "p-value") and v[0] <= max_false_alarm
+        ]
         if not peers:
             return None
         method, values = max(peers, key=lambda item: item[1][1])
@@ -91,6 +103,7 @@ class ProvenanceBenchResult:
             "mode": self.mode,
             "alpha": self.alpha,
             "seeds": list(self.seeds),
+            "peer_rules": list(self.peer_rules),
             "means": {m: {"false_alarm": v[0], "detection": v[1], "auroc": v[2]} for m, v in self.means().items()},
             "rows": [asdict(row) for row in self.rows],
             "failed_peers": {method: why for method, why in self.failed_peers},
@@ -218,9 +231,14 @@ def run_provenance_bench(
     seeds: Sequence[int],
     alpha: float = 0.05,
     protocol: Path | None = None,
+    peer_rules: Sequence[str] = ("quantile",),
     progress: ProgressCallback | None = None,
 ) -> ProvenanceBenchResult:
-    """grainproof (and, given the protocol's file, its peers) on the protocol's splits for each seed."""
+    """grainproof (and, given the protocol's file, its peers under each rule of `peer_rules`) on the protocol's
+    splits for each seed."""
+    unknown = [rule for rule in peer_rules if rule not in PEER_RULES]
+    if unknown or not peer_rules:
+        raise ClaimError(f"Peer rule {unknown[0] if unknown else ''!r} is not one of {', '.join(PEER_RULES)}.")
     peers, peer_scores = load_protocol_peers(protocol) if protocol is not None else ({}, None)
     with warnings.catch_warnings():
         # A label of fewer rows than folds is what the protocol splits too (pottery's two-row site): not news.
@@ -231,39 +249,89 @@ def run_provenance_bench(
     failed: list[tuple[str, str]] = []
     for method in [OURS, *peers]:
         try:
-            method_rows = []
+            # Per rule, per seed: the claims' scores, flags and whether each claim is genuine.
+            collected: dict[str, dict[int, tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]]] = {}
             for seed, splits in all_splits.items():
-                scores, flags, genuine = [], [], []
                 for split in splits:
                     if method == OURS:
                         score, flag = grainproof_claims(x, y, split, alpha)
+                        flags = {OURS: flag}
                     else:
                         assert peer_scores is not None
-                        with warnings.catch_warnings():
-                            # The peers' own sklearn warnings on labels of one or two rows, a few hundred a table.
-                            warnings.simplefilter("ignore")
-                            score, threshold = peer_scores(
-                                peers[method], x, y, split.reference, split.claimed_rows, split.claimed_labels, alpha
-                            )
-                        flag = score <= threshold
-                    scores.append(score)
-                    flags.append(flag)
-                    genuine.append(split.genuine)
+                        score, flags = _peer_flags(method, peers[method], peer_scores, x, y, split, alpha, peer_rules)
+                    for name, flag in flags.items():
+                        scores, flag_list, genuine = collected.setdefault(name, {}).setdefault(seed, ([], [], []))
+                        scores.append(score)
+                        flag_list.append(flag)
+                        genuine.append(split.genuine)
                     done += 1
                     if progress:
                         progress(done, total)
-                method_rows.append(_row(method, int(seed), scores, flags, genuine))
         except ValueError as exc:  # a peer that cannot fit this table (too few rows of a label for its k)
             if method == OURS:
                 raise
             failed.append((method, str(exc).splitlines()[0][:200]))
             continue
-        rows.extend(method_rows)
+        rows.extend(
+            _row(name, int(seed), *parts) for name, by_seed in collected.items() for seed, parts in by_seed.items()
+        )
     if progress:
         progress(total, total)
     return ProvenanceBenchResult(
-        mode=mode, alpha=alpha, seeds=tuple(int(s) for s in seeds), rows=tuple(rows), failed_peers=tuple(failed)
+        mode=mode,
+        alpha=alpha,
+        seeds=tuple(int(s) for s in seeds),
+        rows=tuple(rows),
+        failed_peers=tuple(failed),
+        peer_rules=tuple(peer_rules),
     )
+
+
+def _peer_flags(
+    method: str,
+    peer: Callable[..., np.ndarray],
+    peer_scores: PeerScores,
+    x: np.ndarray,
+    y: np.ndarray,
+    split: ProtocolSplit,
+    alpha: float,
+    peer_rules: Sequence[str],
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A peer's scores of the split's claims and its flags under each rule, named as its rows are.
+
+    The out-of-fold scores are recorded as the protocol's own `peer_scores` computes them (its first call scores
+    the claims, the others the reference's held-out folds), and checked against the threshold it returns, so both
+    rules read the very same scores."""
+    calls: list[np.ndarray] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> np.ndarray:
+        calls.append(np.asarray(peer(*args, **kwargs), dtype=np.float64))
+        return calls[-1]
+
+    with warnings.catch_warnings():
+        # The peers' own sklearn warnings on labels of one or two rows, a few hundred a table.
+        warnings.simplefilter("ignore")
+        score, threshold = peer_scores(recorded, x, y, split.reference, split.claimed_rows, split.claimed_labels, alpha)
+    flags = {}
+    if "quantile" in peer_rules:
+        flags[method] = score <= threshold
+    if "p-value" in peer_rules:
+        out_of_fold = np.concatenate(calls[1:]) if len(calls) > 1 else np.empty(0)
+        with np.errstate(invalid="ignore"):  # a peer's -inf scores make the quantile NaN, the protocol's too
+            same = len(out_of_fold) > 0 and np.isclose(np.quantile(out_of_fold, alpha), threshold, equal_nan=True)
+        if not same:
+            raise ClaimError(
+                "The protocol's peer_scores no longer scores the claims first and then the reference's folds: "
+                "the p-value rule cannot read its out-of-fold scores."
+            )
+        from grainproof.scoring.conformal import conformal_p_values
+
+        # Larger means less like a genuine claim for conformal_p_values; a peer's score rises with plausibility.
+        # A peer's -inf (a label it cannot score) ranks as the least plausible, as in the quantile rule.
+        calibration = np.sort(-np.nan_to_num(out_of_fold, neginf=-np.finfo(np.float64).max))
+        claims = -np.nan_to_num(score, neginf=-np.finfo(np.float64).max)
+        flags[method + P_VALUE_SUFFIX] = conformal_p_values([calibration], claims) <= alpha
+    return score, flags
 
 
 def _row(
