@@ -324,13 +324,11 @@ def _peer_flags(
                 "The protocol's peer_scores no longer scores the claims first and then the reference's folds: "
                 "the p-value rule cannot read its out-of-fold scores."
             )
-        from grainproof.scoring.conformal import conformal_p_values
+        from grainproof.scoring.conformal import conformal_p_value
 
-        # Larger means less like a genuine claim for conformal_p_values; a peer's score rises with plausibility.
-        # A peer's -inf (a label it cannot score) ranks as the least plausible, as in the quantile rule.
-        calibration = np.sort(-np.nan_to_num(out_of_fold, neginf=-np.finfo(np.float64).max))
-        claims = -np.nan_to_num(score, neginf=-np.finfo(np.float64).max)
-        flags[method + P_VALUE_SUFFIX] = conformal_p_values([calibration], claims) <= alpha
+        # Larger means less like a genuine claim for a conformal p-value; a peer's score rises with plausibility,
+        # so both are negated. A peer's -inf (a label it cannot score) then ranks as the least plausible.
+        flags[method + P_VALUE_SUFFIX] = conformal_p_value(np.sort(-out_of_fold), -score) <= alpha
     return score, flags
 
 
